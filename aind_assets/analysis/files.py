@@ -1,0 +1,244 @@
+"""From dispatch rows to analysis tasks (pure: the caller passes the listing function).
+
+Rows come from the aggregation pipeline of :mod:`aind_assets.analysis.queries`. For each row:
+
+* files are selected with the semantics of ``glob("{location}/**/*{ext}")``, as ``s3://`` URLs
+  (:func:`select_files`);
+* an asset without a matching file is skipped, and reported so the caller can warn;
+* ``split_files=True`` gives one model per file (a row holding several assets is an error),
+  ``False`` one model with all files (:func:`build_dispatch_models`);
+* each model is repeated once per distributed parameter set (:func:`expand_tasks`);
+* a task's parameters merge analysis-code defaults < fixed < run config < distributed, with
+  ``file_location`` as a parameter and ``dry_run`` never kept (:func:`merge_parameters`).
+
+Decisions beyond analysis-pipeline-utils, for reproducible hashes: members of a grouped row are
+ordered by ``s3_location`` (MongoDB's ``$push`` order is not stable, and the lineage hash covers
+the input order), files are sorted, and ``query``/``group_metadata`` are kept on unsplit models
+(analysis-pipeline-utils rebuilt those models without them).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from aind_assets.analysis.models import AnalysisDispatchModel, AnalysisSpec
+
+__all__ = [
+    "DispatchModels",
+    "build_dispatch_models",
+    "expand_tasks",
+    "merge_parameters",
+    "select_files",
+    "task_parameters",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``list_fn(location)`` → every file path below ``location`` (recursively), with or without a
+#: scheme: e.g. ``s3fs.S3FileSystem().find`` or ``fsspec.filesystem("file").find``.
+ListFn = Callable[[str], Iterable[str]]
+
+
+def _split_scheme(path: str) -> tuple[str, str]:
+    if "://" in path:
+        scheme, rest = path.split("://", 1)
+        return scheme, rest
+    return "", path
+
+
+def _matching(location: str, ext: str, paths: Iterable[str]) -> list[str]:
+    scheme, base = _split_scheme(location)
+    base = base.rstrip("/")
+    pattern = f"*{ext}"
+    found: set[str] = set()
+    for path in paths:
+        _, rest = _split_scheme(str(path))
+        if not rest.startswith(base + "/"):
+            continue  # another prefix, e.g. ".../asset_2" when listing ".../asset"
+        relative = rest[len(base) + 1 :]
+        if not relative or relative.endswith("/"):
+            continue
+        if fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern):
+            found.add(f"{scheme or 's3'}://{rest}")
+    return sorted(found)
+
+
+def select_files(locations: Iterable[str], ext: str, list_fn: ListFn) -> dict[str, list[str]]:
+    """Files under each location matching ``{location}/**/*{ext}``, as sorted URLs.
+
+    ``**`` is any depth (including none) and ``*`` any file-name prefix, so ``ext`` is matched
+    against the end of the file name (``".nwb"``; ``"nwb"`` would also match ``"x_nwb"``, as with
+    the original glob). Results keep the location's scheme, ``s3://`` when it has none.
+    Every location is a key; locations without a match map to ``[]``.
+    """
+    out: dict[str, list[str]] = {}
+    for location in locations:
+        if location in out:
+            continue
+        out[location] = _matching(location, ext, list_fn(location))
+    return out
+
+
+class DispatchModels(NamedTuple):
+    """Result of :func:`build_dispatch_models`: the models and the asset names skipped for
+    having no matching file (the caller warns about them)."""
+
+    models: list[AnalysisDispatchModel]
+    skipped: list[str]
+
+
+def _as_row(record: Mapping[str, Any] | AnalysisDispatchModel) -> dict[str, Any]:
+    if isinstance(record, AnalysisDispatchModel):
+        return record.model_dump()
+    return dict(record)
+
+
+def _ordered_members(row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    locations = list(row["s3_location"])
+    names = list(row["asset_name"])
+    ids = [str(i) for i in row["docdb_record_id"]]
+    if not len(locations) == len(names) == len(ids):
+        raise ValueError(
+            "s3_location, asset_name and docdb_record_id must have the same length, got "
+            f"{len(locations)}, {len(names)}, {len(ids)} (assets {names})"
+        )
+    return sorted(zip(locations, names, ids, strict=True))
+
+
+def build_dispatch_models(
+    records: Iterable[Mapping[str, Any] | AnalysisDispatchModel],
+    files_by_location: Mapping[str, Sequence[str]] | None,
+    *,
+    split_files: bool = True,
+    query: Mapping[str, Any] | str | None = None,
+) -> DispatchModels:
+    """Dispatch models for aggregation rows (or models).
+
+    ``files_by_location`` (from :func:`select_files`) is ``None`` when no file extension was asked
+    for: then each row becomes one model without ``file_location``. Otherwise assets without files
+    are dropped (and listed in ``skipped``), a row left without assets gives no model,
+    ``split_files=True`` gives one model per file (``ValueError`` if the row has several assets)
+    and ``False`` one model with all files of the row. ``query`` (dict or JSON) fills the models'
+    ``query`` unless the row has one; ``group_metadata`` comes from the row.
+    """
+    query_text = json.dumps(query, default=str) if isinstance(query, Mapping) else query
+    models: list[AnalysisDispatchModel] = []
+    skipped: list[str] = []
+    for record in records:
+        row = _as_row(record)
+        members = _ordered_members(row)
+        base = {
+            "group_metadata": row.get("group_metadata"),
+            "query": row.get("query") or query_text,
+            "distributed_parameters": row.get("distributed_parameters"),
+            "analysis_code": row.get("analysis_code"),
+        }
+        if files_by_location is None:
+            models.append(
+                AnalysisDispatchModel(
+                    s3_location=[m[0] for m in members],
+                    asset_name=[m[1] for m in members],
+                    docdb_record_id=[m[2] for m in members],
+                    file_location=row.get("file_location"),
+                    **base,
+                )
+            )
+            continue
+        if split_files and len(members) > 1:
+            raise ValueError(
+                "split_files is not supported for grouped data assets: the row "
+                f"{row.get('group_metadata') or [m[1] for m in members]} holds {len(members)} "
+                "assets; set split_files: false for grouped specs"
+            )
+        kept: list[tuple[str, str, str]] = []
+        files: list[str] = []
+        for location, name, record_id in members:
+            found = list(files_by_location.get(location) or [])
+            if not found:
+                skipped.append(name)
+                logger.warning("No matching file in %s (%s): skipping it", location, name)
+                continue
+            kept.append((location, name, record_id))
+            files.extend(found)
+        if not kept:
+            continue
+        common = {
+            "s3_location": [m[0] for m in kept],
+            "asset_name": [m[1] for m in kept],
+            "docdb_record_id": [m[2] for m in kept],
+            **base,
+        }
+        if split_files:
+            models.extend(AnalysisDispatchModel(**common, file_location=[f]) for f in files)
+        else:
+            models.append(AnalysisDispatchModel(**common, file_location=files))
+    return DispatchModels(models, skipped)
+
+
+def expand_tasks(
+    models: Iterable[AnalysisDispatchModel],
+    analysis_spec: AnalysisSpec | Sequence[Mapping[str, Any]] | None,
+) -> list[AnalysisDispatchModel]:
+    """Records × files (already in ``models``) × parameter sets.
+
+    Each model is copied once per distributed parameter set of ``analysis_spec`` (an
+    :class:`AnalysisSpec` or the list of sets itself), with ``distributed_parameters`` set; with no
+    sets the models are returned unchanged.
+    """
+    if isinstance(analysis_spec, AnalysisSpec):
+        parameter_sets = list(analysis_spec.distributed_parameters)
+    else:
+        parameter_sets = [dict(p) for p in (analysis_spec or [])]
+    tasks: list[AnalysisDispatchModel] = []
+    for model in models:
+        if not parameter_sets:
+            tasks.append(model)
+            continue
+        for params in parameter_sets:
+            tasks.append(model.model_copy(update={"distributed_parameters": dict(params)}))
+    return tasks
+
+
+def merge_parameters(
+    analysis_code_defaults: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    distributed: Mapping[str, Any] | None = None,
+    *,
+    file_location: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Merge parameter layers, later winning: analysis code < fixed < run config < distributed.
+
+    ``file_location`` (when given) is a parameter, set after the run config and before the
+    distributed set, as analysis-pipeline-utils does. ``dry_run`` is removed from every layer.
+    """
+    merged: dict[str, Any] = {}
+    merged.update(analysis_code_defaults or {})
+    merged.update(fixed or {})
+    merged.update(run_config or {})
+    if file_location:
+        merged["file_location"] = list(file_location)
+    merged.update(distributed or {})
+    merged.pop("dry_run", None)
+    return merged
+
+
+def task_parameters(
+    task: AnalysisDispatchModel,
+    analysis_spec: AnalysisSpec | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    analysis_code_defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`merge_parameters` for one task: the spec's fixed parameters, the task's distributed
+    parameters and file locations."""
+    return merge_parameters(
+        analysis_code_defaults,
+        analysis_spec.fixed_parameters if analysis_spec else None,
+        run_config,
+        task.distributed_parameters,
+        file_location=task.file_location,
+    )

@@ -1,0 +1,35 @@
+"""The one wiring point: every asset, check, sensor, schedule and resource of the platform."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
+from aind_assets.settings import Settings
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """Resources for Dagster, built from settings (secrets stay ``EnvVar``)."""
+    docdb = settings.docdb(for_dagster=True)
+    store = settings.object_store(for_dagster=True)
+    return {
+        "docdb": docdb,
+        "object_store": store,
+        "io_manager": ObjectStoreIOManager(
+            object_store=store,
+            docdb=docdb,
+            root=settings.io_root,
+            records_collection=settings.records_collection,
+        ),
+    }
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or Settings.from_env()
+    return dg.Definitions(
+        assets=[],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,128 @@
+"""Text encoding detection and lossless streaming decode/encode (pure).
+
+Detection (from the first bytes): UTF-32 / UTF-16 / UTF-8 byte-order marks; UTF-16 without a BOM
+when every other byte of the first bytes is NUL; otherwise UTF-8 with ``surrogateescape``, which
+also round-trips latin-1 and any other bytes exactly (invalid bytes become lone surrogates, which
+are token separators for identifier matching, like non-ASCII letters).
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+__all__ = [
+    "PrefixedReader",
+    "TextEncoding",
+    "decode_chunks",
+    "detect_encoding",
+    "open_text",
+]
+
+CHUNK = 1 << 20
+_PEEK = 64
+
+
+@dataclass(frozen=True)
+class TextEncoding:
+    codec: str  # codec for the body (without BOM)
+    bom: bytes  # BOM to write back (b"" when there was none)
+    errors: str
+
+    @property
+    def name(self) -> str:
+        return self.codec + ("+bom" if self.bom else "")
+
+    def decode(self, data: bytes) -> str:
+        if self.bom and data.startswith(self.bom):
+            data = data[len(self.bom) :]
+        return data.decode(self.codec, self.errors)
+
+    def encode(self, text: str) -> bytes:
+        return self.bom + text.encode(self.codec, self.errors)
+
+
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def detect_encoding(prefix: bytes) -> TextEncoding:
+    """Detect the encoding from (at least the first 64) bytes of a file."""
+    for bom, codec in _BOMS:
+        if prefix.startswith(bom):
+            errors = "surrogateescape" if codec == "utf-8" else "surrogatepass"
+            return TextEncoding(codec, bom, errors)
+    sample = prefix[: _PEEK - (_PEEK % 2)]
+    if len(sample) >= 4 and len(sample) % 2 == 0:
+        even, odd = sample[0::2], sample[1::2]
+        if not any(odd) and all(even):
+            return TextEncoding("utf-16-le", b"", "surrogatepass")
+        if not any(even) and all(odd):
+            return TextEncoding("utf-16-be", b"", "surrogatepass")
+    return TextEncoding("utf-8", b"", "surrogateescape")
+
+
+class PrefixedReader(io.RawIOBase):
+    """A readable stream: ``prefix`` bytes followed by the rest of ``raw``."""
+
+    def __init__(self, prefix: bytes, raw: BinaryIO):
+        self._prefix = memoryview(prefix)
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._prefix:
+            n = min(len(b), len(self._prefix))
+            b[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._raw.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+def read_exact_or_less(stream: BinaryIO, n: int) -> bytes:
+    """Read up to ``n`` bytes, looping over short reads."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        data = stream.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def open_text(src: BinaryIO) -> tuple[TextEncoding, BinaryIO]:
+    """Detect the encoding of ``src``; returns it and a stream positioned after the BOM."""
+    prefix = read_exact_or_less(src, _PEEK)
+    enc = detect_encoding(prefix)
+    body = prefix[len(enc.bom) :]
+    return enc, io.BufferedReader(PrefixedReader(body, src), CHUNK)
+
+
+def decode_chunks(stream: BinaryIO, enc: TextEncoding, chunk: int = CHUNK) -> Iterator[str]:
+    """Incrementally decode ``stream`` (already past the BOM)."""
+    dec = codecs.getincrementaldecoder(enc.codec)(enc.errors)
+    while True:
+        data = stream.read(chunk)
+        if not data:
+            break
+        text = dec.decode(data)
+        if text:
+            yield text
+    tail = dec.decode(b"", final=True)
+    if tail:
+        yield tail

@@ -1,0 +1,261 @@
+"""One IO manager for local and S3 roots that writes every output, then its processing record.
+
+Layout: ``<root>/<asset key path>/<partition key>/`` holds the value (``value.json`` for
+pydantic models, dicts and lists, ``value.parquet`` for DataFrames, ``data/`` for files and
+folders) and, written last, ``processing.json``. The record then goes to DocDB. A directory
+without ``processing.json`` is an incomplete output and is never loaded as a complete one.
+"""
+
+
+import json
+import threading
+import typing
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pydantic
+import pydantic_core
+from dagster import (
+    ConfigurableIOManagerFactory,
+    DagsterEventType,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    UPathIOManager,
+)
+from dagster._core.storage.upath_io_manager import escape_dotdot_segments, escape_leading_slash
+from pydantic import Field
+from upath import UPath
+
+from aind_assets import lineage
+from aind_assets.resources.docdb import DocDBResource
+from aind_assets.resources.object_store import ObjectStoreResource
+
+RECORD_FILE = "processing.json"
+VALUE_JSON = "value.json"
+VALUE_PARQUET = "value.parquet"
+VALUE_DATA = "data"
+
+
+class IncompleteOutputError(FileNotFoundError):
+    """The output directory exists but its record (written last) does not: it is unfinished."""
+
+
+def _raw(value: Any) -> Any:
+    return getattr(value, "value", value)
+
+
+def _rm(path: UPath) -> None:
+    if path.exists():
+        path.fs.rm(path.path, recursive=path.is_dir())
+
+
+class StoreIOManager(UPathIOManager):
+    """Persists outputs under a UPath root and records their lineage (see module docstring)."""
+
+    def __init__(
+        self,
+        base_path: UPath,
+        docdb: DocDBResource | None,
+        records_collection: str,
+    ) -> None:
+        super().__init__(base_path=base_path)
+        self._docdb = docdb
+        self._records_collection = records_collection
+        self._inputs: dict[tuple[str, str], list[str]] = {}
+        self._lock = threading.Lock()
+
+    # -- paths --------------------------------------------------------------------------------
+    def make_safe_partition_path(self, base_path: UPath, partition: str) -> UPath:
+        return base_path / escape_dotdot_segments(escape_leading_slash(partition))
+
+    @staticmethod
+    def url_of(path: UPath) -> str:
+        return str(path) if path.protocol in ("s3", "s3a") else path.path
+
+    # -- writing ------------------------------------------------------------------------------
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+            if not isinstance(obj, Mapping) or set(obj) != set(context.asset_partition_keys):
+                raise TypeError(
+                    f"{context.asset_key.to_user_string()} ran for "
+                    f"{len(context.asset_partition_keys)} partitions at once: it must return a dict "
+                    "keyed by partition key"
+                )
+            paths = self._get_paths_for_partitions(context)
+            for key, path in paths.items():
+                self._write(context, obj[key], path, key)
+            context.add_output_metadata({"partitions written": len(paths)})
+            return
+        if context.has_asset_partitions:
+            path = next(iter(self._get_paths_for_partitions(context).values()))
+            key = context.asset_partition_key
+        else:
+            path, key = self._get_path(context), None
+        self._write(context, obj, path, key)
+
+    def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
+        """Write the value only; ``handle_output`` adds the record after it."""
+        _rm(path / RECORD_FILE)  # the old record no longer describes what is being written
+        for stale in (VALUE_JSON, VALUE_PARQUET, VALUE_DATA):
+            _rm(path / stale)
+        path.mkdir(parents=True, exist_ok=True)
+        if isinstance(obj, pd.DataFrame):
+            with (path / VALUE_PARQUET).open("wb") as f:
+                obj.to_parquet(f, index=False)
+        elif isinstance(obj, Path):
+            if not obj.exists():
+                raise FileNotFoundError(f"output {obj} of {context.asset_key.to_user_string()} is missing")
+            dest = path / VALUE_DATA / obj.name
+            path.fs.put(str(obj), dest.path, recursive=obj.is_dir())
+        else:
+            with (path / VALUE_JSON).open("wb") as f:
+                f.write(pydantic_core.to_json(obj, indent=2))
+
+    def _write(self, context: OutputContext, obj: Any, path: UPath, partition: str | None) -> None:
+        started = self._started_at(context)
+        self.dump_to_path(context, obj, path)
+        record, name = self._record(context, path, partition, started)
+        body = record.model_dump_json(indent=2)
+        with (path / RECORD_FILE).open("w") as f:
+            f.write(body)
+        record_url = self.url_of(path / RECORD_FILE)
+        if self._docdb is not None:
+            self._docdb.upsert(
+                self._records_collection,
+                {"_id": name},
+                lineage.record_document(
+                    record,
+                    name,
+                    asset_key=context.asset_key.to_user_string(),
+                    partition_key=partition,
+                    run_id=context.run_id,
+                    location=self.url_of(path),
+                    written_at=datetime.now(UTC),
+                ),
+            )
+        context.add_output_metadata(
+            {
+                "path": MetadataValue.path(self.url_of(path)),
+                "processing_record": MetadataValue.path(record_url),
+                "record_name": name,
+                **self._value_metadata(obj),
+            }
+        )
+
+    @staticmethod
+    def _value_metadata(obj: Any) -> dict[str, Any]:
+        if isinstance(obj, pd.DataFrame):
+            return {"rows": len(obj), "columns": list(map(str, obj.columns))}
+        if isinstance(obj, list | tuple | dict):
+            return {"items": len(obj)}
+        return {}
+
+    # -- lineage ------------------------------------------------------------------------------
+    def _started_at(self, context: OutputContext) -> datetime:
+        meta = context.output_metadata or {}
+        if lineage.META_STARTED_AT in meta:
+            return datetime.fromisoformat(str(_raw(meta[lineage.META_STARTED_AT])))
+        try:
+            step = context.step_context
+            records = step.instance.get_records_for_run(
+                context.run_id, of_type=DagsterEventType.STEP_START
+            ).records
+            for r in records:
+                if r.event_log_entry.step_key == step.step.key:
+                    return datetime.fromtimestamp(r.event_log_entry.timestamp, UTC)
+        except Exception:  # noqa: BLE001 - outside a run (direct IO manager use): use now
+            pass
+        return datetime.now(UTC)
+
+    def _record(self, context: OutputContext, path: UPath, partition: str | None, started: datetime):
+        meta = {k: _raw(v) for k, v in (context.output_metadata or {}).items()}
+        defn = {k: _raw(v) for k, v in (context.definition_metadata or {}).items()}
+        parameters: dict[str, Any] = {}
+        try:
+            parameters.update(context.step_context.op_config or {})
+        except Exception:  # noqa: BLE001 - no step context (direct use) or no config
+            pass
+        parameters.update(meta.get(lineage.META_PARAMETERS) or {})
+        if partition is not None:
+            parameters["partition_key"] = partition
+        inputs = list(meta.get(lineage.META_INPUTS) or [])
+        inputs += self._inputs.pop(self._step_id(context), [])
+        try:
+            code_version = context.asset_spec.code_version
+        except Exception:  # noqa: BLE001
+            code_version = None
+        code = lineage.build_code(
+            name=context.asset_key.to_user_string(),
+            version=code_version or lineage.package_version(),
+            parameters=json.loads(pydantic_core.to_json(parameters)),
+            input_data=inputs,
+            commit=lineage.git_commit(),
+        )
+        processing = lineage.build_processing(
+            code=code,
+            start=started,
+            output_location=self.url_of(path),
+            output_path=str(path.relative_to(self._base_path)),
+            process_type=meta.get(lineage.META_PROCESS_TYPE) or defn.get(lineage.META_PROCESS_TYPE) or "Other",
+            stage=meta.get(lineage.META_STAGE) or defn.get(lineage.META_STAGE) or "Processing",
+            notes=meta.get(lineage.META_NOTES) or f"dagster run {context.run_id}",
+        )
+        return processing, lineage.record_name(code)
+
+    @staticmethod
+    def _step_id(context: InputContext | OutputContext) -> tuple[str, str]:
+        try:
+            step = context.step_context
+            return (step.run_id, step.step.key)
+        except Exception:  # noqa: BLE001
+            return ("", "")
+
+    # -- reading ------------------------------------------------------------------------------
+    def load_from_path(self, context: InputContext, path: UPath) -> Any:
+        if not (path / RECORD_FILE).exists():
+            if path.exists():
+                raise IncompleteOutputError(
+                    f"{self.url_of(path)} has no {RECORD_FILE}: the output was not completely "
+                    "written; re-materialize it"
+                )
+            raise FileNotFoundError(f"no output at {self.url_of(path)}")
+        with self._lock:
+            self._inputs.setdefault(self._step_id(context), []).append(self.url_of(path))
+        if (path / VALUE_PARQUET).exists():
+            with (path / VALUE_PARQUET).open("rb") as f:
+                return pd.read_parquet(f)
+        if (path / VALUE_DATA).exists():
+            children = list((path / VALUE_DATA).iterdir())
+            return children[0] if len(children) == 1 else path / VALUE_DATA
+        with (path / VALUE_JSON).open("rb") as f:
+            raw = f.read()
+        typ = context.dagster_type.typing_type if context.dagster_type else Any
+        if context.has_asset_partitions and typing.get_origin(typ) is dict:
+            typ = typing.get_args(typ)[1]  # dict[partition key, value]: load one value
+        if typ in (Any, object) or getattr(typ, "__name__", "") == "Any":
+            return json.loads(raw)
+        try:
+            return pydantic.TypeAdapter(typ).validate_json(raw)
+        except pydantic.PydanticSchemaGenerationError:
+            return json.loads(raw)
+
+
+class ObjectStoreIOManager(ConfigurableIOManagerFactory):
+    """The platform's IO manager: outputs under ``root`` and records in DocDB."""
+
+    object_store: ObjectStoreResource
+    docdb: DocDBResource
+    root: str = Field(description="Where outputs go: s3://bucket/prefix or a local directory")
+    records_collection: str = Field(default="processing_records")
+    write_records_to_docdb: bool = True
+
+    def create_io_manager(self, context) -> StoreIOManager:  # noqa: ANN001 - dagster hook
+        return StoreIOManager(
+            base_path=self.object_store.upath(self.root),
+            docdb=self.docdb if self.write_records_to_docdb else None,
+            records_collection=self.records_collection,
+        )

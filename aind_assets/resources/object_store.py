@@ -1,0 +1,298 @@
+"""Object storage through fsspec: S3 (s3fs, any endpoint) or a local directory, one interface.
+
+Every method takes full URLs (``s3://bucket/key`` or an absolute local path), so one resource
+serves several roots (the HBCD identified, de-identified and staging buckets) with one set of
+credentials; ``url(*parts)`` builds URLs under the resource's own ``root``.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import fsspec
+from dagster import ConfigurableResource
+from pydantic import Field, PrivateAttr
+from upath import UPath
+
+CHUNK = 8 * 2**20
+_XATTR_PREFIX = "user.aind."
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What the store knows about one object.
+
+    ``etag`` is the S3 ETag; on a local disk it is a version token from mtime and size (cheap,
+    and it changes whenever the file does). ``metadata`` is S3 user metadata, or extended
+    attributes on a local disk.
+    """
+
+    url: str
+    size: int
+    etag: str | None
+    last_modified: datetime
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def relative_to(self, prefix: str) -> str:
+        return relative_key(self.url, prefix)
+
+
+def is_s3(url: str) -> bool:
+    return url.startswith("s3://")
+
+
+def join_url(base: str, *parts: str) -> str:
+    """Join key parts onto a URL or path with ``/``, ignoring empty parts."""
+    parts = tuple(p.strip("/") for p in parts if p and p.strip("/"))
+    return posixpath.join(base.rstrip("/"), *parts) if parts else base.rstrip("/")
+
+
+def relative_key(url: str, prefix: str) -> str:
+    prefix = prefix.rstrip("/") + "/"
+    if not url.startswith(prefix):
+        raise ValueError(f"{url!r} is not under {prefix!r}")
+    return url[len(prefix) :]
+
+
+class ObjectStoreResource(ConfigurableResource):
+    """S3 (with an optional endpoint URL, e.g. a local SeaweedFS) or a local directory.
+
+    Usable outside Dagster: ``ObjectStoreResource(root="/tmp/store")``.
+    """
+
+    root: str = Field(description="Default root: s3://bucket/prefix or a local directory")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint (None: AWS)")
+    access_key_id: str | None = Field(default=None, description="S3 key; None uses the AWS chain")
+    secret_access_key: str | None = Field(default=None, description="S3 secret; use an EnvVar")
+    region: str = "us-east-1"
+    max_concurrency: int = Field(default=16, description="Parallel listings and copies")
+
+    _fs: dict[str, fsspec.AbstractFileSystem] = PrivateAttr(default_factory=dict)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    # -- filesystems --------------------------------------------------------------------------
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """Options for s3fs / UPath (empty for local paths)."""
+        opts: dict[str, Any] = {
+            "use_listings_cache": False,
+            "client_kwargs": {"region_name": self.region},
+            "config_kwargs": {"max_pool_connections": max(10, self.max_concurrency * 2)},
+        }
+        if self.endpoint_url:
+            opts["client_kwargs"]["endpoint_url"] = self.endpoint_url
+        if self.access_key_id:
+            opts["key"] = self.access_key_id
+        if self.secret_access_key:
+            opts["secret"] = self.secret_access_key
+        return opts
+
+    def fs_for(self, url: str) -> fsspec.AbstractFileSystem:
+        proto = "s3" if is_s3(url) else "file"
+        with self._lock:
+            if proto not in self._fs:
+                self._fs[proto] = (
+                    fsspec.filesystem("s3", skip_instance_cache=True, **self.storage_options)
+                    if proto == "s3"
+                    else fsspec.filesystem("file", auto_mkdir=True)
+                )
+            return self._fs[proto]
+
+    def upath(self, url: str | None = None) -> UPath:
+        url = url or self.root
+        return UPath(url, **self.storage_options) if is_s3(url) else UPath(url)
+
+    def url(self, *parts: str) -> str:
+        return join_url(self.root, *parts)
+
+    def _path(self, url: str) -> str:
+        return url[len("s3://") :] if is_s3(url) else os.path.abspath(url)
+
+    def _url(self, path: str, like: str) -> str:
+        return f"s3://{path}" if is_s3(like) else path
+
+    def ensure_root(self, url: str | None = None) -> None:
+        """Create the bucket (S3) or directory (local) of ``url`` if it is missing."""
+        url = url or self.root
+        fs = self.fs_for(url)
+        if is_s3(url):
+            bucket = self._path(url).split("/", 1)[0]
+            if not fs.exists(bucket):
+                fs.mkdir(bucket)
+        else:
+            os.makedirs(self._path(url), exist_ok=True)
+
+    # -- listing ------------------------------------------------------------------------------
+    def _info(self, url_like: str, raw: Mapping[str, Any]) -> ObjectInfo:
+        path = raw["name"]
+        url = self._url(path, url_like)
+        if is_s3(url_like):
+            lm = raw.get("LastModified") or datetime.now(UTC)
+            etag = (raw.get("ETag") or "").strip('"') or None
+            return ObjectInfo(url, int(raw.get("size", 0)), etag, lm.astimezone(UTC), {})
+        mtime = raw.get("mtime", 0.0)
+        token = f"{int(mtime * 1e9):x}-{int(raw.get('size', 0)):x}"
+        return ObjectInfo(
+            url, int(raw.get("size", 0)), token, datetime.fromtimestamp(mtime, UTC), _local_meta(path)
+        )
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object under ``prefix`` (recursive), sorted by URL; empty if none."""
+        fs = self.fs_for(prefix)
+        path = self._path(prefix)
+        try:
+            found = fs.find(path, detail=True, withdirs=False)
+        except FileNotFoundError:
+            return []
+        infos = [self._info(prefix, raw) for raw in found.values() if raw.get("type") != "directory"]
+        return sorted(infos, key=lambda i: i.url)
+
+    def list_many(self, prefixes: Iterable[str]) -> dict[str, list[ObjectInfo]]:
+        """List several prefixes concurrently (one request stream each)."""
+        prefixes = list(prefixes)
+        return dict(zip(prefixes, self.map_concurrently(self.list, prefixes), strict=True))
+
+    def glob(self, pattern: str) -> list[str]:
+        fs = self.fs_for(pattern)
+        return sorted(self._url(p, pattern) for p in fs.glob(self._path(pattern)) if fs.isfile(p))
+
+    def info(self, url: str) -> ObjectInfo:
+        fs = self.fs_for(url)
+        raw = fs.info(self._path(url))
+        info = self._info(url, raw)
+        if is_s3(url):
+            meta = fs.metadata(self._path(url))
+            info = ObjectInfo(info.url, info.size, info.etag, info.last_modified, dict(meta))
+        return info
+
+    def exists(self, url: str) -> bool:
+        return self.fs_for(url).exists(self._path(url))
+
+    # -- reading and writing ------------------------------------------------------------------
+    def open(self, url: str, mode: str = "rb", metadata: Mapping[str, str] | None = None) -> IO:
+        """Open for streaming; in write mode, user metadata is attached to the object."""
+        fs = self.fs_for(url)
+        if "w" in mode and metadata and is_s3(url):
+            return fs.open(self._path(url), mode, Metadata=dict(metadata))
+        f = fs.open(self._path(url), mode)
+        if "w" in mode and metadata:
+            return _LocalMetaWriter(f, self._path(url), metadata)
+        return f
+
+    def put_bytes(self, url: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
+        with self.open(url, "wb", metadata) as f:
+            f.write(data)
+
+    def get_bytes(self, url: str) -> bytes:
+        return self.fs_for(url).cat_file(self._path(url))
+
+    def put_file(self, local: str | Path, url: str) -> None:
+        self.fs_for(url).put_file(str(local), self._path(url))
+
+    def get_file(self, url: str, local: str | Path) -> None:
+        self.fs_for(url).get_file(self._path(url), str(local))
+
+    def put_tree(self, local_dir: str | Path, url: str) -> list[str]:
+        """Upload every file under ``local_dir`` to ``url``, concurrently; returns the URLs."""
+        local_dir = Path(local_dir)
+        files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+        dests = [join_url(url, p.relative_to(local_dir).as_posix()) for p in files]
+        self.map_concurrently(lambda pair: self.put_file(*pair), list(zip(files, dests, strict=True)))
+        return dests
+
+    def copy(
+        self,
+        src: str,
+        dst: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        transform: Callable[[IO, IO], None] | None = None,
+    ) -> None:
+        """Stream ``src`` to ``dst`` in chunks (bounded memory), between any two roots.
+
+        ``transform(reader, writer)`` may rewrite the bytes on the way; S3-to-S3 copies with no
+        transform and no new metadata are done server-side.
+        """
+        if transform is None and metadata is None and is_s3(src) and is_s3(dst):
+            self.fs_for(src).copy(self._path(src), self._path(dst))
+            return
+        with self.open(src, "rb") as r, self.open(dst, "wb", metadata) as w:
+            if transform is None:
+                shutil.copyfileobj(r, w, CHUNK)
+            else:
+                transform(r, w)
+
+    def copy_many(self, pairs: Sequence[tuple[str, str]], **kwargs: Any) -> None:
+        self.map_concurrently(lambda p: self.copy(p[0], p[1], **kwargs), list(pairs))
+
+    def delete(self, urls: str | Iterable[str], *, recursive: bool = False) -> None:
+        """Delete objects (or whole prefixes with ``recursive``); missing ones are ignored."""
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        by_fs: dict[str, list[str]] = {}
+        for u in urls:
+            by_fs.setdefault("s3" if is_s3(u) else "file", []).append(u)
+        for group in by_fs.values():
+            fs = self.fs_for(group[0])
+            paths = [self._path(u) for u in group]
+            existing = [p for p in paths if fs.exists(p)]
+            if existing:
+                fs.rm(existing, recursive=recursive)
+
+    def map_concurrently(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``fn`` over ``items`` on up to ``max_concurrency`` threads, results in order."""
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+
+# -- local user metadata as extended attributes ----------------------------------------------
+def _local_meta(path: str) -> dict[str, str]:
+    try:
+        names = os.listxattr(path)
+    except OSError:
+        return {}
+    return {
+        n[len(_XATTR_PREFIX) :]: os.getxattr(path, n).decode()
+        for n in names
+        if n.startswith(_XATTR_PREFIX)
+    }
+
+
+class _LocalMetaWriter:
+    """A local write handle that sets xattrs once the file is closed."""
+
+    def __init__(self, f: IO, path: str, metadata: Mapping[str, str]) -> None:
+        self._f, self._path, self._meta = f, path, dict(metadata)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def write(self, data: bytes) -> int:
+        return self._f.write(data)
+
+    def close(self) -> None:
+        self._f.close()
+        for k, v in self._meta.items():
+            try:
+                os.setxattr(self._path, _XATTR_PREFIX + k, str(v).encode())
+            except OSError:  # filesystem without user xattrs: metadata is best effort locally
+                break
+
+    def __enter__(self) -> _LocalMetaWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

