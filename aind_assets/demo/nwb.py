@@ -9,8 +9,9 @@ A file holds what the example analyses need:
   animal did not respond), ``reaction_time`` (response - go cue), ``stimulus_side``, ``choice``
   (``left``/``right``/``none``), ``correct`` and ``rewarded`` (bools).
 
-Files are tens of kilobytes: spike times are rounded to a 30 kHz clock and the NWB schema is not
-cached in the file (``cache_spec=False``; pynwb reads core types without it).
+Files are tens of kilobytes: spike times are rounded to a 30 kHz clock and gzipped, HDF5 metadata
+uses the compact ``libver="latest"`` format, and the NWB schema is not cached in the file
+(``cache_spec=False``; pynwb reads core types without it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import h5py
 import numpy as np
+from hdmf.backends.hdf5 import H5DataIO
 from pynwb import NWBHDF5IO, NWBFile
 from pynwb.file import Subject
 
@@ -120,15 +123,18 @@ def write_demo_nwb(
         duration = float(n_trials * _TRIAL_PERIOD)
         nwb.add_unit_column("amplitude", "mean spike amplitude (uV)")
         for unit in range(n_units):
-            rate = float(np.clip(rng.lognormal(np.log(3.0), 0.6), 0.5, 12.0))
+            rate = float(np.clip(rng.lognormal(np.log(2.5), 0.6), 0.5, 10.0))
             violate = unit % VIOLATION_UNIT_PERIOD == VIOLATION_UNIT_PERIOD - 1
             nwb.add_unit(
                 spike_times=_spike_train(rng, rate, duration, violate),
                 amplitude=float(rng.uniform(40.0, 250.0)),
             )
 
+        nwb.units.spike_times.set_data_io(H5DataIO, {"compression": "gzip", "shuffle": True})
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with NWBHDF5IO(str(path), mode="w") as io:
+    # libver="latest" stores HDF5 metadata compactly (about half the size of a small file).
+    with h5py.File(path, "w", libver="latest") as h5, NWBHDF5IO(mode="w", file=h5) as io:
         io.write(nwb, cache_spec=False)
     return path

@@ -73,7 +73,8 @@ def _uuid(rng: random.Random) -> str:
 def _session_records(
     index: int, *, bucket_url: str, seed: int, start: datetime
 ) -> Iterator[dict[str, Any]]:
-    rng = random.Random(f"aind-demo/{seed}/{index}")
+    digest = hashlib.sha256(f"aind-demo/{seed}/{index}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest, "big"))
     subject_id, kind = SUBJECTS[index % len(SUBJECTS)]
     session_start = (start + timedelta(days=index)).replace(
         hour=rng.randint(9, 16), minute=rng.randint(0, 59), second=rng.randint(0, 59)

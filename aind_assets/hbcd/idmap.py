@@ -68,7 +68,9 @@ class IdentityRow:
     anon_site: str
 
     def __repr__(self) -> str:  # never reveal identifiers
-        return f"IdentityRow(rc_id={self.rc_id!r}, anon_site={self.anon_site!r}, <identifiers hidden>)"
+        return (
+            f"IdentityRow(rc_id={self.rc_id!r}, anon_site={self.anon_site!r}, <identifiers hidden>)"
+        )
 
     __str__ = __repr__
 
@@ -109,7 +111,16 @@ class Identifiers(Mapping[str, str]):
 class IdentityMap:
     """Parsed identity map with case-insensitive lookups. Build with :func:`parse_identity_map`."""
 
-    __slots__ = ("source_name", "rows", "_by_dccid", "_by_pscid", "_by_rc", "_site", "_anon", "__weakref__")
+    __slots__ = (
+        "source_name",
+        "rows",
+        "_by_dccid",
+        "_by_pscid",
+        "_by_rc",
+        "_site",
+        "_anon",
+        "__weakref__",
+    )
 
     def __init__(self, rows: tuple[IdentityRow, ...], source_name: str = "<identity map>"):
         self.source_name = source_name

@@ -215,7 +215,8 @@ def parse_session_partition_key(key: str) -> tuple[str, str]:
 def partition_key_for_identified(dccid: str, session_label: str, idmap: IdentityMap) -> str:
     """Partition key for an identified session folder ``sub-<DCCID>/ses-<label>``
     (``KeyError`` without the value if the DCCID is not mapped)."""
-    return session_partition_key(idmap.require_dccid(_label(dccid, "sub-", "DCCID")).rc_id, session_label)
+    row = idmap.require_dccid(_label(dccid, "sub-", "DCCID"))
+    return session_partition_key(row.rc_id, session_label)
 
 
 def identified_session_prefix(partition_key: str, idmap: IdentityMap) -> str:

@@ -194,9 +194,7 @@ def rewrite_nifti(
         if name in ("magic", "regular"):
             continue
         value = bytes(hdr[off : off + length])
-        if not value.strip(b"\0"):
-            new = b""
-        elif name in clear_fields:
+        if not value.strip(b"\0") or name in clear_fields:
             new = b""
         else:
             # everything after the first NUL is dropped: nothing may hide behind it

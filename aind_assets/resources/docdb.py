@@ -67,6 +67,9 @@ class DocDBResource(ConfigurableResource):
         with self._lock:
             if self._client is None:
                 try:
+                    if not self.uri.startswith(("mongodb://", "mongodb+srv://")):
+                        raise ValueError("it must start with mongodb:// or mongodb+srv://")
+                    parse_uri(self.uri, validate=True, connect_timeout=1)
                     self._client = pymongo.MongoClient(
                         self.uri,
                         serverSelectionTimeoutMS=self.server_selection_timeout_ms,

@@ -1,0 +1,182 @@
+"""``aind-assets``: run the platform, seed demo data, and the flows' own commands.
+
+Each flow adds its subcommands through a ``register(subparsers)`` function listed in
+``COMMAND_GROUPS``, so this module stays the one entry point without knowing their details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from aind_assets.settings import Settings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _command_groups() -> list[Callable[[argparse._SubParsersAction], None]]:
+    groups = []
+    for module in ("aind_assets.analysis.cli", "aind_assets.hbcd.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        groups.append(mod.register)
+    return groups
+
+
+def _cmd_settings(args: argparse.Namespace) -> int:
+    print(json.dumps(Settings.from_env().describe(), indent=2))
+    return 0
+
+
+def _cmd_demo_seed(args: argparse.Namespace) -> int:
+    from aind_assets.demo.seed import is_seeded, seed_demo
+
+    settings = Settings.from_env()
+    with _embedded_docdb(settings, needed=settings.embedded and not args.no_embedded):
+        docdb, store = settings.docdb(), settings.object_store()
+        docdb.ping()
+        if args.if_empty and is_seeded(settings, docdb, store):
+            print("demo data already present; nothing to do")
+            return 0
+        report = seed_demo(settings, docdb, store, n_assets=args.assets, n_subjects=args.subjects)
+    print(
+        f"seeded {report.records} data-asset records with {report.nwb_files} NWB files, "
+        f"{report.bids_files} identified BIDS files and the identifier map"
+    )
+    return 0
+
+
+class _embedded_docdb:  # noqa: N801 - used as a context manager
+    """Start the embedded DocDB for this command if it is needed and not already running."""
+
+    def __init__(self, settings: Settings, needed: bool) -> None:
+        self.settings, self.needed, self.server = settings, needed, None
+
+    def __enter__(self) -> _embedded_docdb:
+        from aind_assets.servers import mongoeco_server, port_open
+
+        port = self.settings.embedded_docdb_port
+        if self.needed and not port_open(port):
+            self.server = mongoeco_server(
+                self.settings.embedded_docdb_path, port, self.settings.data_dir / "logs" / "docdb.log"
+            ).start()
+            print(f"embedded DocDB on 127.0.0.1:{port} ({self.settings.embedded_docdb_path})")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    """Start the platform on this machine: embedded DocDB, demo data, Dagster UI and daemon."""
+    from aind_assets.demo.seed import is_seeded, seed_demo
+
+    settings = Settings.from_env()
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+    with _embedded_docdb(settings, needed=settings.embedded):
+        docdb, store = settings.docdb(), settings.object_store()
+        docdb.ping()
+        if not args.no_seed and not is_seeded(settings, docdb, store):
+            report = seed_demo(settings, docdb, store)
+            print(f"seeded demo data: {report.records} data assets, {report.bids_files} BIDS files")
+        env = {**os.environ, "DAGSTER_HOME": str(home), "AIND_DATA_DIR": str(settings.data_dir)}
+        cmd = [
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
+            "-w",
+            str(PROJECT_DIR / "workspace.yaml"),
+        ]
+        print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops all")
+        proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_DIR, start_new_session=True)
+
+        def stop(*_: object) -> None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        try:
+            code = proc.wait()
+        finally:
+            stop()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return code
+
+
+def _cmd_docdb_serve(args: argparse.Namespace) -> int:
+    from aind_assets.servers import main as serve
+
+    settings = Settings.from_env()
+    serve(["mongo", "--path", str(settings.embedded_docdb_path), "--port", str(settings.embedded_docdb_port)])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aind-assets", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("settings", help="print the resolved settings (no secrets)")
+    p.set_defaults(func=_cmd_settings)
+
+    p = sub.add_parser("dev", help="start DocDB (embedded), seed demo data if empty, and dagster dev")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--no-seed", action="store_true", help="do not seed demo data")
+    p.set_defaults(func=_cmd_dev)
+
+    demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
+    p = demo.add_parser("seed", help="write demo data assets, NWB files and an identified BIDS tree")
+    p.add_argument("--if-empty", action="store_true", help="do nothing when demo data is present")
+    p.add_argument("--assets", type=int, default=24, help="number of data-asset records")
+    p.add_argument("--subjects", type=int, default=5, help="number of BIDS subjects")
+    p.add_argument(
+        "--no-embedded", action="store_true", help="never start the embedded DocDB (use one running)"
+    )
+    p.set_defaults(func=_cmd_demo_seed)
+
+    docdb = sub.add_parser("docdb", help="the embedded DocDB").add_subparsers(dest="docdb_command", required=True)
+    p = docdb.add_parser("serve", help="serve the embedded DocDB in the foreground")
+    p.set_defaults(func=_cmd_docdb_serve)
+
+    for register in _command_groups():
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as e:  # one clear line for the operator, the traceback with --debug
+        if os.environ.get("AIND_ASSETS_DEBUG"):
+            raise
+        print(f"aind-assets: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""``aind-assets demo seed``: a small, realistic world in the configured stores.
+
+AIND: data-asset records in DocDB, each with real NWB files (units with spike times, trials)
+under its ``location``. HBCD: an identified BIDS tree (``assembly_bids``) and the identifier
+map on the identified side. Files are written first and records last, so a record never
+points at missing data.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from aind_assets.demo.bids import write_identified_bids
+from aind_assets.demo.records import demo_asset_records, write_demo_files
+from aind_assets.resources.docdb import DocDBResource
+from aind_assets.resources.object_store import ObjectStoreResource, join_url
+from aind_assets.settings import Settings
+
+DEMO_ASSETS = 24
+BIDS_PREFIX = "assembly_bids"
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    records: int
+    nwb_files: int
+    bids_files: int
+    identity_map: str
+
+
+def is_seeded(settings: Settings, docdb: DocDBResource, store: ObjectStoreResource) -> bool:
+    """True when both flows already have their demo data (the run command seeds only if not)."""
+    has_records = docdb.count(settings.assets_collection) > 0
+    has_bids = bool(store.list(join_url(settings.hbcd_identified_root, BIDS_PREFIX)))
+    return has_records and has_bids
+
+
+def seed_demo(
+    settings: Settings,
+    docdb: DocDBResource,
+    store: ObjectStoreResource,
+    *,
+    n_assets: int = DEMO_ASSETS,
+    n_subjects: int = 5,
+) -> SeedReport:
+    """Write the demo world; idempotent (records are upserted, files overwritten)."""
+    for root in (settings.data_assets_root, settings.hbcd_identified_root, settings.io_root):
+        store.ensure_root(root)
+    records = demo_asset_records(n_assets, bucket_url=settings.data_assets_root)
+    with tempfile.TemporaryDirectory(prefix="aind-demo-") as tmp:
+        tmp_dir = Path(tmp)
+        written = write_demo_files(records, tmp_dir / "nwb")
+        by_name = {r["name"]: r for r in records}
+        uploads = [(tmp_dir / "nwb" / name, by_name[name]["location"]) for name, paths in written.items() if paths]
+        store.map_concurrently(lambda pair: store.put_tree(*pair), uploads)
+
+        bids_root = tmp_dir / "bids"
+        map_path = write_identified_bids(bids_root, n_subjects=n_subjects)
+        bids_files = store.put_tree(bids_root / BIDS_PREFIX, join_url(settings.hbcd_identified_root, BIDS_PREFIX))
+        store.put_file(map_path, settings.hbcd_identity_map)
+    docdb.ensure_index(settings.assets_collection, ["last_modified", "_id"])
+    docdb.ensure_index(settings.assets_collection, "name", unique=True)
+    docdb.bulk_upsert(settings.assets_collection, records)
+    return SeedReport(
+        records=len(records),
+        nwb_files=sum(len(p) for p in written.values()),
+        bids_files=len(bids_files),
+        identity_map=settings.hbcd_identity_map,
+    )
