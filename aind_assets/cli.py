@@ -7,6 +7,7 @@ Each flow adds its subcommands through a ``register(subparsers)`` function liste
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -69,7 +70,9 @@ class _embedded_docdb:  # noqa: N801 - used as a context manager
         port = self.settings.embedded_docdb_port
         if self.needed and not port_open(port):
             self.server = mongoeco_server(
-                self.settings.embedded_docdb_path, port, self.settings.data_dir / "logs" / "docdb.log"
+                self.settings.embedded_docdb_path,
+                port,
+                self.settings.data_dir / "logs" / "docdb.log",
             ).start()
             print(f"embedded DocDB on 127.0.0.1:{port} ({self.settings.embedded_docdb_path})")
         return self
@@ -105,14 +108,14 @@ def _cmd_dev(args: argparse.Namespace) -> int:
             "-w",
             str(PROJECT_DIR / "workspace.yaml"),
         ]
-        print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops all")
+        print(
+            f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops all"
+        )
         proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_DIR, start_new_session=True)
 
         def stop(*_: object) -> None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -131,7 +134,15 @@ def _cmd_docdb_serve(args: argparse.Namespace) -> int:
     from aind_assets.servers import main as serve
 
     settings = Settings.from_env()
-    serve(["mongo", "--path", str(settings.embedded_docdb_path), "--port", str(settings.embedded_docdb_port)])
+    serve(
+        [
+            "mongo",
+            "--path",
+            str(settings.embedded_docdb_path),
+            "--port",
+            str(settings.embedded_docdb_port),
+        ]
+    )
     return 0
 
 
@@ -142,23 +153,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("settings", help="print the resolved settings (no secrets)")
     p.set_defaults(func=_cmd_settings)
 
-    p = sub.add_parser("dev", help="start DocDB (embedded), seed demo data if empty, and dagster dev")
+    p = sub.add_parser(
+        "dev", help="start DocDB (embedded), seed demo data if empty, and dagster dev"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--no-seed", action="store_true", help="do not seed demo data")
     p.set_defaults(func=_cmd_dev)
 
-    demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
-    p = demo.add_parser("seed", help="write demo data assets, NWB files and an identified BIDS tree")
+    demo = sub.add_parser("demo", help="demo data").add_subparsers(
+        dest="demo_command", required=True
+    )
+    p = demo.add_parser(
+        "seed", help="write demo data assets, NWB files and an identified BIDS tree"
+    )
     p.add_argument("--if-empty", action="store_true", help="do nothing when demo data is present")
     p.add_argument("--assets", type=int, default=24, help="number of data-asset records")
     p.add_argument("--subjects", type=int, default=5, help="number of BIDS subjects")
     p.add_argument(
-        "--no-embedded", action="store_true", help="never start the embedded DocDB (use one running)"
+        "--no-embedded",
+        action="store_true",
+        help="never start the embedded DocDB (use one running)",
     )
     p.set_defaults(func=_cmd_demo_seed)
 
-    docdb = sub.add_parser("docdb", help="the embedded DocDB").add_subparsers(dest="docdb_command", required=True)
+    docdb = sub.add_parser("docdb", help="the embedded DocDB").add_subparsers(
+        dest="docdb_command", required=True
+    )
     p = docdb.add_parser("serve", help="serve the embedded DocDB in the foreground")
     p.set_defaults(func=_cmd_docdb_serve)
 

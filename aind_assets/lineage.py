@@ -31,7 +31,9 @@ from aind_data_schema.core.processing import (
 )
 from aind_data_schema_models.units import MemoryUnit
 
-CODE_URL = os.environ.get("AIND_ASSETS_CODE_URL", "https://github.com/AllenNeuralDynamics/aind-assets")
+CODE_URL = os.environ.get(
+    "AIND_ASSETS_CODE_URL", "https://github.com/AllenNeuralDynamics/aind-assets"
+)
 DEFAULT_EXPERIMENTER = "aind-assets"
 
 # Keys an asset may put in its output metadata to enrich the record the IO manager writes.

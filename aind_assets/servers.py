@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -77,10 +78,8 @@ class ManagedServer:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait(timeout=10)
 
     def __enter__(self) -> ManagedServer:
@@ -98,7 +97,16 @@ def mongoeco_server(db_path: Path | str, port: int, log_path: Path) -> ManagedSe
     """A file-backed (SQLite) Mongo-wire server: data survives restarts."""
     return ManagedServer(
         "mongoeco",
-        [sys.executable, "-m", "aind_assets.servers", "mongo", "--path", str(db_path), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "aind_assets.servers",
+            "mongo",
+            "--path",
+            str(db_path),
+            "--port",
+            str(port),
+        ],
         port,
         log_path,
     )

@@ -137,5 +137,9 @@ class Settings(BaseModel):
         from aind_assets.resources.docdb import redact_uri
 
         out = self.model_dump(mode="json")
-        out["docdb_uri"] = redact_uri(self.docdb_uri) if self.docdb_uri else f"embedded ({self.embedded_docdb_uri})"
+        out["docdb_uri"] = (
+            redact_uri(self.docdb_uri)
+            if self.docdb_uri
+            else f"embedded ({self.embedded_docdb_uri})"
+        )
         return out

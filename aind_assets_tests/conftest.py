@@ -49,7 +49,9 @@ def mongo_server_uri(servers_dir: Path) -> Iterator[str]:
         yield uri
         return
     port = free_port()
-    server: ManagedServer | None = mongod_server(servers_dir / "mongod", port, servers_dir / "mongod.log")
+    server: ManagedServer | None = mongod_server(
+        servers_dir / "mongod", port, servers_dir / "mongod.log"
+    )
     if server is None:
         server = mongoeco_server(servers_dir / "docdb.sqlite", port, servers_dir / "mongoeco.log")
     with server:
@@ -57,7 +59,11 @@ def mongo_server_uri(servers_dir: Path) -> Iterator[str]:
 
 
 def _slug(name: str, limit: int) -> str:
-    return (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[: limit - 9] + "-" + uuid.uuid4().hex[:8])
+    return (
+        re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[: limit - 9]
+        + "-"
+        + uuid.uuid4().hex[:8]
+    )
 
 
 @pytest.fixture

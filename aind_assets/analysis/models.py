@@ -133,9 +133,7 @@ class DispatchSpec(BaseModel):
         ]
         if len(given) != 1:
             what = ", ".join(given) if given else "none"
-            raise ValueError(
-                f"give exactly one of query, query_file, asset_ids_csv (got: {what})"
-            )
+            raise ValueError(f"give exactly one of query, query_file, asset_ids_csv (got: {what})")
         if self.filter_latest and not self.filter_by:
             raise ValueError("filter_latest needs filter_by (the fields identifying versions)")
         if isinstance(self.filter_latest, str) and not self.filter_latest.strip():

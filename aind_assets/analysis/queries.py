@@ -31,11 +31,12 @@ queries per page, on purpose:
    reads ``page_size`` small documents. :func:`next_cursor` takes the last row's
    ``(last_modified, _id)``: the sort is on exactly those keys, so that is the page's maximum.
 2. :func:`pipeline_for_changes` — the full :func:`build_pipeline`, restricted to the page:
-   by ``_id`` when rows are dispatched one record at a time; by the *affected keys* when the output
-   row depends on other records (``group_by``: the whole group must be recomputed; ``filter_latest``:
-   all versions with the same ``filter_by`` key must be compared). The restriction is a ``$in`` on
-   each key field, which selects every member of each affected group (so no group comes out
-   partial), and is repeated after ``$unwind`` so that unwound elements of other groups are dropped.
+   by ``_id`` when rows are dispatched one record at a time; by the *affected keys* when the
+   output row depends on other records (``group_by``: the whole group must be recomputed;
+   ``filter_latest``: all versions with the same ``filter_by`` key must be compared). The
+   restriction is a ``$in`` on each key field, which selects every member of each affected group
+   (so no group comes out partial), and is repeated after ``$unwind`` so that unwound elements of
+   other groups are dropped.
 
 Why not a single paged pipeline? ``$limit`` after ``$group`` pages *groups*, not records, and the
 cursor could then not say which records were seen; ``$limit`` before ``$group`` cuts groups in
@@ -138,7 +139,11 @@ def _unwind_stages(fields: Sequence[str]) -> list[dict[str, Any]]:
     for field in fields:
         ref = f"${field}"
         stages.append(
-            {"$addFields": {field: {"$cond": {"if": {"$isArray": ref}, "then": ref, "else": [ref]}}}}
+            {
+                "$addFields": {
+                    field: {"$cond": {"if": {"$isArray": ref}, "then": ref, "else": [ref]}}
+                }
+            }
         )
         stages.append({"$unwind": ref})
     return stages
@@ -190,7 +195,9 @@ def _build(
         pipeline.append({"$match": {f: {"$ne": None} for f in null_fields}})
     if latest:
         pipeline.append({"$sort": {latest: -1}})
-        pipeline.append({"$group": {"_id": [f"${f}" for f in filter_by], "record": {"$first": "$$ROOT"}}})
+        pipeline.append(
+            {"$group": {"_id": [f"${f}" for f in filter_by], "record": {"$first": "$$ROOT"}}}
+        )
         pipeline.append({"$replaceRoot": {"newRoot": "$record"}})
     pipeline.extend(_unwind_stages(unwind))
     if after_unwind:
@@ -347,18 +354,34 @@ def _and(*queries: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"$and": parts}
 
 
+_OPTIONS = frozenset(
+    {"group_by", "filter_latest", "filter_by", "unwind_list_fields", "drop_null_groups"}
+)
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"unknown pipeline option(s) {', '.join(unknown)}; "
+            f"expected {', '.join(sorted(_OPTIONS))}"
+        )
+
+
 def restriction_fields(
     *,
     group_by: Sequence[str] | None = None,
     filter_latest: bool | str | None = False,
     filter_by: Sequence[str] | None = None,
-    **_ignored: Any,
+    **options: Any,
 ) -> list[str] | None:
     """The fields whose values decide which dispatch rows a changed record affects.
 
     ``group_by`` when grouping, else ``filter_by`` when keeping the latest version, else ``None``
-    (each record is its own row: restrict by ``_id``).
+    (each record is its own row: restrict by ``_id``). Other ``build_pipeline`` options are
+    accepted and ignored.
     """
+    _check_options(options)
     if group_by:
         return list(group_by)
     if _latest_field(filter_latest):
@@ -394,7 +417,9 @@ def pipeline_for_page(
     return [{"$match": match}, *page_stages(page_size), {"$project": projection}]
 
 
-def next_cursor(page_rows: Sequence[Mapping[str, Any]], previous: Cursor | None = None) -> Cursor | None:
+def next_cursor(
+    page_rows: Sequence[Mapping[str, Any]], previous: Cursor | None = None
+) -> Cursor | None:
     """The cursor after a page (rows in :data:`PAGE_SORT` order): its last ``(last_modified, _id)``,
     or ``previous`` when the page is empty."""
     if not page_rows:
@@ -475,10 +500,13 @@ def pipeline_for_changes(
     selects whole groups) and again after ``$unwind`` (drops unwound elements that belong to groups
     the page did not touch, which would otherwise come out partial).
     """
+    _check_options(options)
     restriction = affected_restriction(page_rows, **options)
     if restriction is None:
         return None
-    after_unwind = restriction if options.get("group_by") and options.get("unwind_list_fields") else None
+    after_unwind = (
+        restriction if options.get("group_by") and options.get("unwind_list_fields") else None
+    )
     return _build(
         _and(spec_query, restriction),
         group_by=options.get("group_by"),

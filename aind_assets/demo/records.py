@@ -10,9 +10,9 @@ ecephys + behavior, project "Ephys Platform", names ``ecephys_<subject>_<start>_
 and behavior subjects ``774659`` and ``768823`` (modality behavior, project "Dynamic Foraging",
 names ``behavior_<subject>_<start>_processed_<proc>``), one session a day in turn. Every fifth
 session (index 1, 6, 11, ...) was processed twice, so ``filter_latest`` with
-``filter_by: [data_description.input_data_name]`` matters. Session 4 (ecephys) has no NWB file (its
-processing failed: the dispatcher must skip it with a warning) and session 3 (behavior) has two NWB files
-(``split_files`` matters). The files a record holds are listed in its
+``filter_by: [data_description.input_data_name]`` matters. Session 4 (ecephys) has no NWB file
+(its processing failed: the dispatcher must skip it with a warning) and session 3 (behavior) has
+two NWB files (``split_files`` matters). The files a record holds are listed in its
 ``processing.data_processes[*].outputs.nwb_files``; :func:`demo_nwb_files` reads them and
 :func:`write_demo_files` writes them with :func:`aind_assets.demo.nwb.write_demo_nwb`.
 """
@@ -55,8 +55,16 @@ _MODALITIES = {
 }
 _PROJECT = {"ecephys": "Ephys Platform", "behavior": "Dynamic Foraging"}
 _PROCESS = {
-    "ecephys": ("sorted", "Spike sorting", "https://github.com/AllenNeuralDynamics/aind-ephys-pipeline"),
-    "behavior": ("processed", "Other", "https://github.com/AllenNeuralDynamics/aind-behavior-pipeline"),
+    "ecephys": (
+        "sorted",
+        "Spike sorting",
+        "https://github.com/AllenNeuralDynamics/aind-ephys-pipeline",
+    ),
+    "behavior": (
+        "processed",
+        "Other",
+        "https://github.com/AllenNeuralDynamics/aind-behavior-pipeline",
+    ),
 }
 _NO_NWB_SESSION = 4
 _TWO_NWB_SESSION = 3

@@ -53,12 +53,18 @@ def seed_demo(
         tmp_dir = Path(tmp)
         written = write_demo_files(records, tmp_dir / "nwb")
         by_name = {r["name"]: r for r in records}
-        uploads = [(tmp_dir / "nwb" / name, by_name[name]["location"]) for name, paths in written.items() if paths]
+        uploads = [
+            (tmp_dir / "nwb" / name, by_name[name]["location"])
+            for name, paths in written.items()
+            if paths
+        ]
         store.map_concurrently(lambda pair: store.put_tree(*pair), uploads)
 
         bids_root = tmp_dir / "bids"
         map_path = write_identified_bids(bids_root, n_subjects=n_subjects)
-        bids_files = store.put_tree(bids_root / BIDS_PREFIX, join_url(settings.hbcd_identified_root, BIDS_PREFIX))
+        bids_files = store.put_tree(
+            bids_root / BIDS_PREFIX, join_url(settings.hbcd_identified_root, BIDS_PREFIX)
+        )
         store.put_file(map_path, settings.hbcd_identity_map)
     docdb.ensure_index(settings.assets_collection, ["last_modified", "_id"])
     docdb.ensure_index(settings.assets_collection, "name", unique=True)

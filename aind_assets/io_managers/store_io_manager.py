@@ -6,7 +6,7 @@ folders) and, written last, ``processing.json``. The record then goes to DocDB. 
 without ``processing.json`` is an incomplete output and is never loaded as a complete one.
 """
 
-
+import contextlib
 import json
 import threading
 import typing
@@ -108,7 +108,9 @@ class StoreIOManager(UPathIOManager):
                 obj.to_parquet(f, index=False)
         elif isinstance(obj, Path):
             if not obj.exists():
-                raise FileNotFoundError(f"output {obj} of {context.asset_key.to_user_string()} is missing")
+                raise FileNotFoundError(
+                    f"output {obj} of {context.asset_key.to_user_string()} is missing"
+                )
             dest = path / VALUE_DATA / obj.name
             path.fs.put(str(obj), dest.path, recursive=obj.is_dir())
         else:
@@ -171,14 +173,14 @@ class StoreIOManager(UPathIOManager):
             pass
         return datetime.now(UTC)
 
-    def _record(self, context: OutputContext, path: UPath, partition: str | None, started: datetime):
+    def _record(
+        self, context: OutputContext, path: UPath, partition: str | None, started: datetime
+    ):
         meta = {k: _raw(v) for k, v in (context.output_metadata or {}).items()}
         defn = {k: _raw(v) for k, v in (context.definition_metadata or {}).items()}
         parameters: dict[str, Any] = {}
-        try:
+        with contextlib.suppress(Exception):  # no step context (direct use) or no config
             parameters.update(context.step_context.op_config or {})
-        except Exception:  # noqa: BLE001 - no step context (direct use) or no config
-            pass
         parameters.update(meta.get(lineage.META_PARAMETERS) or {})
         if partition is not None:
             parameters["partition_key"] = partition
@@ -200,7 +202,9 @@ class StoreIOManager(UPathIOManager):
             start=started,
             output_location=self.url_of(path),
             output_path=str(path.relative_to(self._base_path)),
-            process_type=meta.get(lineage.META_PROCESS_TYPE) or defn.get(lineage.META_PROCESS_TYPE) or "Other",
+            process_type=meta.get(lineage.META_PROCESS_TYPE)
+            or defn.get(lineage.META_PROCESS_TYPE)
+            or "Other",
             stage=meta.get(lineage.META_STAGE) or defn.get(lineage.META_STAGE) or "Processing",
             notes=meta.get(lineage.META_NOTES) or f"dagster run {context.run_id}",
         )

@@ -47,7 +47,9 @@ class DocDBResource(ConfigurableResource):
     Usable outside Dagster: ``DocDBResource(uri="mongodb://127.0.0.1:27017", database="x")``.
     """
 
-    uri: str = Field(description="MongoDB URI; comes from an EnvVar so passwords stay out of config")
+    uri: str = Field(
+        description="MongoDB URI; comes from an EnvVar so passwords stay out of config"
+    )
     database: str = Field(description="Database holding the collections")
     server_selection_timeout_ms: int = Field(
         default=3000, description="How long to wait for an unreachable server before failing"
@@ -77,7 +79,11 @@ class DocDBResource(ConfigurableResource):
                         appname=self.app_name,
                         tz_aware=True,
                     )
-                except (pymongo.errors.ConfigurationError, pymongo.errors.InvalidURI, ValueError) as e:
+                except (
+                    pymongo.errors.ConfigurationError,
+                    pymongo.errors.InvalidURI,
+                    ValueError,
+                ) as e:
                     raise DocDBError(
                         f"Malformed DocDB URI {redact_uri(self.uri)!r} (database {self.database!r}): "
                         f"{_scrub(str(e), self.uri)}"
@@ -111,10 +117,14 @@ class DocDBResource(ConfigurableResource):
         except pymongo.errors.DuplicateKeyError:
             raise  # callers decide: a duplicate is an answer, not a failure
         except pymongo.errors.OperationFailure as e:
-            raise DocDBError(f"{self._where()} refused the operation: {_scrub(str(e), self.uri)}") from e
+            raise DocDBError(
+                f"{self._where()} refused the operation: {_scrub(str(e), self.uri)}"
+            ) from e
 
     # -- indexes ------------------------------------------------------------------------------
-    def ensure_index(self, collection: str, keys: Sequence[str] | str, *, unique: bool = False) -> None:
+    def ensure_index(
+        self, collection: str, keys: Sequence[str] | str, *, unique: bool = False
+    ) -> None:
         """Create an index once per process (idempotent on the server too)."""
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
         tag = (collection, keys, unique)
@@ -132,7 +142,9 @@ class DocDBResource(ConfigurableResource):
         self, collection: str, pipeline: Sequence[Mapping[str, Any]], *, batch_size: int = 1000
     ) -> list[dict[str, Any]]:
         return self._call(
-            lambda: list(self.collection(collection).aggregate(list(pipeline), batchSize=batch_size))
+            lambda: list(
+                self.collection(collection).aggregate(list(pipeline), batchSize=batch_size)
+            )
         )
 
     def find(
@@ -169,10 +181,14 @@ class DocDBResource(ConfigurableResource):
         return self._call(lambda: self.collection(collection).count_documents(dict(filter or {})))
 
     # -- writes -------------------------------------------------------------------------------
-    def upsert(self, collection: str, filter: Mapping[str, Any], document: Mapping[str, Any]) -> None:  # noqa: A002
+    def upsert(
+        self, collection: str, filter: Mapping[str, Any], document: Mapping[str, Any]
+    ) -> None:  # noqa: A002
         """Replace the document matching ``filter``, or insert it."""
         self._call(
-            lambda: self.collection(collection).replace_one(dict(filter), dict(document), upsert=True)
+            lambda: self.collection(collection).replace_one(
+                dict(filter), dict(document), upsert=True
+            )
         )
 
     def bulk_upsert(
@@ -181,15 +197,25 @@ class DocDBResource(ConfigurableResource):
         """Upsert many documents by ``key`` in one round trip per 1000; returns how many."""
         ops = [ReplaceOne({key: d[key]}, dict(d), upsert=True) for d in documents]
         for start in range(0, len(ops), 1000):
-            self._call(lambda s=start: self.collection(collection).bulk_write(ops[s : s + 1000], ordered=False))
+            self._call(
+                lambda s=start: self.collection(collection).bulk_write(
+                    ops[s : s + 1000], ordered=False
+                )
+            )
         return len(ops)
 
-    def set_fields(self, collection: str, filter: Mapping[str, Any], fields: Mapping[str, Any]) -> None:  # noqa: A002
+    def set_fields(
+        self, collection: str, filter: Mapping[str, Any], fields: Mapping[str, Any]
+    ) -> None:  # noqa: A002
         self._call(
-            lambda: self.collection(collection).bulk_write([UpdateOne(dict(filter), {"$set": dict(fields)})])
+            lambda: self.collection(collection).bulk_write(
+                [UpdateOne(dict(filter), {"$set": dict(fields)})]
+            )
         )
 
-    def insert_unique(self, collection: str, document: Mapping[str, Any], *, key: str = "name") -> bool:
+    def insert_unique(
+        self, collection: str, document: Mapping[str, Any], *, key: str = "name"
+    ) -> bool:
         """Insert unless a document with the same ``key`` exists; race-free by a unique index.
 
         Returns False when another writer got there first.
@@ -202,7 +228,9 @@ class DocDBResource(ConfigurableResource):
         return True
 
     def delete_many(self, collection: str, filter: Mapping[str, Any]) -> int:  # noqa: A002
-        return self._call(lambda: self.collection(collection).delete_many(dict(filter)).deleted_count)
+        return self._call(
+            lambda: self.collection(collection).delete_many(dict(filter)).deleted_count
+        )
 
 
 def _scrub(message: str, uri: str) -> str:

@@ -145,7 +145,11 @@ class ObjectStoreResource(ConfigurableResource):
         mtime = raw.get("mtime", 0.0)
         token = f"{int(mtime * 1e9):x}-{int(raw.get('size', 0)):x}"
         return ObjectInfo(
-            url, int(raw.get("size", 0)), token, datetime.fromtimestamp(mtime, UTC), _local_meta(path)
+            url,
+            int(raw.get("size", 0)),
+            token,
+            datetime.fromtimestamp(mtime, UTC),
+            _local_meta(path),
         )
 
     def list(self, prefix: str) -> list[ObjectInfo]:
@@ -156,7 +160,9 @@ class ObjectStoreResource(ConfigurableResource):
             found = fs.find(path, detail=True, withdirs=False)
         except FileNotFoundError:
             return []
-        infos = [self._info(prefix, raw) for raw in found.values() if raw.get("type") != "directory"]
+        infos = [
+            self._info(prefix, raw) for raw in found.values() if raw.get("type") != "directory"
+        ]
         return sorted(infos, key=lambda i: i.url)
 
     def list_many(self, prefixes: Iterable[str]) -> dict[str, list[ObjectInfo]]:
@@ -209,7 +215,9 @@ class ObjectStoreResource(ConfigurableResource):
         local_dir = Path(local_dir)
         files = sorted(p for p in local_dir.rglob("*") if p.is_file())
         dests = [join_url(url, p.relative_to(local_dir).as_posix()) for p in files]
-        self.map_concurrently(lambda pair: self.put_file(*pair), list(zip(files, dests, strict=True)))
+        self.map_concurrently(
+            lambda pair: self.put_file(*pair), list(zip(files, dests, strict=True))
+        )
         return dests
 
     def copy(

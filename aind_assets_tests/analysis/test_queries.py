@@ -327,6 +327,10 @@ def test_pipeline_for_page_projects_filter_by_and_avoids_path_collisions():
         pipeline_for_page({}, None, 10, filter_latest=True)
     with pytest.raises(QueryError, match="page_size"):
         pipeline_for_page({}, None, 0)
+    with pytest.raises(TypeError, match="unknown pipeline option"):
+        pipeline_for_page({}, None, 10, groupby=["x"])
+    with pytest.raises(TypeError, match="unknown pipeline option"):
+        pipeline_for_changes({}, [{"_id": "a"}], split_files=True)
 
 
 def test_next_cursor():
@@ -433,7 +437,9 @@ def test_partition_key_for_group_values():
     assert partition_key_for({"subject__subject_id": "741213"}) == "741213"
     assert partition_key_for(["741213", 3]) == "741213+3"
     key = partition_key_for({"p": "Ephys Platform", "s": "741213"})
-    assert key.startswith("Ephys_Platform+741213__") and len(key) == len("Ephys_Platform+741213") + 10
+    assert (
+        key.startswith("Ephys_Platform+741213__") and len(key) == len("Ephys_Platform+741213") + 10
+    )
     assert partition_key_for({"p": "Ephys Platform"}) == partition_key_for({"p": "Ephys Platform"})
     assert partition_key_for(["x"], prefix="ephys_units") == "ephys_units+x"
 

@@ -130,7 +130,9 @@ def test_records_have_the_aind_shape():
     assert sum(1 for v in versions.values() if v > 1) >= 3
     assert any(n.startswith("ecephys_") and v > 1 for n, v in versions.items())
     # created/last_modified grow with the list order (for cursor demos).
-    assert all(a["last_modified"] < b["last_modified"] for a, b in zip(records, records[1:]))
+    assert all(
+        a["last_modified"] < b["last_modified"] for a, b in zip(records, records[1:], strict=False)
+    )
 
 
 def test_records_are_deterministic_and_prefix_stable():

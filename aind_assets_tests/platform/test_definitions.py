@@ -24,7 +24,13 @@ def test_definitions_load_and_resolve() -> None:
 def test_workspace_validates_with_the_dagster_cli(tmp_path: Path) -> None:
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "AIND_DATA_DIR": str(tmp_path / "data")}
     out = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
         cwd=PROJECT,
         env=env,
         capture_output=True,

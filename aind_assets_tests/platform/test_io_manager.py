@@ -1,6 +1,5 @@
 """The IO manager on the real S3 server and on a local directory: output first, record last."""
 
-
 import json
 
 import dagster as dg
@@ -47,7 +46,9 @@ def plain_config(context: dg.AssetExecutionContext) -> dict:
 
 
 def _io(store: ObjectStoreResource, docdb: DocDBResource, root: str) -> ObjectStoreIOManager:
-    return ObjectStoreIOManager(object_store=store, docdb=docdb, root=root, records_collection=RECORDS)
+    return ObjectStoreIOManager(
+        object_store=store, docdb=docdb, root=root, records_collection=RECORDS
+    )
 
 
 def test_round_trip_partitioned_and_not(store: ObjectStoreResource, docdb: DocDBResource) -> None:
@@ -86,7 +87,9 @@ def test_round_trip_partitioned_and_not(store: ObjectStoreResource, docdb: DocDB
     assert s1.data_processes[0].code.version == "3"
     assert s1.data_processes[0].code.parameters.model_dump()["partition_key"] == "s1"
     # the downstream record names its upstream input location
-    table = Processing.model_validate_json(store.get_bytes(f"{root}/summary_table/s2/processing.json"))
+    table = Processing.model_validate_json(
+        store.get_bytes(f"{root}/summary_table/s2/processing.json")
+    )
     assert [d.url for d in table.data_processes[0].code.input_data] == [f"{root}/summary/s2"]
     agg = Processing.model_validate_json(store.get_bytes(f"{root}/all_subjects/processing.json"))
     assert [d.url for d in agg.data_processes[0].code.input_data] == [
@@ -101,7 +104,9 @@ def test_failed_write_leaves_no_record(s3_store: ObjectStoreResource, docdb: Doc
     """The store refuses the write (wrong secret): the run fails and no record exists."""
     root = s3_store.url("io")
     refusing = ObjectStoreResource(
-        root=s3_store.root, endpoint_url=s3_store.endpoint_url, access_key_id="aind-test-key",
+        root=s3_store.root,
+        endpoint_url=s3_store.endpoint_url,
+        access_key_id="aind-test-key",
         secret_access_key="not-the-secret",
     )
     result = dg.materialize(
@@ -112,7 +117,9 @@ def test_failed_write_leaves_no_record(s3_store: ObjectStoreResource, docdb: Doc
     assert not s3_store.exists(f"{root}/plain_config/processing.json")
 
 
-def test_incomplete_output_is_not_loaded(local_store: ObjectStoreResource, docdb: DocDBResource) -> None:
+def test_incomplete_output_is_not_loaded(
+    local_store: ObjectStoreResource, docdb: DocDBResource
+) -> None:
     root = local_store.url("io")
     resources = {"io_manager": _io(local_store, docdb, root)}
     assert dg.materialize([summary], partition_key="s1", resources=resources).success

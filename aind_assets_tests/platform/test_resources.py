@@ -9,7 +9,9 @@ from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource, relative_key
 
 
-def test_object_store_operations(store: ObjectStoreResource, local_store: ObjectStoreResource) -> None:
+def test_object_store_operations(
+    store: ObjectStoreResource, local_store: ObjectStoreResource
+) -> None:
     before = datetime.now(UTC) - timedelta(seconds=5)
     store.put_bytes(store.url("a/x/1.nwb"), b"one")
     store.put_bytes(store.url("a/x/2.txt"), b"two!")
@@ -17,12 +19,19 @@ def test_object_store_operations(store: ObjectStoreResource, local_store: Object
     store.put_bytes(store.url("b/4.nwb"), b"4")
 
     listed = store.list(store.url("a"))
-    assert [relative_key(i.url, store.url("a")) for i in listed] == ["x/1.nwb", "x/2.txt", "y/deep/3.nwb"]
+    assert [relative_key(i.url, store.url("a")) for i in listed] == [
+        "x/1.nwb",
+        "x/2.txt",
+        "y/deep/3.nwb",
+    ]
     assert [i.size for i in listed] == [3, 4, 5]
     assert all(i.last_modified >= before and i.etag for i in listed)
     assert store.list(store.url("missing")) == []
 
-    assert store.glob(store.url("a/**/*.nwb")) == [store.url("a/x/1.nwb"), store.url("a/y/deep/3.nwb")]
+    assert store.glob(store.url("a/**/*.nwb")) == [
+        store.url("a/x/1.nwb"),
+        store.url("a/y/deep/3.nwb"),
+    ]
     many = store.list_many([store.url("a/x"), store.url("b"), store.url("nothing")])
     assert {k: len(v) for k, v in many.items()} == {
         store.url("a/x"): 2,
@@ -43,7 +52,12 @@ def test_object_store_operations(store: ObjectStoreResource, local_store: Object
     assert local_store.get_bytes(dst) == b"three"
     assert local_store.info(dst).metadata == {"source-last-modified": "2025-01-01"}
     # copy within the store (server-side on S3) and concurrent copies
-    store.copy_many([(store.url("b/4.nwb"), store.url("c/4.nwb")), (store.url("a/x/2.txt"), store.url("c/2.txt"))])
+    store.copy_many(
+        [
+            (store.url("b/4.nwb"), store.url("c/4.nwb")),
+            (store.url("a/x/2.txt"), store.url("c/2.txt")),
+        ]
+    )
     assert store.get_bytes(store.url("c/4.nwb")) == b"4"
     assert store.get_bytes(store.url("c/2.txt")) == b"two!"
 
@@ -54,17 +68,29 @@ def test_object_store_operations(store: ObjectStoreResource, local_store: Object
 
 
 def test_docdb_operations(docdb: DocDBResource) -> None:
-    docs = [{"_id": f"id{i}", "name": f"asset{i}", "n": i, "subject": {"subject_id": str(i % 3)}} for i in range(10)]
+    docs = [
+        {"_id": f"id{i}", "name": f"asset{i}", "n": i, "subject": {"subject_id": str(i % 3)}}
+        for i in range(10)
+    ]
     assert docdb.bulk_upsert("assets", docs) == 10
-    docdb.upsert("assets", {"_id": "id3"}, {"_id": "id3", "name": "asset3", "n": 33, "subject": {"subject_id": "0"}})
+    docdb.upsert(
+        "assets",
+        {"_id": "id3"},
+        {"_id": "id3", "name": "asset3", "n": 33, "subject": {"subject_id": "0"}},
+    )
     assert docdb.count("assets") == 10
-    found = list(docdb.find("assets", {"n": {"$gte": 8}}, projection={"name": 1, "_id": 0}, sort=[("n", -1)]))
+    found = list(
+        docdb.find("assets", {"n": {"$gte": 8}}, projection={"name": 1, "_id": 0}, sort=[("n", -1)])
+    )
     assert found == [{"name": "asset3"}, {"name": "asset9"}, {"name": "asset8"}]
     # a cursor pages through results in batches
     assert len(list(docdb.find("assets", {}, batch_size=3))) == 10
     grouped = docdb.aggregate(
         "assets",
-        [{"$group": {"_id": "$subject.subject_id", "names": {"$push": "$name"}}}, {"$sort": {"_id": 1}}],
+        [
+            {"$group": {"_id": "$subject.subject_id", "names": {"$push": "$name"}}},
+            {"$sort": {"_id": 1}},
+        ],
     )
     assert [g["_id"] for g in grouped] == ["0", "1", "2"]
     assert sorted(grouped[0]["names"]) == ["asset0", "asset3", "asset6", "asset9"]

@@ -11,7 +11,9 @@ from aind_assets.resources.docdb import DocDBError, DocDBResource
 from aind_assets.settings import Settings
 
 
-def test_embedded_defaults_with_empty_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedded_defaults_with_empty_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     s = Settings.from_env({})
     assert s.embedded
