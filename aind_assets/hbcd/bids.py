@@ -24,6 +24,7 @@ text (see TEXT_EXTENSIONS) encoding detected (BOMs, UTF-16, else UTF-8 that roun
 ``*.<allowed>.gz``         same rule inside; re-compressed without FNAME, mtime 0
 =========================  =================================================================
 
+``.csv`` is treated as free text (every token, numeric cells included), unlike ``.tsv``.
 Errors never contain identifier values: paths in messages are de-identified ones.
 """
 
@@ -442,9 +443,11 @@ def deidentify_tree(src_root: Path, dst_root: Path, idmap: IdentityMap) -> TreeR
         try:
             with open(src_root / rel, "rb") as src, open(tmp, "wb") as dst:
                 deidentify_file(rel, src, dst, idmap, notes=notes)
-        except DeidentificationError as e:
+        except (DeidentificationError, OSError) as e:
             tmp.unlink(missing_ok=True)
-            report.skipped.append(SkippedFile(new, str(e)))
+            # OSError messages quote the identified path: report the type only
+            reason = str(e) if isinstance(e, DeidentificationError) else type(e).__name__
+            report.skipped.append(SkippedFile(new, reason))
             continue
         tmp.replace(target)
         report.written.append(new)

@@ -32,6 +32,7 @@ import codecs
 import io
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -268,7 +269,7 @@ def scan_for_identifiers(
     is_json = name.endswith(".json") or name.endswith(".json.gz")
     try:
         scan.stream(stream, "content", is_json)
-    except (GzipFormatError, NiftiFormatError, EOFError, OSError) as e:
+    except (GzipFormatError, NiftiFormatError, EOFError, OSError, zlib.error) as e:
         reason = str(e) if isinstance(e, GzipFormatError | NiftiFormatError) else type(e).__name__
         scan.add(f"unreadable ({reason})", None, None, "unscannable")
     return scan.findings

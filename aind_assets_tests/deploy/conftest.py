@@ -9,6 +9,7 @@ have installed them and the fixture fails instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -150,7 +151,19 @@ def postgres_server() -> Iterator[PostgresServer]:
             " -c full_page_writes=off -c max_connections=200"
         )
         started = True  # from here on a server may be running: always stop it
-        out = run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options, "start")
+        out = run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+        )
         if out.returncode != 0:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(f"pg_ctl start failed:\n{out.stdout}\n{out.stderr}\n{tail}")
@@ -172,13 +185,20 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 def _stop(run, bin_dir: Path, data: Path) -> None:
-    try:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "-t", "20", "stop", timeout=40)
-    except subprocess.TimeoutExpired:
-        pass
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-m",
+            "immediate",
+            "-w",
+            "-t",
+            "20",
+            "stop",
+            timeout=40,
+        )
     pid_file = data / "postmaster.pid"
     if pid_file.exists():  # pg_ctl could not stop it: kill the postmaster (its children follow)
-        try:
+        with contextlib.suppress(ValueError, IndexError, ProcessLookupError):
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-        except (ValueError, IndexError, ProcessLookupError):
-            pass

@@ -30,7 +30,11 @@ def queued_partition(context: dg.AssetExecutionContext) -> None:
     time.sleep(SLEEP_SECONDS)
     end = time.time()
     out = Path(os.environ["AIND_QUEUE_TEST_DIR"]) / f"{context.partition_key}.json"
-    out.write_text(json.dumps({"partition": context.partition_key, "start": start, "end": end, "pid": os.getpid()}))
+    out.write_text(
+        json.dumps(
+            {"partition": context.partition_key, "start": start, "end": end, "pid": os.getpid()}
+        )
+    )
     context.add_output_metadata({"seconds": end - start})
 
 

@@ -55,7 +55,9 @@ def test_scans_tsv_filename_column(idmap: IdentityMap):
         "filename\tacq_time\tHBCD_compliant\tQU_motion\n"
         "anat/sub-123456_ses-V02_run-001_T1w.nii.gz\t2024-01-01T10:00:00\tYes\t2\n"
     )
-    new, out = deidentify_bytes("sub-123456/ses-V02/sub-123456_ses-V02_scans.tsv", src.encode(), idmap)
+    new, out = deidentify_bytes(
+        "sub-123456/ses-V02/sub-123456_ses-V02_scans.tsv", src.encode(), idmap
+    )
     assert new == f"sub-{RC1}/ses-V02/sub-{RC1}_ses-V02_scans.tsv"
     assert out.decode().splitlines()[1] == (
         f"anat/sub-{RC1}_ses-V02_run-001_T1w.nii.gz\t2024-01-01T10:00:00\tYes\t2"
@@ -131,7 +133,9 @@ def test_json_intended_for_list_and_levels(idmap: IdentityMap):
         "site": {"Levels": {"UMN": "Site UMN", "UCSD": "UCSD0034 site"}},
         "session_id": {"Levels": {"ses-V02": "Visit of UMN0012"}},
     }
-    _, out = deidentify_bytes("sub-123456/sub-123456_sessions.json", json.dumps(src).encode(), idmap)
+    _, out = deidentify_bytes(
+        "sub-123456/sub-123456_sessions.json", json.dumps(src).encode(), idmap
+    )
     assert json.loads(out) == {
         "IntendedFor": [f"ses-V02/func/sub-{RC1}_ses-V02_bold.nii.gz", f"bids::sub-{RC2}/x"],
         "site": {"Levels": {"site01": "Site site01", "site02": f"{RC2} site"}},

@@ -97,7 +97,10 @@ def test_duplicate_dccid_names_rows_not_value():
             "999999,WUSTL0099,WUSTL,NDARINVDDDD4444,site01",
             "row 5: anonymized_site is already used for another site (row 2)",
         ),
-        ("999999,UMN0099,UMN,UCSD0034,site01", "row 5: release_candidate_id equals a PSCID (row 3)"),
+        (
+            "999999,UMN0099,UMN,UCSD0034,site01",
+            "row 5: release_candidate_id equals a PSCID (row 3)",
+        ),
         ("999999,UMN-0099,UMN,NDARINVDDDD4444,site01", "row 5: PSCID must contain only"),
         ("999999,,UMN,NDARINVDDDD4444,site01", "row 5: missing PSCID"),
         ("999999,UMN0099,UMN", "row 5: missing release_candidate_id"),

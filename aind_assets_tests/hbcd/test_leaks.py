@@ -90,10 +90,16 @@ def test_gzip_fname_and_content_and_second_member(idmap: IdentityMap):
     ]
 
 
-def test_corrupt_gzip_is_unscannable(idmap: IdentityMap):
-    data = gzip.compress(b"hello world" * 100)[:-20]
-    [f] = scan_for_identifiers("a.log.gz", data, idmap)
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupt_gzip_is_unscannable(idmap: IdentityMap, damage: str):
+    data = bytearray(gzip.compress(bytes(range(256)) * 100))
+    if damage == "truncate":
+        data = data[:-20]
+    else:
+        data[20:40] = b"\xff" * 20
+    [f] = scan_for_identifiers("a.log.gz", bytes(data), idmap)
     assert f.kind == "unscannable"
+    assert f.location.startswith("unreadable")
 
 
 def test_nifti_header_and_extension(idmap: IdentityMap):

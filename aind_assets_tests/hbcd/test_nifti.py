@@ -64,14 +64,19 @@ def test_nii_gz_header_clean_data_unchanged_no_fname(idmap: IdentityMap):
     assert h["db_name"].item() == b""
     [ext] = h.extensions
     assert ext.get_code() == 6
-    assert ext.get_content().rstrip(b"\0") == b"candidate " + RC1.encode() + b" at site01, kit 91234567"
+    assert (
+        ext.get_content().rstrip(b"\0")
+        == b"candidate " + RC1.encode() + b" at site01, kit 91234567"
+    )
     assert notes == []
     assert scan_for_identifiers("x.nii.gz", result, idmap) == []
 
 
 def test_plain_nii_via_dispatcher(idmap: IdentityMap):
     img, data = _image(shape=(3, 3, 3, 5), dtype=np.float32)
-    new, out = deidentify_bytes("sub-123456/ses-V02/func/sub-123456_bold.nii", img.to_bytes(), idmap)
+    new, out = deidentify_bytes(
+        "sub-123456/ses-V02/func/sub-123456_bold.nii", img.to_bytes(), idmap
+    )
     assert new == f"sub-{RC1}/ses-V02/func/sub-{RC1}_bold.nii"
     loaded = nib.Nifti1Image.from_bytes(out)
     np.testing.assert_array_equal(np.asarray(loaded.dataobj), data)

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import nibabel as nib
+
+from aind_assets.demo.bids import write_identified_bids
+from aind_assets.hbcd.idmap import parse_identity_map
+from aind_assets.hbcd.tsv import parse_tsv
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_layout_and_identity_map(tmp_path: Path):
+    start = time.perf_counter()
+    map_path = write_identified_bids(tmp_path, n_subjects=4, sessions=("V02", "V03"))
+    assert time.perf_counter() - start < 2
+    assert map_path == tmp_path / "identifiers" / "release_identifiers.csv"
+    text = map_path.read_text()
+    assert text.splitlines()[0] == "DCCID,PSCID,site,release_candidate_id,anonymized_site"
+    idmap = parse_identity_map(text, "demo")
+    assert len(idmap) == 4
+    bids = tmp_path / "assembly_bids"
+    for r in idmap:
+        assert len(r.dccid) == 6 and r.dccid.isdigit()
+        assert r.pscid.startswith(r.site) and r.pscid[len(r.site) :].isdigit()
+        assert r.site in ("UMN", "UCSD", "WUSTL")
+        sub = f"sub-{r.dccid}"
+        assert (bids / sub / f"{sub}_sessions.tsv").is_file()
+        assert (bids / sub / f"{sub}_sessions.json").is_file()
+        for ses in ("V02", "V03"):
+            d = bids / sub / f"ses-{ses}"
+            stem = f"{sub}_ses-{ses}"
+            for rel in (
+                f"anat/{stem}_run-001_T1w",
+                f"func/{stem}_task-rest_run-001_bold",
+                f"fmap/{stem}_dir-PA_run-001_epi",
+            ):
+                assert (d / f"{rel}.nii.gz").is_file() and (d / f"{rel}.json").is_file()
+            scans = parse_tsv((d / f"{stem}_scans.tsv").read_text())
+            assert scans.columns == ["filename", "acq_time", "HBCD_compliant", "QU_motion"]
+            assert all((d / f).is_file() for f in scans.column("filename"))
+            assert set(scans.column("HBCD_compliant")) <= {"Yes", "No"}
+            assert set(scans.column("QU_motion")) <= {"1", "2", "3", "_NaN_"}
+            assert "_NaN_" in scans.column("QU_motion")
+    for name in ("dataset_description.json", "participants.tsv", "participants.json", "README"):
+        assert (bids / name).is_file()
+
+
+def test_identifiers_are_planted(tmp_path: Path):
+    idmap = parse_identity_map(write_identified_bids(tmp_path).read_text(), "demo")
+    r = idmap.rows[0]
+    bids = tmp_path / "assembly_bids"
+    participants = parse_tsv((bids / "participants.tsv").read_text())
+    first = participants.rows[0]
+    assert first["participant_id"] == f"sub-{r.dccid}" and first["site"] == r.site
+    assert r.dccid in first["medication_code"] and first["medication_code"] != r.dccid
+    assert first["medication_code"].isdigit()
+    assert "n/a" in participants.column("gestational_age")
+
+    nii = bids / f"sub-{r.dccid}/ses-V02/anat/sub-{r.dccid}_ses-V02_run-001_T1w.nii.gz"
+    raw = nii.read_bytes()
+    assert raw[3] & 0x08 and f"sub-{r.dccid}".encode() in raw[10:80]  # gzip FNAME
+    img = nib.load(nii)
+    assert img.shape == (8, 8, 8)
+    h = img.header
+    assert h["descrip"].item().startswith(f"{r.pscid}_{r.dccid}".encode())
+    assert h["aux_file"].item() == r.pscid.encode()
+    assert h["db_name"].item() == r.site.encode()
+    assert h["intent_name"].item() == r.dccid.encode()
+    assert r.dccid.encode() in h.extensions[0].get_content()
+    bold = nib.load(
+        nii.parent.parent / "func" / nii.name.replace("run-001_T1w", "task-rest_run-001_bold")
+    )
+    assert bold.shape == (8, 8, 8, 4)
+
+    sidecar = json.loads(nii.with_name(nii.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["PatientID"] == r.dccid and sidecar["PatientName"] == r.pscid
+    assert {"PatientBirthDate", "InstitutionName", "InstitutionAddress"} <= sidecar.keys()
+    epi = json.loads(next((nii.parent.parent / "fmap").glob("*.json")).read_text())
+    assert any(p.startswith(f"bids::sub-{r.dccid}/") for p in epi["IntendedFor"])
+    sessions = json.loads((bids / f"sub-{r.dccid}" / f"sub-{r.dccid}_sessions.json").read_text())
+    assert r.pscid in sessions["session_id"]["Levels"]["ses-V02"]
+    assert gzip.decompress(raw)[:4] == (348).to_bytes(4, "little")
+
+
+def test_deterministic_and_seeded(tmp_path: Path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write_identified_bids(a, seed=3)
+    write_identified_bids(b, seed=3)
+    write_identified_bids(c, seed=4)
+    assert _digests(a) == _digests(b)
+    ids_a = parse_identity_map((a / "identifiers/release_identifiers.csv").read_text())
+    ids_c = parse_identity_map((c / "identifiers/release_identifiers.csv").read_text())
+    assert {r.dccid for r in ids_a} != {r.dccid for r in ids_c}
