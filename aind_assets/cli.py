@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,22 +113,37 @@ def _cmd_dev(args: argparse.Namespace) -> int:
             f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops all"
         )
         proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_DIR, start_new_session=True)
-
-        def stop(*_: object) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        try:
-            code = proc.wait()
-        finally:
-            stop()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        code = _supervise(proc)
     return code
+
+
+def _supervise(proc: subprocess.Popen, grace: float = 20.0) -> int:
+    """Wait for ``dagster dev``; on Ctrl-C or SIGTERM stop its whole process group.
+
+    ``dagster dev`` runs in its own session (it ignores signals otherwise), so the group gets
+    SIGINT, as a terminal's Ctrl-C would send, and SIGKILL if it is still there after ``grace``.
+    """
+    stopping: list[float] = []
+
+    def request_stop(*_: object) -> None:
+        if not stopping:
+            stopping.append(time.monotonic())
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        while proc.poll() is None:
+            if stopping and time.monotonic() - stopping[0] > grace:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            time.sleep(0.2)
+    finally:
+        request_stop()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (code servers)
+    return proc.returncode
 
 
 def _cmd_docdb_serve(args: argparse.Namespace) -> int:
