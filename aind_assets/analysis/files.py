@@ -63,7 +63,12 @@ def _matching(location: str, ext: str, paths: Iterable[str]) -> list[str]:
         if not relative or relative.endswith("/"):
             continue
         if fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern):
-            found.add(f"{scheme or 's3'}://{rest}")
+            if scheme:
+                found.add(f"{scheme}://{rest}")
+            elif location.startswith("/"):
+                found.add(rest)  # a local directory (the embedded store): plain paths
+            else:
+                found.add(f"s3://{rest}")
     return sorted(found)
 
 
@@ -72,7 +77,8 @@ def select_files(locations: Iterable[str], ext: str, list_fn: ListFn) -> dict[st
 
     ``**`` is any depth (including none) and ``*`` any file-name prefix, so ``ext`` is matched
     against the end of the file name (``".nwb"``; ``"nwb"`` would also match ``"x_nwb"``, as with
-    the original glob). Results keep the location's scheme, ``s3://`` when it has none.
+    the original glob). Results keep the location's scheme, ``s3://`` when it has none, except
+    that an absolute local path (``/data/...``, the embedded store) gives plain local paths.
     Every location is a key; locations without a match map to ``[]``.
     """
     out: dict[str, list[str]] = {}

@@ -401,19 +401,23 @@ def pipeline_for_page(
     spec_query: Mapping[str, Any],
     cursor: Cursor | None,
     page_size: int,
+    *,
+    extra_fields: Sequence[str] = (),
     **options: Any,
 ) -> list[dict[str, Any]]:
     """Probe pipeline for one discovery page.
 
     (a) matches ``spec_query`` AND "after ``cursor``", (b) sorts by ``last_modified, _id``,
-    (c) limits to ``page_size``, and projects each record to ``_id``, ``last_modified``, ``name``
-    and the fields :func:`restriction_fields` needs for ``options`` (the ``build_pipeline``
-    keyword arguments). Feed its rows to :func:`next_cursor` and :func:`pipeline_for_changes`.
+    (c) limits to ``page_size``, and projects each record to ``_id``, ``last_modified``, ``name``,
+    the fields :func:`restriction_fields` needs for ``options`` (the ``build_pipeline``
+    keyword arguments) and ``extra_fields``. Feed its rows to :func:`next_cursor` and
+    :func:`pipeline_for_changes`.
     """
     after = incremental_match(cursor)
     match = _and(spec_query, after["$match"] if after else None)
     keys = restriction_fields(**options) or []
-    projection = {f: 1 for f in _without_overlaps(["_id", "last_modified", "name", *keys])}
+    fields = ["_id", "last_modified", "name", *keys, *extra_fields]
+    projection = {f: 1 for f in _without_overlaps(fields)}
     return [{"$match": match}, *page_stages(page_size), {"$project": projection}]
 
 

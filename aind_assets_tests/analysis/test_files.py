@@ -67,6 +67,15 @@ def test_select_files_with_a_real_fsspec_filesystem(tmp_path):
     assert select_files([location], ".nwb", fs.find) == {location: [f"{location}/nwb/s.nwb"]}
 
 
+def test_select_files_in_a_local_directory_keeps_plain_paths(tmp_path):
+    # The embedded store is a local directory: locations are absolute paths, and so are files.
+    (tmp_path / "asset" / "nwb").mkdir(parents=True)
+    (tmp_path / "asset" / "nwb" / "s.nwb").write_bytes(b"x")
+    fs = fsspec.filesystem("file")
+    location = f"{tmp_path}/asset"
+    assert select_files([location], ".nwb", fs.find) == {location: [f"{location}/nwb/s.nwb"]}
+
+
 def test_unsplit_one_model_with_all_files():
     files = select_files(["s3://bucket/asset_a"], ".nwb", list_fn)
     built = build_dispatch_models([row("asset_a")], files, split_files=False, query={"q": 1})
@@ -98,13 +107,28 @@ def test_split_one_model_per_file():
     assert all(m.docdb_record_id == ["id-asset_a"] for m in models)
 
 
-def test_assets_without_files_are_skipped_and_reported(caplog):
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_assets_without_files_are_skipped_and_reported():
+    # A handler of our own (not caplog): the suite may run with `-p no:logging`.
     files = select_files(["s3://bucket/asset_b", "s3://bucket/asset_c"], ".nwb", list_fn)
-    with caplog.at_level(logging.WARNING):
+    handler = _Records()
+    log = logging.getLogger("aind_assets.analysis.files")
+    log.addHandler(handler)
+    try:
         built = build_dispatch_models([row("asset_c"), row("asset_b")], files)
+    finally:
+        log.removeHandler(handler)
     assert built.skipped == ["asset_c"]
     assert [m.asset_name for m in built.models] == [["asset_b"]]
-    assert "asset_c" in caplog.text
+    assert any("asset_c" in m for m in handler.messages)
 
 
 def test_grouped_unsplit_drops_assets_without_files_and_orders_members():

@@ -16,16 +16,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 import yaml
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._config import process_config
 from dagster._core.instance.config import dagster_instance_config
+from dagster._serdes import ConfigurableClassData
 
 from aind_assets.servers import ManagedServer
 from aind_assets_tests.deploy.conftest import PostgresServer
@@ -72,7 +73,9 @@ def with_default_launcher(profile: Mapping[str, Any]) -> dict[str, Any]:
 
 def resolve(class_data: Mapping[str, Any]) -> Mapping[str, Any]:
     """A configurable class's config resolved against its own schema (``env:`` values read)."""
-    cls = getattr(importlib.import_module(class_data["module"]), class_data["class"])
+    # ConfigurableClassData maps the public module names (dagster.core.…) to dagster._core.…
+    module = ConfigurableClassData(class_data["module"], class_data["class"], "").module_name
+    cls = getattr(importlib.import_module(module), class_data["class"])
     result = process_config(cls.config_type(), class_data.get("config", {}))
     assert result.success, [e.message for e in result.errors or []]
     return result.value or {}
@@ -88,7 +91,7 @@ def limit_for(profile: Mapping[str, Any], tags: Mapping[str, str]) -> int:
     return min(limits)
 
 
-def peak_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+def peak_overlap(intervals: Sequence[tuple[float, float]]) -> int:
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])  # ends first
     peak = current = 0
     for _, step in events:
@@ -153,7 +156,9 @@ def test_shipped_profile_validates_and_reads_everything_from_env(
     # the configurable classes accept their config, with the env values resolved
     launcher = resolve(config["run_launcher"])
     assert config["run_launcher"]["class"] == "EcsRunLauncher"
-    assert launcher["task_definition"] == "aind-assets-run"
+    assert launcher["task_definition"] == {
+        "env": "DAGSTER_ECS_TASK_DEFINITION"
+    }  # read by the launcher
     assert launcher["run_task_kwargs"]["cluster"] == "aind-assets"
     logs = resolve(config["compute_logs"])
     assert config["compute_logs"]["class"] == "S3ComputeLogManager"
@@ -196,9 +201,8 @@ def test_shipped_profile_opens_on_postgres_and_s3(
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 4
         assert instance.get_runs() == []
-        assert (
-            instance.get_ref().run_launcher.class_name == "EcsRunLauncher"
-        )  # not instantiated: no AWS
+        launcher = instance.get_ref().run_launcher_data  # left unbuilt: it would call AWS
+        assert launcher is not None and launcher.class_name == "EcsRunLauncher"
 
 
 def _log_env(s3_env: Mapping[str, str], bucket: str) -> dict[str, str]:
@@ -305,6 +309,9 @@ def test_queued_runs_respect_the_concurrency_limits(
         assert tags[FLOW_TAG] == "analysis"
         assert "dagster/backfill" in tags
         assert sorted(r.dagster_run.tags["dagster/partition"] for r in runs) == sorted(PARTITIONS)
+        for run in runs:  # each went through the queue: enqueued by the CLI, launched by the daemon
+            for event_type in (DagsterEventType.RUN_ENQUEUED, DagsterEventType.RUN_STARTING):
+                assert instance.all_logs(run.dagster_run.run_id, of_type=event_type), event_type
         limit = limit_for(profile, tags)
         assert limit < len(PARTITIONS), "the test must queue more runs than the limit"
 
@@ -326,7 +333,14 @@ def test_queued_runs_respect_the_concurrency_limits(
         assert any(k.startswith("compute-logs/") for k in keys), keys
         logged = b"".join(_s3(s3_env).get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys)
         assert b"queued partition p1 started" in logged
-    print(f"{len(PARTITIONS)} runs, limit {limit}, peak {run_peak}, {elapsed:.1f} s")
+    t0 = min(r.create_timestamp.timestamp() for r in runs)
+    timeline = ", ".join(
+        f"{r.dagster_run.tags['dagster/partition']} {r.start_time - t0:.1f}-{r.end_time - t0:.1f}"  # type: ignore[operator]
+        for r in sorted(runs, key=lambda r: r.start_time or 0)
+    )
+    print(
+        f"{len(PARTITIONS)} runs, limit {limit}, peak {run_peak}, {elapsed:.1f} s; runs (s after queued): {timeline}"
+    )
 
 
 def _wait_for_runs(instance: DagsterInstance, daemon: ManagedServer, count: int, timeout: float):

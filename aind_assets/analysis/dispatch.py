@@ -1,0 +1,120 @@
+"""The dispatch of one partition: its jobs as ``AnalysisDispatchModel``s (pure: no Dagster).
+
+For each spec entry of the partition (from the partition map), the spec's pipeline is re-run
+for the partition's records only (:func:`queries.pipeline_for_changes`, so a group is always
+whole and ``filter_latest`` still compares versions), the rows whose key is the partition's are
+kept, their files are listed concurrently (``ObjectStoreResource.list_many``) and selected like
+``glob("{location}/**/*{ext}")``, and the models are expanded per analysis of the spec and per
+distributed parameter set, each carrying the analysis in ``analysis_code`` (with the spec's fixed
+parameters) — exactly the jobs the analysis assets run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aind_assets.analysis import queries
+from aind_assets.analysis.discovery import partition_key_of
+from aind_assets.analysis.files import build_dispatch_models, expand_tasks, select_files
+from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
+
+if TYPE_CHECKING:
+    from aind_assets.analysis.registry import AnalysisRegistry
+    from aind_assets.resources.docdb import DocDBResource
+    from aind_assets.resources.object_store import ObjectStoreResource
+
+__all__ = ["PartitionDispatch", "dispatch_partition"]
+
+
+@dataclass
+class PartitionDispatch:
+    """The jobs of one partition and what was left out, for metadata and warnings."""
+
+    key: str
+    models: list[AnalysisDispatchModel] = field(default_factory=list)
+    specs: list[str] = field(default_factory=list)
+    rows: int = 0
+    assets: int = 0
+    files: int = 0
+    skipped_assets: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def tasks_per_analysis(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for model in self.models:
+            name = model.analysis_code.name if model.analysis_code else "?"
+            counts[name] = counts.get(name, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def dispatch_partition(
+    key: str,
+    mapping: Mapping[str, Any] | None,
+    *,
+    config: DispatchConfig,
+    registry: AnalysisRegistry,
+    docdb: DocDBResource,
+    store: ObjectStoreResource,
+    assets_collection: str,
+) -> PartitionDispatch:
+    """The jobs of partition ``key`` given its partition-map document ``mapping``."""
+    out = PartitionDispatch(key=key)
+    if mapping is None:
+        out.warnings.append(
+            f"partition {key!r} is not in the partition map: register it with the discovery "
+            "sensor or `aind-assets partitions sync`"
+        )
+        return out
+    for spec_name, entry in sorted((mapping.get("specs") or {}).items()):
+        if spec_name not in config.names:
+            out.warnings.append(f"dispatch spec {spec_name!r} is no longer configured: ignored")
+            continue
+        spec = config[spec_name]
+        out.specs.append(spec_name)
+        ids = list(entry.get("docdb_record_id") or [])
+        records = list(docdb.find(assets_collection, {"_id": {"$in": ids}})) if ids else []
+        if not records:
+            out.warnings.append(
+                f"{spec_name}: the DocDB records of partition {key!r} are gone ({len(ids)} ids)"
+            )
+            continue
+        query = spec.resolved_query()
+        pipeline = queries.pipeline_for_changes(query, records, **spec.pipeline_options())
+        rows = [
+            r
+            for r in docdb.aggregate(assets_collection, pipeline or [])
+            if r.get("asset_name") and partition_key_of(r, spec) == key
+        ]
+        rows.sort(key=lambda r: sorted(map(str, r["asset_name"])))
+        if not rows:
+            out.warnings.append(
+                f"{spec_name}: DocDB no longer selects partition {key!r} (records changed, "
+                "no longer match the query, or a newer version superseded them)"
+            )
+            continue
+        out.rows += len(rows)
+        locations = list(dict.fromkeys(loc for r in rows for loc in r["s3_location"]))
+        out.assets += len(locations)
+        files_by_location = None
+        if spec.file_extension:
+            listing = store.list_many(locations)
+            files_by_location = select_files(
+                locations, spec.file_extension, lambda loc: [i.url for i in listing[loc]]
+            )
+            out.files += sum(len(v) for v in files_by_location.values())
+        built = build_dispatch_models(
+            rows, files_by_location, split_files=spec.split_files, query=query
+        )
+        if built.skipped:
+            out.skipped_assets.extend(built.skipped)
+            out.warnings.append(
+                f"{spec_name}: no *{spec.file_extension} file in "
+                f"{', '.join(built.skipped)}: skipped"
+            )
+        for analysis in spec.analyses:
+            code = registry.get(analysis.name).dispatch_code(analysis.fixed_parameters)
+            for task in expand_tasks(built.models, analysis):
+                out.models.append(task.model_copy(update={"analysis_code": code}))
+    return out

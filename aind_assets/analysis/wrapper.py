@@ -1,0 +1,455 @@
+"""Run one analysis job: skip work already done, write results, then the record (pure: no Dagster).
+
+The behaviour of aind-analysis-wrapper / analysis-pipeline-utils, made race-free:
+
+1. The job's identity is ``record_name(Code)``: sha256 of the :class:`Code` holding the analysis
+   url, name, version, run_script, one ``DataAsset`` per ``s3_location`` and the parameters.
+2. A record with that name in the results collection means the job is done: **skip** it (the
+   result names the existing record).
+3. ``dry_run`` runs the analysis in a scratch folder and writes nothing (no results, no record).
+4. Otherwise the job is **claimed** in ``<results collection>_claims`` through a unique index, so
+   of two concurrent runs of one job exactly one works and the other is skipped. A claim older
+   than ``claim_timeout_s`` (its run died) may be taken over.
+5. The results path ``<results_root>/<hash>/`` must not exist: an existing one is never
+   overwritten (the job fails, naming the path).
+6. The analysis writes its files into a scratch folder, ``metadata.nd.json`` (an aind-data-schema
+   ``Metadata`` whose ``processing`` describes the job) is added, the folder is uploaded, and the
+   DocDB record (``_id = name = hash``) is inserted **last**, so a record never points at missing
+   results. The claim is then released.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from aind_data_schema.core.metadata import Metadata
+from aind_data_schema.core.processing import ProcessName, ProcessStage
+from pydantic import BaseModel, Field, ValidationError
+
+from aind_assets import lineage
+from aind_assets.analysis.models import AnalysisDispatchModel, AnalysisSpecification
+from aind_assets.resources.object_store import join_url
+
+if TYPE_CHECKING:  # the resources are Dagster ConfigurableResources; only their methods are used
+    from aind_assets.analysis.registry import AnalysisDefinition
+    from aind_assets.resources.docdb import DocDBResource
+    from aind_assets.resources.object_store import ObjectStoreResource
+
+__all__ = [
+    "METADATA_FILE",
+    "AnalysisContext",
+    "AnalysisInputError",
+    "AnalysisJobError",
+    "JobOutcome",
+    "JobResult",
+    "ResultsExistError",
+    "claims_collection",
+    "plots_markdown",
+    "run_job",
+]
+
+METADATA_FILE = "metadata.nd.json"
+#: At most this many PNG bytes per job are kept in memory for materialization metadata.
+MAX_PLOT_BYTES = 400_000
+
+logger = logging.getLogger(__name__)
+
+
+class AnalysisInputError(RuntimeError):
+    """An input file could not be read; the message names the file."""
+
+
+class ResultsExistError(RuntimeError):
+    """The results path of a job already holds files; it is never overwritten."""
+
+
+class AnalysisJobError(RuntimeError):
+    """The run function of an analysis failed; the message names the job's files."""
+
+
+class AnalysisOutputError(RuntimeError):
+    """The run function returned something that is not the analysis' outputs model."""
+
+
+def claims_collection(results_collection: str) -> str:
+    return f"{results_collection}_claims"
+
+
+# --------------------------------------------------------------------------------------------
+# What a run function gets
+# --------------------------------------------------------------------------------------------
+
+
+class AnalysisContext:
+    """Handed to a run function: where to write results and how to read inputs.
+
+    * ``results_dir`` — a local folder; everything written there is uploaded to the job's results
+      path (PNG files are the job's plots, shown in the Dagster UI);
+    * :meth:`open` / :meth:`nwb` — read input files from the object store (S3 or local);
+    * :meth:`save_figure` — write a matplotlib figure as a PNG into ``results_dir``.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: ObjectStoreResource,
+        results_dir: Path,
+        task: AnalysisDispatchModel,
+        analysis: str,
+        log: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        self.store = store
+        self.results_dir = results_dir
+        self.task = task
+        self.analysis = analysis
+        self.log = log or logger
+
+    def open(self, url: str, mode: str = "rb") -> IO:
+        """Open an input file of the object store (streamed)."""
+        try:
+            return self.store.open(url, mode)
+        except FileNotFoundError as exc:
+            raise AnalysisInputError(f"input file {url} does not exist") from exc
+
+    @contextmanager
+    def nwb(self, url: str) -> Iterator[Any]:
+        """Open an NWB (HDF5) file of the object store with pynwb; yields the ``NWBFile``.
+
+        Streams the file through the store (h5py reads the file object), so nothing is
+        downloaded whole. A file that is missing or not a readable NWB file raises
+        :class:`AnalysisInputError` naming it.
+        """
+        import h5py
+        from pynwb import NWBHDF5IO
+
+        stack = ExitStack()
+        try:
+            raw = stack.enter_context(self.open(url, "rb"))
+            h5 = stack.enter_context(h5py.File(raw, "r"))
+            io = stack.enter_context(NWBHDF5IO(file=h5, mode="r"))
+            nwbfile = io.read()
+        except AnalysisInputError:
+            stack.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to read is the file's fault
+            stack.close()
+            raise AnalysisInputError(
+                f"cannot read NWB file {url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        with stack:
+            yield nwbfile
+
+    def save_figure(self, figure: Any, name: str, *, dpi: int = 80) -> Path:
+        """Save a matplotlib figure as ``results_dir/name`` (PNG) and close it."""
+        import matplotlib.pyplot as plt
+
+        if not name.lower().endswith(".png"):
+            name = f"{name}.png"
+        path = self.results_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(figure)
+        return path
+
+
+# --------------------------------------------------------------------------------------------
+# Results of a job
+# --------------------------------------------------------------------------------------------
+
+
+class JobResult(BaseModel):
+    """What happened to one job (one task × one parameter set)."""
+
+    status: Literal["completed", "skipped", "dry_run"]
+    record_name: str = Field(..., description="sha256 of the job's Code: the record's _id.")
+    results_location: str | None = Field(None, description="Where the results are (or were).")
+    analysis: str
+    version: str
+    asset_name: list[str]
+    s3_location: list[str]
+    file_location: list[str] | None = None
+    parameters: dict[str, Any]
+    outputs: dict[str, Any] | None = None
+    plots: list[str] = Field(default_factory=list, description="Plot URLs (file names if dry).")
+    note: str | None = None
+
+
+@dataclass
+class JobOutcome:
+    result: JobResult
+    #: (file name, PNG bytes, URL or None) of the job's plots, for materialization metadata.
+    images: list[tuple[str, bytes, str | None]] = field(default_factory=list)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(task: AnalysisDispatchModel) -> str:
+    what = task.file_location or task.s3_location
+    return ", ".join(what)
+
+
+def _outputs(definition: AnalysisDefinition, raw: Any) -> BaseModel:
+    model = definition.outputs
+    if isinstance(raw, model):
+        return raw
+    if isinstance(raw, BaseModel):
+        raw = raw.model_dump()
+    if not isinstance(raw, Mapping):
+        raise AnalysisOutputError(
+            f"analysis {definition.name!r} returned {type(raw).__name__}; it must return "
+            f"{model.__name__} (or a mapping of its fields)"
+        )
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise AnalysisOutputError(
+            f"analysis {definition.name!r} returned outputs that do not validate as "
+            f"{model.__name__}: {exc}"
+        ) from exc
+
+
+def _collect_plots(results_dir: Path) -> list[Path]:
+    return sorted(p for p in results_dir.rglob("*.png") if p.is_file())
+
+
+def _images(plots: Sequence[Path], results_dir: Path, results_url: str | None) -> list:
+    images, budget = [], MAX_PLOT_BYTES
+    for path in plots:
+        data = path.read_bytes()
+        if len(data) > budget:
+            continue
+        budget -= len(data)
+        rel = path.relative_to(results_dir).as_posix()
+        images.append((rel, data, join_url(results_url, rel) if results_url else None))
+    return images
+
+
+def _build_metadata(
+    definition: AnalysisDefinition,
+    code: Any,
+    name: str,
+    results_url: str,
+    start: datetime,
+    end: datetime,
+    outputs: BaseModel,
+    note: str | None,
+) -> Metadata:
+    processing = lineage.build_processing(
+        code=code,
+        start=start,
+        end=end,
+        output_location=results_url,
+        process_type=ProcessName.ANALYSIS,
+        stage=ProcessStage.ANALYSIS,
+        name=definition.name,
+        output_parameters=outputs.model_dump(mode="json"),
+        notes=note,
+    )
+    with warnings.catch_warnings():  # "Metadata missing required file: data_description"
+        warnings.simplefilter("ignore", UserWarning)
+        return Metadata(name=name, location=results_url, processing=processing)
+
+
+def _claim(
+    docdb: DocDBResource, collection: str, name: str, token: str, run_id: str | None, timeout: float
+) -> tuple[bool, dict[str, Any] | None]:
+    """Take the job's claim; ``(False, holder)`` when another live run holds it."""
+    doc = {
+        "_id": name,
+        "name": name,
+        "token": token,
+        "run_id": run_id,
+        "claimed_at": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    if docdb.insert_unique(collection, doc, key="name"):
+        return True, None
+    holder = docdb.find_one(collection, {"_id": name})
+    if holder is None:  # released in between: try once more
+        return docdb.insert_unique(collection, doc, key="name"), None
+    if time.time() - float(holder.get("claimed_at") or 0) > timeout:
+        # The holder died: take over. Deleting by its token keeps this race-free too.
+        docdb.delete_many(collection, {"_id": name, "token": holder.get("token")})
+        return docdb.insert_unique(collection, doc, key="name"), holder
+    return False, holder
+
+
+def run_job(
+    definition: AnalysisDefinition,
+    task: AnalysisDispatchModel,
+    parameters: AnalysisSpecification,
+    *,
+    docdb: DocDBResource,
+    store: ObjectStoreResource,
+    results_root: str,
+    results_collection: str,
+    dry_run: bool = False,
+    run_id: str | None = None,
+    claim_timeout_s: float = 6 * 3600.0,
+    record_fields: Mapping[str, Any] | None = None,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+) -> JobOutcome:
+    """Run one job of ``definition`` on ``task`` with validated ``parameters`` (module docstring).
+
+    Errors of the analysis propagate with the job's files named in the message; nothing is
+    recorded for a failed job.
+    """
+    log = log or logger
+    code = definition.job_code(task, parameters)
+    name = lineage.record_name(code)
+    results_url = join_url(results_root, name)
+    params = json.loads(code.parameters.model_dump_json()) if code.parameters else {}
+    base = {
+        "record_name": name,
+        "analysis": definition.name,
+        "version": definition.version,
+        "asset_name": list(task.asset_name),
+        "s3_location": list(task.s3_location),
+        "file_location": task.file_location,
+        "parameters": params,
+    }
+
+    existing = docdb.find_one(results_collection, {"_id": name})
+    if existing is not None:
+        log.info("%s: record %s exists: skipping (%s)", definition.name, name, _describe(task))
+        return JobOutcome(
+            JobResult(
+                status="skipped",
+                results_location=existing.get("location"),
+                note=f"already done: record {name} exists",
+                **base,
+            )
+        )
+
+    claims = claims_collection(results_collection)
+    token = uuid.uuid4().hex
+    claimed = False
+    if not dry_run:
+        claimed, holder = _claim(docdb, claims, name, token, run_id, claim_timeout_s)
+        if not claimed:
+            done = docdb.find_one(results_collection, {"_id": name})
+            note = (
+                f"already done: record {name} exists"
+                if done
+                else f"in progress in run {holder.get('run_id') if holder else '?'}: "
+                f"record {name} will be written by that run"
+            )
+            log.info("%s: %s: skipping (%s)", definition.name, note, _describe(task))
+            return JobOutcome(
+                JobResult(
+                    status="skipped",
+                    results_location=done.get("location") if done else results_url,
+                    note=note,
+                    **base,
+                )
+            )
+    try:
+        if not dry_run and store.list(results_url):
+            raise ResultsExistError(
+                f"results path {results_url} already exists but DocDB has no record {name}: "
+                "refusing to overwrite it (a previous run may have died after uploading; "
+                "inspect and delete the folder to run this job again)"
+            )
+        with tempfile.TemporaryDirectory(prefix="aind-analysis-") as tmp:
+            results_dir = Path(tmp) / "results"
+            results_dir.mkdir()
+            context = AnalysisContext(
+                store=store, results_dir=results_dir, task=task, analysis=definition.name, log=log
+            )
+            start = _now()
+            try:
+                raw = definition.run(task, parameters, context)
+            except AnalysisInputError:
+                raise
+            except Exception as exc:
+                raise AnalysisJobError(
+                    f"{definition.name} failed on {_describe(task)}: {type(exc).__name__}: {exc}"
+                ) from exc
+            outputs = _outputs(definition, raw)
+            end = _now()
+            note = "dry run: nothing written" if dry_run else None
+            metadata = _build_metadata(
+                definition, code, name, results_url, start, end, outputs, note
+            )
+            (results_dir / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
+            plots = _collect_plots(results_dir)
+            out = outputs.model_dump(mode="json")
+            if dry_run:
+                rel = [p.relative_to(results_dir).as_posix() for p in plots]
+                return JobOutcome(
+                    JobResult(status="dry_run", outputs=out, plots=rel, note=note, **base),
+                    _images(plots, results_dir, None),
+                )
+            uploaded = store.put_tree(results_dir, results_url)
+            images = _images(plots, results_dir, results_url)
+        document = {
+            **metadata.model_dump(mode="json"),
+            "_id": name,
+            "created": end,
+            "input_asset_names": list(task.asset_name),
+            **dict(record_fields or {}),
+        }
+        if not docdb.insert_unique(results_collection, document, key="name"):
+            # Unreachable while claims are honoured; kept so a record is never duplicated.
+            return JobOutcome(
+                JobResult(
+                    status="skipped",
+                    results_location=results_url,
+                    note=f"record {name} was written by another run first",
+                    **base,
+                )
+            )
+        plot_urls = [u for u in uploaded if u.lower().endswith(".png")]
+        log.info("%s: wrote %s (%d files) and record %s", definition.name, results_url,
+                 len(uploaded), name)
+        return JobOutcome(
+            JobResult(
+                status="completed",
+                results_location=results_url,
+                outputs=out,
+                plots=plot_urls,
+                **base,
+            ),
+            images,
+        )
+    finally:
+        if claimed:
+            with contextlib.suppress(Exception):  # an unreleased claim expires on its own
+                docdb.delete_many(claims, {"_id": name, "token": token})
+
+
+# --------------------------------------------------------------------------------------------
+# Plots in materialization metadata
+# --------------------------------------------------------------------------------------------
+
+
+def plots_markdown(images: Sequence[tuple[str, bytes, str | None]], *, limit: int = 2) -> str:
+    """Markdown showing up to ``limit`` PNG images inline (base64) with their URLs."""
+    parts = []
+    for title, data, url in list(images)[:limit]:
+        encoded = base64.b64encode(data).decode("ascii")
+        parts.append(f"**{title}**\n\n![{title}](data:image/png;base64,{encoded})")
+        if url:
+            parts.append(f"`{url}`")
+    rest = len(images) - min(len(images), limit)
+    if rest > 0:
+        parts.append(f"... and {rest} more plot(s) (see plot_urls)")
+    return "\n\n".join(parts)
