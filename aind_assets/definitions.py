@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from aind_assets.analysis.defs import build_analysis_definitions
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.settings import Settings
 
@@ -26,9 +27,13 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
-    return dg.Definitions(
-        assets=[],
-        resources=build_resources(settings),
+    return dg.Definitions.merge(
+        dg.Definitions(
+            assets=[],
+            resources=build_resources(settings),
+        ),
+        # AIND analysis flow: analysis_dispatch, analysis/<name>, discovery sensors, job.
+        build_analysis_definitions(settings),
     )
 
 

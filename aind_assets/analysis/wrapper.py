@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -155,15 +156,19 @@ class AnalysisContext:
             yield nwbfile
 
     def save_figure(self, figure: Any, name: str, *, dpi: int = 80) -> Path:
-        """Save a matplotlib figure as ``results_dir/name`` (PNG) and close it."""
-        import matplotlib.pyplot as plt
+        """Save a matplotlib figure as ``results_dir/name`` (PNG) and close it.
 
+        Build figures with ``matplotlib.figure.Figure()`` (no pyplot, no GUI backend: safe in
+        run workers); pyplot figures are closed after saving.
+        """
         if not name.lower().endswith(".png"):
             name = f"{name}.png"
         path = self.results_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
-        plt.close(figure)
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None and getattr(figure, "number", None) is not None:
+            pyplot.close(figure)
         return path
 
 

@@ -1,6 +1,8 @@
 """The IO manager on the real S3 server and on a local directory: output first, record last."""
 
 import json
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -152,3 +154,36 @@ def test_naive_start_is_rejected(bad: None) -> None:
     code = lineage.build_code(name="x")
     with pytest.raises(ValueError, match="timezone-aware"):
         lineage.build_processing(code=code, start=datetime(2025, 1, 1))
+
+
+@dg.asset
+def report_folder(context: dg.AssetExecutionContext) -> Path:
+    out = Path(tempfile.mkdtemp()) / "report"
+    (out / "plots").mkdir(parents=True)
+    (out / "summary.txt").write_text("3 units\n")
+    (out / "plots" / "rates.png").write_bytes(b"\x89PNG fake-bytes-for-layout")
+    return out
+
+
+@dg.asset
+def report_size(report_folder) -> int:
+    """Loads the stored folder back (a UPath on either backend) and reads it."""
+    return sum(p.stat().st_size for p in report_folder.rglob("*") if p.is_file())
+
+
+def test_files_and_folders_are_stored_as_themselves(
+    store: ObjectStoreResource, docdb: DocDBResource
+) -> None:
+    root = store.url("io")
+    result = dg.materialize(
+        [report_folder, report_size], resources={"io_manager": _io(store, docdb, root)}
+    )
+    assert result.success
+    names = sorted(
+        i.relative_to(f"{root}/report_folder") for i in store.list(f"{root}/report_folder")
+    )
+    assert names == ["data/report/plots/rates.png", "data/report/summary.txt", "processing.json"]
+    assert store.get_bytes(f"{root}/report_folder/data/report/summary.txt") == b"3 units\n"
+    assert result.output_for_node("report_size") == len(b"3 units\n") + len(
+        b"\x89PNG fake-bytes-for-layout"
+    )

@@ -1,0 +1,165 @@
+"""Behaviour performance from the NWB trials table (pynwb).
+
+For each NWB file (session) of the job: trials, response rate (trials with a choice), accuracy
+(correct among responded trials), reward rate, median reaction time and the fraction of left
+choices. Sessions with fewer than ``min_trials`` trials are reported but excluded from the
+pooled numbers. Writes ``sessions.csv`` and ``behavior_performance.png`` (accuracy over trials,
+rolling over ``rolling_window`` trials, one line per session; accuracy per session).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from aind_assets.analysis.models import (
+    AnalysisDispatchModel,
+    AnalysisOutputs,
+    AnalysisSpecification,
+)
+from aind_assets.analysis.registry import register_analysis
+from aind_assets.analysis.wrapper import AnalysisContext
+
+__all__ = [
+    "BehaviorPerformanceOutputs",
+    "BehaviorPerformanceSpecification",
+    "run",
+    "session_performance",
+]
+
+REQUIRED_COLUMNS = ("choice", "correct", "rewarded", "reaction_time")
+
+
+class BehaviorPerformanceSpecification(AnalysisSpecification):
+    """Parameters of the behaviour performance analysis."""
+
+    min_trials: int = Field(20, ge=1, description="Sessions with fewer trials are excluded.")
+    rolling_window: int = Field(10, ge=1, description="Trials in the rolling accuracy curve.")
+
+
+class SessionPerformance(BaseModel):
+    file: str
+    n_trials: int
+    n_responded: int
+    response_rate: float | None
+    accuracy: float | None
+    reward_rate: float | None
+    median_reaction_time_s: float | None
+    left_choice_fraction: float | None
+    included: bool
+
+
+class BehaviorPerformanceOutputs(AnalysisOutputs):
+    """Structured results of the behaviour performance analysis."""
+
+    n_sessions: int
+    n_included: int
+    n_trials: int
+    accuracy: float | None
+    response_rate: float | None
+    reward_rate: float | None
+    median_reaction_time_s: float | None
+    sessions: list[SessionPerformance] = Field(default_factory=list)
+
+
+def _rate(num: float, den: float) -> float | None:
+    return round(float(num) / float(den), 4) if den else None
+
+
+def session_performance(trials: pd.DataFrame) -> dict:
+    """Performance numbers of one trials table (columns :data:`REQUIRED_COLUMNS`)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in trials.columns]
+    if missing:
+        raise ValueError(f"the trials table lacks column(s) {', '.join(missing)}")
+    responded = trials["choice"].astype(str) != "none"
+    n, n_resp = len(trials), int(responded.sum())
+    rt = pd.to_numeric(trials.loc[responded, "reaction_time"], errors="coerce").dropna()
+    return {
+        "n_trials": n,
+        "n_responded": n_resp,
+        "response_rate": _rate(n_resp, n),
+        "accuracy": _rate(trials.loc[responded, "correct"].astype(bool).sum(), n_resp),
+        "reward_rate": _rate(trials["rewarded"].astype(bool).sum(), n),
+        "median_reaction_time_s": round(float(rt.median()), 4) if len(rt) else None,
+        "left_choice_fraction": _rate((trials.loc[responded, "choice"] == "left").sum(), n_resp),
+    }
+
+
+def _plot(curves: dict[str, pd.Series], sessions: list[SessionPerformance], title: str):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.5))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    for label, curve in curves.items():
+        left.plot(np.arange(1, len(curve) + 1), curve.to_numpy(), label=label[:40])
+    left.axhline(0.5, color="grey", linestyle=":")
+    left.set_ylim(0, 1.05)
+    left.set_xlabel("trial")
+    left.set_ylabel("rolling accuracy")
+    if len(curves) <= 6:
+        left.legend(fontsize=6)
+    names = [s.file[:18] for s in sessions]
+    values = [s.accuracy or 0.0 for s in sessions]
+    colors = ["tab:blue" if s.included else "lightgrey" for s in sessions]
+    right.bar(range(len(values)), values, color=colors)
+    right.set_xticks(range(len(values)), names, rotation=60, fontsize=6, ha="right")
+    right.set_ylim(0, 1.05)
+    right.set_ylabel("accuracy")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+@register_analysis(
+    name="behavior_performance",
+    version="1.0.0",
+    spec=BehaviorPerformanceSpecification,
+    outputs=BehaviorPerformanceOutputs,
+)
+def run(
+    task: AnalysisDispatchModel, params: BehaviorPerformanceSpecification, ctx: AnalysisContext
+) -> BehaviorPerformanceOutputs:
+    """Response rate, accuracy, reward rate and reaction times per session and pooled."""
+    if not task.file_location:
+        raise ValueError(
+            "behavior_performance reads NWB files: give its dispatch spec file_extension: .nwb"
+        )
+    sessions: list[SessionPerformance] = []
+    curves: dict[str, pd.Series] = {}
+    pooled: list[pd.DataFrame] = []
+    for url in task.file_location:
+        name = url.rsplit("/", 1)[-1]
+        with ctx.nwb(url) as nwb:
+            if nwb.trials is None or len(nwb.trials) == 0:
+                ctx.log.warning("%s has no trials table: skipped", url)
+                continue
+            trials = nwb.trials.to_dataframe()
+        try:
+            numbers = session_performance(trials)
+        except ValueError as exc:
+            raise ValueError(f"{url}: {exc}") from exc
+        included = numbers["n_trials"] >= params.min_trials
+        sessions.append(SessionPerformance(file=name, included=included, **numbers))
+        responded = trials["choice"].astype(str) != "none"
+        outcome = (trials["correct"].astype(bool) & responded).astype(float)
+        curves[name] = outcome.rolling(params.rolling_window, min_periods=1).mean()
+        if included:
+            pooled.append(trials)
+    table = pd.DataFrame([s.model_dump() for s in sessions])
+    table.to_csv(ctx.results_dir / "sessions.csv", index=False)
+    overall = session_performance(pd.concat(pooled, ignore_index=True)) if pooled else {}
+    if sessions:
+        title = ", ".join(sorted({*task.asset_name}))[:90]
+        if task.group_metadata:
+            title = ", ".join(f"{k}={v}" for k, v in task.group_metadata.items())
+        ctx.save_figure(_plot(curves, sessions, title), "behavior_performance.png")
+    return BehaviorPerformanceOutputs(
+        n_sessions=len(sessions),
+        n_included=len(pooled),
+        n_trials=int(overall.get("n_trials", 0)),
+        accuracy=overall.get("accuracy"),
+        response_rate=overall.get("response_rate"),
+        reward_rate=overall.get("reward_rate"),
+        median_reaction_time_s=overall.get("median_reaction_time_s"),
+        sessions=sessions,
+    )

@@ -1,0 +1,184 @@
+"""Discovery sensors: one per dispatch spec, paging DocDB by a ``(last_modified, _id)`` cursor.
+
+A tick pages through the records modified after its cursor (:mod:`.discovery`) until a page is
+not full or ``tick_budget_s`` has passed — the cursor is saved after every page, so a first
+discovery of 100k records spreads over several ticks, each well inside Dagster's 60 s — stores
+each partition's records in the partition map, adds the partitions Dagster does not have (in
+chunks of :data:`ADD_CHUNK` keys) and requests a run for every partition that is new or whose
+records changed (a new member of a group, say). With ``remove_gone`` a bounded sweep over the
+partition map deletes partitions the spec no longer yields.
+
+The cursor is JSON: ``{"after": <encoded (last_modified, _id)>, "sweep": <last key swept>}``.
+"""
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from aind_assets.analysis import queries
+from aind_assets.analysis.assets import DATA_ASSETS, DISPATCH_KEY
+from aind_assets.analysis.discovery import (
+    SAME,
+    DiscoveredPartition,
+    discover_pages,
+    find_gone,
+)
+from aind_assets.analysis.models import DispatchSpec
+from aind_assets.analysis.resources import AnalysisResource
+
+#: Keys per AddDynamicPartitionsRequest (SQLite storage fails with ~36k keys at once).
+ADD_CHUNK = 1000
+#: Tag values stay short: longer id lists are in the partition map only.
+MAX_TAG_CHARS = 1000
+
+
+@dataclass
+class TickPlan:
+    """What one discovery tick found and asks Dagster to do."""
+
+    cursor: dict
+    add_keys: list[str] = field(default_factory=list)
+    runs: dict[str, DiscoveredPartition] = field(default_factory=dict)
+    delete_keys: list[str] = field(default_factory=list)
+    records: int = 0
+    pages: int = 0
+    partitions: int = 0
+
+
+def run_tags(part: DiscoveredPartition) -> dict[str, str]:
+    tags = {
+        "aind/dispatch_spec": part.spec,
+        "aind/data_assets": str(len(part.asset_name)),
+    }
+    ids = json.dumps([str(i) for i in part.docdb_record_id])
+    if len(ids) <= MAX_TAG_CHARS:
+        tags["aind/docdb_record_ids"] = ids
+    if part.group_metadata:
+        group = json.dumps(part.group_metadata, sort_keys=True, default=str)
+        if len(group) <= MAX_TAG_CHARS:
+            tags["aind/group_metadata"] = group
+    return tags
+
+
+def plan_tick(
+    analysis: AnalysisResource,
+    spec: DispatchSpec,
+    cursor_text: str | None,
+    has_partition: Callable[[str], bool],
+) -> TickPlan:
+    """Page, record the partition map and decide which partitions to add, run and delete."""
+    state = json.loads(cursor_text) if cursor_text else {}
+    cursor = queries.decode_cursor(state.get("after"))
+    plan = TickPlan(cursor=dict(state))
+    analysis.ensure_indexes()
+    pmap = analysis.partition_map()
+    known: set[str] = set()
+    for page in discover_pages(
+        analysis.docdb,
+        analysis.assets_collection,
+        spec,
+        cursor,
+        analysis.page_size,
+        budget_s=analysis.tick_budget_s,
+    ):
+        statuses = pmap.record(page.partitions)
+        for part in page.partitions:
+            exists = part.key in known or has_partition(part.key)
+            if not exists:
+                plan.add_keys.append(part.key)
+            known.add(part.key)
+            if not exists or statuses.get(part.key) != SAME:
+                plan.runs[part.key] = part  # a key seen twice in one tick runs once, latest
+        plan.records += page.records
+        plan.pages += 1
+        plan.partitions += len(page.partitions)
+        plan.cursor["after"] = queries.encode_cursor(page.cursor)
+    if analysis.remove_gone:
+        docs = pmap.entries_for_spec(
+            spec.name, after=state.get("sweep"), limit=analysis.sweep_batch
+        )
+        gone = find_gone(analysis.docdb, analysis.assets_collection, spec, docs)
+        for key in pmap.remove(spec.name, gone):
+            if key in plan.runs:
+                del plan.runs[key]
+            plan.delete_keys.append(key)
+        plan.add_keys = [k for k in plan.add_keys if k not in plan.delete_keys]
+        plan.cursor["sweep"] = docs[-1]["_id"] if len(docs) >= analysis.sweep_batch else None
+    return plan
+
+
+def _chunks(keys: Sequence[str], size: int) -> list[list[str]]:
+    return [list(keys[i : i + size]) for i in range(0, len(keys), size)]
+
+
+def to_sensor_result(plan: TickPlan, existing: Callable[[str], bool]) -> dg.SensorResult:
+    requests: list = [
+        DATA_ASSETS.build_add_request(chunk) for chunk in _chunks(plan.add_keys, ADD_CHUNK)
+    ]
+    deletes = [k for k in plan.delete_keys if existing(k)]
+    if deletes:
+        requests.append(DATA_ASSETS.build_delete_request(deletes))
+    runs = [
+        dg.RunRequest(
+            partition_key=key,
+            run_key=f"{part.spec}:{key}:{part.members_hash}",
+            tags=run_tags(part),
+        )
+        for key, part in plan.runs.items()
+    ]
+    cursor = json.dumps(plan.cursor, sort_keys=True)
+    if not runs:
+        return dg.SensorResult(
+            cursor=cursor,
+            dynamic_partitions_requests=requests,
+            skip_reason=dg.SkipReason(
+                f"{plan.records} changed record(s) in {plan.pages} page(s): no new or changed "
+                f"partition{f'; {len(deletes)} removed' if deletes else ''}"
+            ),
+        )
+    return dg.SensorResult(run_requests=runs, cursor=cursor, dynamic_partitions_requests=requests)
+
+
+def build_discovery_sensor(
+    spec: DispatchSpec,
+    targets: Sequence[dg.AssetKey],
+    *,
+    minimum_interval_seconds: int,
+    running: bool,
+) -> dg.SensorDefinition:
+    """The discovery sensor of one dispatch spec, targeting dispatch and the spec's analyses."""
+
+    @dg.sensor(
+        name=f"discover_{spec.name}",
+        target=dg.AssetSelection.assets(DISPATCH_KEY, *targets),
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=(
+            dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+        ),
+        description=(
+            f"Pages DocDB for records of dispatch spec {spec.name!r} modified after its cursor, "
+            "registers their partitions (key = asset name, or group key) and requests runs "
+            "for new or changed partitions."
+        ),
+    )
+    def _sensor(context: dg.SensorEvaluationContext, analysis: AnalysisResource):
+        dispatch_config, _ = analysis.load()
+        instance = context.instance
+
+        def has(key: str) -> bool:
+            return instance.has_dynamic_partition(DATA_ASSETS.name, key)
+
+        plan = plan_tick(analysis, dispatch_config[spec.name], context.cursor, has)
+        context.log.info(
+            f"{spec.name}: {plan.records} record(s) in {plan.pages} page(s) -> "
+            f"{plan.partitions} partition(s), {len(plan.add_keys)} new, {len(plan.runs)} to run, "
+            f"{len(plan.delete_keys)} removed"
+        )
+        return to_sensor_result(plan, has)
+
+    return _sensor
+
+
+__all__ = ["ADD_CHUNK", "TickPlan", "build_discovery_sensor", "plan_tick", "run_tags"]

@@ -1,0 +1,385 @@
+"""The analysis flow end to end on the real servers: sensor → partitions → dispatch → analyses.
+
+DocDB holds demo data-asset records and S3 their NWB files; the sensors are evaluated against a
+real Dagster instance, the assets are materialized with the platform's IO manager.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import warnings
+
+import dagster as dg
+import pytest
+from aind_data_schema.core.metadata import Metadata
+from aind_data_schema.core.processing import Processing
+
+from aind_assets.analysis import queries
+from aind_assets.analysis.assets import DATA_ASSETS, build_assets
+from aind_assets.analysis.discovery import partition_key_of
+from aind_assets.analysis.models import AnalysisDispatchModel, load_dispatch_config
+from aind_assets.analysis.registry import load_analyses
+from aind_assets.analysis.sensors import build_discovery_sensor
+from aind_assets.analysis.wrapper import METADATA_FILE
+from aind_assets_tests.analysis.conftest import ASSETS, RECORDS, RESULTS, World
+
+REGISTRY = load_analyses()
+CONFIG = load_dispatch_config(
+    __import__("aind_assets.analysis.config", fromlist=["x"]).EXAMPLE_DISPATCH_CONFIG,
+    known_analyses=REGISTRY.names(),
+)
+ASSET_DEFS = build_assets(CONFIG, list(REGISTRY))
+DISPATCH, *ANALYSES = ASSET_DEFS
+BY_NAME = {a.key.path[-1]: a for a in ANALYSES}
+SENSORS = {
+    spec.name: build_discovery_sensor(
+        spec,
+        [dg.AssetKey(["analysis", a.name]) for a in spec.analyses],
+        minimum_interval_seconds=30,
+        running=False,
+    )
+    for spec in CONFIG
+}
+
+
+def expected_keys(world: World, spec_name: str) -> list[str]:
+    """Keys of the full (non-incremental) pipeline: what paging must end up with."""
+    spec = CONFIG[spec_name]
+    rows = world.docdb.aggregate(ASSETS, spec.pipeline())
+    return sorted({partition_key_of(r, spec) for r in rows})
+
+
+def tick(world: World, instance: dg.DagsterInstance, spec_name: str, cursor: str | None, **kw):
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=world.resources(**kw)
+    )
+    return SENSORS[spec_name](context)
+
+
+def added_keys(result: dg.SensorResult) -> list[str]:
+    keys = []
+    for request in result.dynamic_partitions_requests:
+        assert request.partitions_def_name == "data_assets"
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            keys.extend(request.partition_keys)
+    return keys
+
+
+def apply(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
+    """Sensors evaluated in tests do not apply their partition requests: do it here."""
+    for request in result.dynamic_partitions_requests:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+def materialize(world: World, instance, key: str, assets=None, run_config=None, **kw):
+    selection = assets or [DISPATCH, *ANALYSES]
+    return dg.materialize(
+        selection,
+        partition_key=key,
+        instance=instance,
+        resources=world.resources(**kw),
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def materialization(result, asset_name: str) -> dg.AssetMaterialization:
+    mats = [m for m in result.get_asset_materialization_events() if m.asset_key.path[-1] == asset_name]
+    assert len(mats) == 1, [m.asset_key for m in result.get_asset_materialization_events()]
+    return mats[0].materialization
+
+
+def meta(mat: dg.AssetMaterialization, key: str):
+    return mat.metadata[key].value
+
+
+def failure_message(result) -> str:
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert failures, "expected a failed step"
+    return "\n".join(e.event_specific_data.error.to_string() for e in failures)
+
+
+def ephys_key(world: World, index: int = 0) -> str:
+    ecephys = [r for r in world.records if r["name"].startswith("ecephys_")]
+    return queries.partition_key_for(ecephys[index]["name"])
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_sensor_pages_registers_partitions_and_requests_runs(world, instance):
+    world.seed(files=False)
+    for spec_name in ("ephys_units", "foraging_by_subject"):
+        expected = expected_keys(world, spec_name)
+        result = tick(world, instance, spec_name, None)
+        assert sorted(added_keys(result)) == expected
+        assert sorted(r.partition_key for r in result.run_requests) == expected
+        for request in result.run_requests:
+            assert request.tags["aind/dispatch_spec"] == spec_name
+            mapping = world.docdb.find_one("dispatch_partitions", {"_id": request.partition_key})
+            entry = mapping["specs"][spec_name]
+            assert json.loads(request.tags["aind/docdb_record_ids"]) == [
+                str(i) for i in entry["docdb_record_id"]
+            ]
+        # the cursor is the last (last_modified, _id) of the records the spec's query selects
+        state = json.loads(result.cursor)
+        matching = world.docdb.aggregate(
+            ASSETS,
+            [{"$match": CONFIG[spec_name].resolved_query()}, queries.PAGE_SORT, {"$limit": 10**6}],
+        )
+        last = matching[-1]
+        assert queries.decode_cursor(state["after"]) == (last["last_modified"], last["_id"])
+        apply(instance, result)
+
+        # nothing new: no partition, no run, same cursor
+        again = tick(world, instance, spec_name, result.cursor)
+        assert not again.run_requests and not added_keys(again)
+        assert again.skip_reason is not None
+        assert json.loads(again.cursor)["after"] == state["after"]
+    assert sorted(instance.get_dynamic_partitions("data_assets")) == sorted(
+        expected_keys(world, "ephys_units") + expected_keys(world, "foraging_by_subject")
+    )
+
+    # new records: only their partitions (and the groups they join) come back
+    cursors = {}
+    for spec_name in CONFIG.names:
+        cursors[spec_name] = tick(world, instance, spec_name, None).cursor
+    before = {s: set(expected_keys(world, s)) for s in CONFIG.names}
+    world.seed(16, start=12, files=False)
+    new_ephys = tick(world, instance, "ephys_units", cursors["ephys_units"])
+    after = set(expected_keys(world, "ephys_units"))
+    assert set(added_keys(new_ephys)) == after - before["ephys_units"]
+    assert {r.partition_key for r in new_ephys.run_requests} == after - before["ephys_units"]
+    grouped = tick(world, instance, "foraging_by_subject", cursors["foraging_by_subject"])
+    assert added_keys(grouped) == []  # both subjects already had a partition...
+    changed = {
+        queries.partition_key_for({"subject__subject_id": r["subject"]["subject_id"]})
+        for r in world.records[12:16]
+        if r["name"].startswith("behavior_")
+    }
+    assert {r.partition_key for r in grouped.run_requests} == changed  # ...but they changed
+
+
+def test_dispatch_and_analyses_end_to_end(world, instance):
+    world.seed()
+    for spec_name in CONFIG.names:
+        apply(instance, tick(world, instance, spec_name, None))
+    key = ephys_key(world, 0)
+    record = world.by_name(key)
+
+    result = materialize(world, instance, key)
+    assert result.success, failure_message(result)
+
+    # dispatch: one asset, one NWB file -> 2 unit_quality jobs (2 parameter sets) + 1 behaviour
+    models = [AnalysisDispatchModel.model_validate(m) for m in result.output_for_node("analysis_dispatch")]
+    assert len(models) == 3
+    nwb = f"{record['location']}/nwb/{record['name']}.nwb"
+    for model in models:
+        assert model.s3_location == [record["location"]]
+        assert model.asset_name == [record["name"]]
+        assert model.docdb_record_id == [record["_id"]]
+        assert model.file_location == [nwb]
+        assert json.loads(model.query) == CONFIG["ephys_units"].resolved_query()
+    assert sorted(
+        (m.analysis_code.name, json.dumps(m.distributed_parameters)) for m in models
+    ) == [
+        ("behavior_performance", "null"),
+        ("unit_quality", '{"isi_threshold_ms": 1.5}'),
+        ("unit_quality", '{"isi_threshold_ms": 2.0}'),
+    ]
+    dispatch_mat = materialization(result, "analysis_dispatch")
+    assert meta(dispatch_mat, "jobs") == 3
+    assert meta(dispatch_mat, "files") == 1
+    assert meta(dispatch_mat, "sample")["asset_name"] == [record["name"]]
+
+    # unit quality: two completed jobs with results, plots, metadata.nd.json and records
+    uq = result.output_for_node("unit_quality")
+    assert uq.status == "completed" and len(uq.jobs) == 2
+    records = list(world.docdb.find(RESULTS, {}))
+    assert len(records) == 3
+    for job in uq.jobs:
+        assert job.parameters["file_location"] == [nwb]
+        assert job.parameters["min_spikes"] == 50  # fixed parameter of the spec
+        assert job.outputs["n_units"] == 8
+        assert job.outputs["n_passing"] < 8  # every third unit violates the refractory period
+        files = {i.url.rsplit("/", 1)[-1] for i in world.store.list(job.results_location)}
+        assert files == {METADATA_FILE, "unit_metrics.csv", "unit_quality.png"}
+        png = world.store.get_bytes(f"{job.results_location}/unit_quality.png")
+        assert png.startswith(b"\x89PNG")
+        doc = world.docdb.find_one(RESULTS, {"_id": job.record_name})
+        assert doc["name"] == job.record_name == doc["_id"]
+        assert doc["location"] == job.results_location
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            on_disk = Metadata.model_validate_json(
+                world.store.get_bytes(f"{job.results_location}/{METADATA_FILE}")
+            )
+            in_docdb = Metadata.model_validate(doc)
+        assert on_disk == in_docdb
+        process = in_docdb.processing.data_processes[0]
+        assert process.process_type.value == "Analysis"
+        assert [d.url for d in process.code.input_data] == [record["location"]]
+        assert process.output_parameters.model_dump()["n_units"] == 8
+        from aind_assets import lineage
+
+        assert lineage.record_name(process.code) == job.record_name
+    uq_mat = materialization(result, "unit_quality")
+    assert meta(uq_mat, "completed") == 2
+    plot = meta(uq_mat, "plot")
+    assert "](data:image/png;base64," in plot
+    encoded = plot.split("data:image/png;base64,", 1)[1].split(")", 1)[0]
+    assert base64.b64decode(encoded).startswith(b"\x89PNG")
+    assert all(u.endswith("unit_quality.png") for u in meta(uq_mat, "plot_urls"))
+
+    # behaviour performance on the same partition
+    bp = result.output_for_node("behavior_performance")
+    assert bp.status == "completed"
+    outputs = bp.jobs[0].outputs
+    assert outputs["n_sessions"] == 1 and outputs["n_trials"] == 40
+    assert 0 <= outputs["accuracy"] <= 1
+    assert "](data:image/png;base64," in meta(materialization(result, "behavior_performance"), "plot")
+
+    # the IO manager recorded each materialization too
+    assert world.docdb.count(RECORDS, {"partition_key": key}) == 3
+    rec = world.docdb.find_one(RECORDS, {"asset_key": "analysis/unit_quality"})
+    Processing.model_validate(rec["processing"])
+
+    # a second run skips every job, names the existing records and writes no new record
+    names = sorted(j.record_name for j in uq.jobs)
+    again = materialize(world, instance, key)
+    assert again.success, failure_message(again)
+    assert again.output_for_node("unit_quality").status == "skipped"
+    again_mat = materialization(again, "unit_quality")
+    assert sorted(meta(again_mat, "existing_records")) == names
+    assert meta(again_mat, "skipped") == 2 and meta(again_mat, "completed") == 0
+    assert world.docdb.count(RESULTS) == 3
+
+    # a parameter change (run config layer) is a new job: new records
+    changed = materialize(
+        world,
+        instance,
+        key,
+        assets=[DISPATCH.to_source_asset(), BY_NAME["unit_quality"]],
+        run_config={"ops": {"analysis__unit_quality": {"config": {"parameters": {"min_spikes": 10}}}}},
+    )
+    assert changed.success, failure_message(changed)
+    new_jobs = changed.output_for_node("analysis__unit_quality").jobs
+    assert {j.status for j in new_jobs} == {"completed"}
+    assert all(j.parameters["min_spikes"] == 10 for j in new_jobs)
+    assert not {j.record_name for j in new_jobs} & set(names)
+    assert world.docdb.count(RESULTS) == 5
+
+    # a grouped partition: one behaviour job over every session of the subject; unit quality
+    # is not configured for that spec, so it is a no-op, not a failure
+    subject = queries.partition_key_for({"subject__subject_id": "768823"})
+    grouped = materialize(world, instance, subject)
+    assert grouped.success, failure_message(grouped)
+    bp_group = grouped.output_for_node("behavior_performance")
+    assert bp_group.status == "completed" and len(bp_group.jobs) == 1
+    sessions = [r for r in world.records if r["subject"]["subject_id"] == "768823"]
+    latest = {r["data_description"]["input_data_name"]: r for r in sorted(sessions, key=lambda r: r["created"])}
+    assert sorted(bp_group.jobs[0].asset_name) == sorted(r["name"] for r in latest.values())
+    assert bp_group.jobs[0].outputs["n_sessions"] == len(bp_group.jobs[0].file_location)
+    assert grouped.output_for_node("unit_quality").status == "not_applicable"
+    assert "do not run unit_quality" in meta(materialization(grouped, "unit_quality"), "note")
+
+
+def test_asset_without_files_gives_an_empty_dispatch_and_a_warning(world, instance):
+    world.seed()
+    apply(instance, tick(world, instance, "ephys_units", None))
+    no_nwb = next(
+        r for r in world.records if r["name"].startswith("ecephys_") and not world.store.list(r["location"])
+    )
+    key = queries.partition_key_for(no_nwb["name"])
+    result = materialize(world, instance, key)
+    assert result.success, failure_message(result)
+    assert result.output_for_node("analysis_dispatch") == []
+    mat = materialization(result, "analysis_dispatch")
+    assert meta(mat, "jobs") == 0
+    assert no_nwb["name"] in meta(mat, "warnings")
+    assert result.output_for_node("unit_quality").status == "no_jobs"
+    assert world.docdb.count(RESULTS) == 0
+
+
+def test_corrupt_nwb_fails_its_own_partition_only(world, instance):
+    world.seed()
+    apply(instance, tick(world, instance, "ephys_units", None))
+    bad_key, good_key = ephys_key(world, 0), ephys_key(world, 1)
+    bad = world.by_name(bad_key)
+    bad_file = f"{bad['location']}/nwb/{bad['name']}.nwb"
+    world.store.put_bytes(bad_file, b"this is not an HDF5 file" * 50)
+
+    failed = materialize(world, instance, bad_key)
+    assert not failed.success
+    message = failure_message(failed)
+    assert bad_file in message and "cannot read NWB file" in message
+    assert world.docdb.count(RESULTS, {"input_asset_names": bad["name"]}) == 0
+
+    ok = materialize(world, instance, good_key)
+    assert ok.success, failure_message(ok)
+    assert ok.output_for_node("unit_quality").status == "completed"
+
+
+def test_invalid_parameter_fails_naming_the_field(world, instance):
+    world.seed()
+    apply(instance, tick(world, instance, "ephys_units", None))
+    key = ephys_key(world, 0)
+    assert materialize(world, instance, key, assets=[DISPATCH]).success
+    result = materialize(
+        world,
+        instance,
+        key,
+        assets=[DISPATCH.to_source_asset(), BY_NAME["unit_quality"]],
+        run_config={
+            "ops": {"analysis__unit_quality": {"config": {"parameters": {"min_spikes": "many"}}}}
+        },
+    )
+    assert not result.success
+    message = failure_message(result)
+    assert "invalid parameters for analysis 'unit_quality'" in message
+    assert "min_spikes" in message and "'many'" in message
+    assert world.docdb.count(RESULTS) == 0
+
+
+def test_dry_run_writes_nothing(world, instance):
+    world.seed()
+    apply(instance, tick(world, instance, "ephys_units", None))
+    key = ephys_key(world, 0)
+    result = materialize(
+        world,
+        instance,
+        key,
+        assets=[DISPATCH, BY_NAME["unit_quality"]],
+        run_config={"ops": {"analysis__unit_quality": {"config": {"dry_run": True}}}},
+    )
+    assert result.success, failure_message(result)
+    out = result.output_for_node("analysis__unit_quality")
+    assert out.status == "dry_run" and len(out.jobs) == 2
+    assert out.jobs[0].outputs["n_units"] == 8 and out.jobs[0].plots == ["unit_quality.png"]
+    assert world.docdb.count(RESULTS) == 0
+    assert world.store.list(world.resource.results_root) == []
+    assert "](data:image/png;base64," in meta(materialization(result, "unit_quality"), "plot")
+
+
+def test_removed_records_remove_their_partitions_when_enabled(world, instance):
+    world.seed(files=False)
+    first = tick(world, instance, "ephys_units", None, remove_gone=True)
+    apply(instance, first)
+    key = ephys_key(world, 1)
+    record = world.by_name(key)
+    world.docdb.delete_many(ASSETS, {"_id": record["_id"]})
+
+    off = tick(world, instance, "ephys_units", first.cursor)  # remove_gone is off by default
+    assert not any(isinstance(r, dg.DeleteDynamicPartitionsRequest) for r in off.dynamic_partitions_requests)
+
+    on = tick(world, instance, "ephys_units", first.cursor, remove_gone=True)
+    deletes = [r for r in on.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
+    assert [k for r in deletes for k in r.partition_keys] == [key]
+    assert world.docdb.find_one("dispatch_partitions", {"_id": key}) is None
+    apply(instance, on)
+    assert key not in instance.get_dynamic_partitions(DATA_ASSETS.name)
