@@ -86,16 +86,28 @@ class StoreIOManager(UPathIOManager):
                     "keyed by partition key"
                 )
             paths = self._get_paths_for_partitions(context)
-            for key, path in paths.items():
-                self._write(context, obj[key], path, key)
-            context.add_output_metadata({"partitions written": len(paths)})
+            written = {
+                key: self._write(context, obj[key], path, key) for key, path in paths.items()
+            }
+            rows = "\n".join(
+                f"| {key} | {m['path'].value} | {m['record_name']} |" for key, m in written.items()
+            )
+            context.add_output_metadata(
+                {
+                    "partitions written": len(paths),
+                    "bytes written": sum(m["bytes written"] for m in written.values()),
+                    "outputs": MetadataValue.md(
+                        "| partition | output | record |\n| --- | --- | --- |\n" + rows
+                    ),
+                }
+            )
             return
         if context.has_asset_partitions:
             path = next(iter(self._get_paths_for_partitions(context).values()))
             key = context.asset_partition_key
         else:
             path, key = self._get_path(context), None
-        self._write(context, obj, path, key)
+        context.add_output_metadata(self._write(context, obj, path, key))
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
         """Write the value only; ``handle_output`` adds the record after it."""
@@ -117,7 +129,10 @@ class StoreIOManager(UPathIOManager):
             with (path / VALUE_JSON).open("wb") as f:
                 f.write(pydantic_core.to_json(obj, indent=2))
 
-    def _write(self, context: OutputContext, obj: Any, path: UPath, partition: str | None) -> None:
+    def _write(
+        self, context: OutputContext, obj: Any, path: UPath, partition: str | None
+    ) -> dict[str, Any]:
+        """Value, then ``processing.json``, then the DocDB record; returns the metadata."""
         started = self._started_at(context)
         self.dump_to_path(context, obj, path)
         record, name = self._record(context, path, partition, started)
@@ -139,14 +154,14 @@ class StoreIOManager(UPathIOManager):
                     written_at=datetime.now(UTC),
                 ),
             )
-        context.add_output_metadata(
-            {
-                "path": MetadataValue.path(self.url_of(path)),
-                "processing_record": MetadataValue.path(record_url),
-                "record_name": name,
-                **self._value_metadata(obj),
-            }
-        )
+        return {
+            "path": MetadataValue.path(self.url_of(path)),
+            "processing_record": MetadataValue.path(record_url),
+            "record_name": name,
+            "bytes written": int(path.fs.du(path.path, total=True)),
+            "duration_s": round((datetime.now(UTC) - started).total_seconds(), 3),
+            **self._value_metadata(obj),
+        }
 
     @staticmethod
     def _value_metadata(obj: Any) -> dict[str, Any]:

@@ -187,3 +187,32 @@ def test_files_and_folders_are_stored_as_themselves(
     assert result.output_for_node("report_size") == len(b"3 units\n") + len(
         b"\x89PNG fake-bytes-for-layout"
     )
+
+
+@dg.asset(partitions_def=keys, backfill_policy=dg.BackfillPolicy.single_run())
+def per_subject(context: dg.AssetExecutionContext) -> dict[str, dict]:
+    return {key: {"subject": key} for key in context.partition_keys}
+
+
+def test_one_run_over_several_partitions_writes_each(
+    local_store: ObjectStoreResource, docdb: DocDBResource
+) -> None:
+    root = local_store.url("io")
+    result = dg.materialize(
+        [per_subject],
+        resources={"io_manager": _io(local_store, docdb, root)},
+        tags={
+            "dagster/asset_partition_range_start": "s1",
+            "dagster/asset_partition_range_end": "s2",
+        },
+    )
+    assert result.success
+    for key in ("s1", "s2"):
+        assert json.loads(local_store.get_bytes(f"{root}/per_subject/{key}/value.json")) == {
+            "subject": key
+        }
+        assert local_store.exists(f"{root}/per_subject/{key}/processing.json")
+    meta = result.asset_materializations_for_node("per_subject")[0].metadata
+    assert meta["partitions written"].value == 2
+    assert "| s2 |" in meta["outputs"].value
+    assert docdb.count(RECORDS) == 2
