@@ -87,7 +87,9 @@ def build_code(
 ) -> Code:
     """The ``Code`` of one step: what ran, on which inputs, with which parameters.
 
-    Inputs are sorted so that the same set of inputs always hashes the same way.
+    Inputs are sorted so that the same set of inputs always hashes the same way. Nothing that
+    varies between machines (interpreter patch version, host) goes in here, since the hash of
+    this model decides whether work was already done.
     """
     return Code(
         url=url,
@@ -96,7 +98,6 @@ def build_code(
         commit_hash=commit,
         run_script=Path(run_script) if run_script else None,
         language="Python",
-        language_version=platform.python_version(),
         input_data=[DataAsset(url=u) for u in sorted(set(input_data))] or None,
         parameters=dict(parameters) if parameters else None,
     )

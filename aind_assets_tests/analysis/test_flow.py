@@ -51,10 +51,9 @@ def expected_keys(world: World, spec_name: str) -> list[str]:
 
 
 def tick(world: World, instance: dg.DagsterInstance, spec_name: str, cursor: str | None, **kw):
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=world.resources(**kw)
-    )
-    return SENSORS[spec_name](context)
+    resources = {"analysis": world.resources(**kw)["analysis"]}
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return SENSORS[spec_name](context)
 
 
 def added_keys(result: dg.SensorResult) -> list[str]:
