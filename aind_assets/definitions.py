@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from aind_assets.analysis.defs import build_analysis_definitions
+from aind_assets.hbcd.definitions import build_hbcd_definitions
+from aind_assets.hbcd.release_assets import build_release_definitions
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.settings import Settings
 
@@ -34,6 +36,12 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         ),
         # AIND analysis flow: analysis_dispatch, analysis/<name>, discovery sensors, job.
         build_analysis_definitions(settings),
+        # HBCD de-identification: deidentified_session (+ blocking leak check), deidentified_dataset,
+        # session_derivatives, cbrain_derivatives, reidentified_derivatives; sensors, schedules.
+        build_hbcd_definitions(settings),
+        # HBCD release staging: release_ready_sessions, release_staging (+ blocking checks),
+        # release_summary, the spec sensor, job hbcd_release.
+        build_release_definitions(settings),
     )
 
 

@@ -176,8 +176,15 @@ def discover_page(
         pipeline = queries.pipeline_for_changes(query, records, **options)
         rows = docdb.aggregate(assets_collection, pipeline or [])
     rows = [r for r in rows if r.get("asset_name") and all(r["s3_location"])]
-    return Page(
+    # Partitions in cursor order (of their first record in this page): Dagster keeps dynamic
+    # partitions in insertion order, which is what --partition-range a...b follows.
+    position = {r["_id"]: i for i, r in enumerate(records)}
+    partitions = sorted(
         rows_to_partitions(rows, spec),
+        key=lambda p: (min((position.get(i, len(position)) for i in p.docdb_record_id)), p.key),
+    )
+    return Page(
+        partitions,
         new_cursor,
         len(records),
         len(records) >= page_size,

@@ -197,7 +197,7 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
     assert meta(dispatch_mat, "sample")["asset_name"] == [record["name"]]
 
     # unit quality: two completed jobs with results, plots, metadata.nd.json and records
-    uq = result.output_for_node("unit_quality")
+    uq = result.output_for_node("analysis__unit_quality")
     assert uq.status == "completed" and len(uq.jobs) == 2
     records = list(world.docdb.find(RESULTS, {}))
     assert len(records) == 3
@@ -221,7 +221,7 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
             in_docdb = Metadata.model_validate(doc)
         assert on_disk == in_docdb
         process = in_docdb.processing.data_processes[0]
-        assert process.process_type.value == "Analysis"
+        assert getattr(process.process_type, "value", process.process_type) == "Analysis"
         assert [d.url for d in process.code.input_data] == [record["location"]]
         assert process.output_parameters.model_dump()["n_units"] == 8
         from aind_assets import lineage
@@ -236,7 +236,7 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
     assert all(u.endswith("unit_quality.png") for u in meta(uq_mat, "plot_urls"))
 
     # behaviour performance on the same partition
-    bp = result.output_for_node("behavior_performance")
+    bp = result.output_for_node("analysis__behavior_performance")
     assert bp.status == "completed"
     outputs = bp.jobs[0].outputs
     assert outputs["n_sessions"] == 1 and outputs["n_trials"] == 40
@@ -252,7 +252,7 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
     names = sorted(j.record_name for j in uq.jobs)
     again = materialize(world, instance, key)
     assert again.success, failure_message(again)
-    assert again.output_for_node("unit_quality").status == "skipped"
+    assert again.output_for_node("analysis__unit_quality").status == "skipped"
     again_mat = materialization(again, "unit_quality")
     assert sorted(meta(again_mat, "existing_records")) == names
     assert meta(again_mat, "skipped") == 2 and meta(again_mat, "completed") == 0
@@ -278,13 +278,13 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
     subject = queries.partition_key_for({"subject__subject_id": "768823"})
     grouped = materialize(world, instance, subject)
     assert grouped.success, failure_message(grouped)
-    bp_group = grouped.output_for_node("behavior_performance")
+    bp_group = grouped.output_for_node("analysis__behavior_performance")
     assert bp_group.status == "completed" and len(bp_group.jobs) == 1
     sessions = [r for r in world.records if r["subject"]["subject_id"] == "768823"]
     latest = {r["data_description"]["input_data_name"]: r for r in sorted(sessions, key=lambda r: r["created"])}
     assert sorted(bp_group.jobs[0].asset_name) == sorted(r["name"] for r in latest.values())
     assert bp_group.jobs[0].outputs["n_sessions"] == len(bp_group.jobs[0].file_location)
-    assert grouped.output_for_node("unit_quality").status == "not_applicable"
+    assert grouped.output_for_node("analysis__unit_quality").status == "not_applicable"
     assert "do not run unit_quality" in meta(materialization(grouped, "unit_quality"), "note")
 
 
@@ -301,7 +301,7 @@ def test_asset_without_files_gives_an_empty_dispatch_and_a_warning(world, instan
     mat = materialization(result, "analysis_dispatch")
     assert meta(mat, "jobs") == 0
     assert no_nwb["name"] in meta(mat, "warnings")
-    assert result.output_for_node("unit_quality").status == "no_jobs"
+    assert result.output_for_node("analysis__unit_quality").status == "no_jobs"
     assert world.docdb.count(RESULTS) == 0
 
 
@@ -321,7 +321,7 @@ def test_corrupt_nwb_fails_its_own_partition_only(world, instance):
 
     ok = materialize(world, instance, good_key)
     assert ok.success, failure_message(ok)
-    assert ok.output_for_node("unit_quality").status == "completed"
+    assert ok.output_for_node("analysis__unit_quality").status == "completed"
 
 
 def test_invalid_parameter_fails_naming_the_field(world, instance):

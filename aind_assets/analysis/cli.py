@@ -1,0 +1,215 @@
+"""``aind-assets partitions …`` and ``aind-assets results …`` (registered by aind_assets.cli).
+
+* ``partitions sync`` registers the data-asset partitions of the dispatch specs (optionally
+  narrowed by a query) in the Dagster instance of ``$DAGSTER_HOME`` and in the partition map,
+  without the sensor — the first step of a command-line backfill;
+* ``partitions list`` prints the registered keys in Dagster's order (for ``--partition-range``);
+* ``results`` queries analysis results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from aind_assets.analysis.config import AnalysisSettings
+from aind_assets.analysis.queries import parse_query
+from aind_assets.settings import Settings
+
+ADD_CHUNK = 1000
+
+
+def _settings() -> tuple[Settings, AnalysisSettings]:
+    return Settings.from_env(), AnalysisSettings.from_env()
+
+
+def _embedded(settings: Settings):
+    from aind_assets.cli import _embedded_docdb
+
+    return _embedded_docdb(settings, needed=settings.embedded)
+
+
+def _instance():
+    import dagster as dg
+
+    try:
+        return dg.DagsterInstance.get()
+    except Exception as exc:  # noqa: BLE001 - one clear line instead of Dagster's traceback
+        raise RuntimeError(
+            f"cannot open the Dagster instance (set DAGSTER_HOME to the instance's folder): {exc}"
+        ) from exc
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from aind_assets.analysis.assets import DATA_ASSETS
+    from aind_assets.analysis.discovery import (
+        PartitionMap,
+        discover_pages,
+        ensure_indexes,
+        find_gone,
+    )
+    from aind_assets.analysis.models import load_dispatch_config
+    from aind_assets.analysis.registry import load_analyses
+
+    settings, analysis = _settings()
+    registry = load_analyses(analysis.analysis_modules)
+    config = load_dispatch_config(analysis.dispatch_config, known_analyses=registry.names())
+    specs = [config[name] for name in args.spec] if args.spec else list(config)
+    extra = parse_query(args.query) if args.query else None
+    instance = None if args.dry_run else _instance()
+    summary: dict[str, Any] = {"specs": {}, "added": 0, "deleted": 0, "keys": []}
+    with _embedded(settings):
+        docdb = settings.docdb()
+        docdb.ping()
+        if not args.dry_run:
+            ensure_indexes(docdb, settings.assets_collection)
+        pmap = PartitionMap(docdb, analysis.partitions_collection)
+        for spec in specs:
+            keys: list[str] = []
+            records = 0
+            for page in discover_pages(
+                docdb,
+                settings.assets_collection,
+                spec,
+                None,
+                args.page_size or analysis.page_size,
+                extra_query=extra,
+            ):
+                records += page.records
+                if not args.dry_run:
+                    pmap.record(page.partitions)
+                keys.extend(p.key for p in page.partitions if p.key not in keys)
+            new: list[str] = []
+            if instance is not None:
+                new = [k for k in keys if not instance.has_dynamic_partition(DATA_ASSETS.name, k)]
+                for start in range(0, len(new), ADD_CHUNK):
+                    instance.add_dynamic_partitions(DATA_ASSETS.name, new[start : start + ADD_CHUNK])
+            deleted: list[str] = []
+            if args.delete_gone and not args.dry_run:
+                after = None
+                while True:
+                    docs = pmap.entries_for_spec(spec.name, after=after, limit=500)
+                    if not docs:
+                        break
+                    gone = find_gone(docdb, settings.assets_collection, spec, docs)
+                    for key in pmap.remove(spec.name, gone):
+                        if instance.has_dynamic_partition(DATA_ASSETS.name, key):
+                            instance.delete_dynamic_partition(DATA_ASSETS.name, key)
+                        deleted.append(key)
+                    after = docs[-1]["_id"]
+            summary["specs"][spec.name] = {
+                "records": records,
+                "partitions": len(keys),
+                "added": len(new),
+                "deleted": len(deleted),
+                "first": keys[0] if keys else None,
+                "last": keys[-1] if keys else None,
+            }
+            summary["added"] += len(new)
+            summary["deleted"] += len(deleted)
+            summary["keys"].extend(k for k in keys if k not in summary["keys"])
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    if args.print_keys:
+        print("\n".join(summary["keys"]))
+        return 0
+    verb = "would register" if args.dry_run else "registered"
+    for name, s in summary["specs"].items():
+        print(
+            f"{name}: {s['records']} record(s) -> {s['partitions']} partition(s), {verb} "
+            f"{s['added']} new" + (f", deleted {s['deleted']}" if s["deleted"] else "")
+        )
+    if summary["keys"]:
+        print(f"keys: {summary['keys'][0]} ... {summary['keys'][-1]} ({len(summary['keys'])})")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from aind_assets.analysis.assets import DATA_ASSETS
+
+    keys = list(_instance().get_dynamic_partitions(DATA_ASSETS.name))
+    if args.json:
+        print(json.dumps(keys))
+    else:
+        print("\n".join(keys) if keys else "no data_assets partitions registered")
+    return 0
+
+
+def _cmd_results(args: argparse.Namespace) -> int:
+    from aind_assets.analysis.results import format_table, parse_parameter, query_results
+
+    settings = Settings.from_env()
+    parameters = dict(parse_parameter(p) for p in args.param or [])
+    with _embedded(settings):
+        docdb = settings.docdb()
+        records = query_results(
+            docdb,
+            settings.results_collection,
+            analysis_name=args.analysis,
+            code_url=args.code_url,
+            code_version=args.version,
+            parameters=parameters,
+            input_asset=args.input_asset,
+            latest_only=args.latest_only,
+            limit=args.limit,
+        )
+    if args.json:
+        json.dump(records, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print(format_table(records))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parts = sub.add_parser(
+        "partitions", help="data-asset partitions of the analysis flow"
+    ).add_subparsers(dest="partitions_command", required=True)
+
+    p = parts.add_parser(
+        "sync",
+        help="register partitions from DocDB without the sensor (Dagster instance of "
+        "$DAGSTER_HOME, partition map in DocDB)",
+    )
+    p.add_argument("--spec", action="append", help="dispatch spec name (repeatable; default all)")
+    p.add_argument(
+        "--query",
+        help="extra DocDB query (JSON text or file) ANDed with each spec's query",
+    )
+    p.add_argument("--page-size", type=int, default=0, help="records per DocDB page")
+    p.add_argument(
+        "--delete-gone",
+        action="store_true",
+        help="also delete partitions the specs no longer yield",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print what would be registered")
+    p.add_argument("--print-keys", action="store_true", help="print the keys, one per line")
+    p.add_argument("--json", action="store_true", help="print a JSON summary with the keys")
+    p.set_defaults(func=_cmd_sync)
+
+    p = parts.add_parser("list", help="registered partition keys, in Dagster's order")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("results", help="query analysis results (records of completed jobs)")
+    p.add_argument("--analysis", help="analysis name (code name or analysis_name parameter)")
+    p.add_argument("--version", help="analysis code version")
+    p.add_argument("--code-url", help="analysis code URL")
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="parameter value (JSON or text); repeatable",
+    )
+    p.add_argument("--input-asset", help="input data asset: its name or s3:// location")
+    p.add_argument(
+        "--latest-only",
+        action="store_true",
+        help="newest record per analysis x input data x parameters",
+    )
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
+    p.set_defaults(func=_cmd_results)

@@ -1,0 +1,322 @@
+"""HBCD release staging in Dagster (thin: the logic is in release.py, staging.py, summaries.py).
+
+Assets, all partitioned by the dynamic partitions ``hbcd_releases`` (one key per release
+identifier, registered by ``aind-assets release register`` or by the ``hbcd_release_specs``
+sensor from the specs under ``<io root>/hbcd/release_specs/``):
+
+* ``hbcd/release_ready_sessions``: the selection table (one row per session, session and
+  pipeline, and file, with the reason for everything left out);
+* ``hbcd/release_staging``: the staged release under ``<staging root>/<release>/`` with its
+  ``_COMPLETE`` marker (checked by the blocking checks in :mod:`.release_checks`);
+* ``hbcd/release_summary``: derivative outputs per subject, session and pipeline, and the changes
+  since the previous release, as Parquet and CSV under ``<staging root>/<release>/loris/``.
+"""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from aind_assets import lineage
+from aind_assets.hbcd import staging, summaries
+from aind_assets.hbcd.idmap import Identifiers, parse_identity_map
+from aind_assets.hbcd.release import RAW, ReleaseSpec
+from aind_assets.resources.object_store import ObjectStoreResource, join_url
+
+__all__ = [
+    "HbcdReleaseResource",
+    "READY_KEY",
+    "RELEASES",
+    "STAGING_KEY",
+    "SUMMARY_KEY",
+    "build_release_definitions",
+    "release_ready_sessions",
+    "release_specs_sensor",
+    "release_staging",
+    "release_summary",
+]
+
+RELEASES = dg.DynamicPartitionsDefinition(name="hbcd_releases")
+READY_KEY = dg.AssetKey(["hbcd", "release_ready_sessions"])
+STAGING_KEY = dg.AssetKey(["hbcd", "release_staging"])
+SUMMARY_KEY = dg.AssetKey(["hbcd", "release_summary"])
+GROUP = "hbcd_release"
+#: Upstream assets of the de-identification flow (read directly from the de-identified root).
+UPSTREAM = [
+    dg.AssetDep(
+        dg.AssetKey(["hbcd", "deidentified_session"]), partition_mapping=dg.AllPartitionMapping()
+    ),
+    dg.AssetDep(
+        dg.AssetKey(["hbcd", "session_derivatives"]), partition_mapping=dg.AllPartitionMapping()
+    ),
+]
+LORIS_DIR = "loris"
+METADATA_ROWS = 100
+
+
+class HbcdReleaseResource(dg.ConfigurableResource):
+    """Where releases come from and go, and the identity map for the leak checks."""
+
+    object_store: ObjectStoreResource
+    deidentified_root: str = Field(description="De-identified side (assembly_bids/, derivatives/)")
+    staging_root: str = Field(description="Release staging root: <root>/<release>/hbcd/...")
+    specs_root: str = Field(description="Registered release specs: <root>/<release>.yaml")
+    identity_map: str = Field(description="Identity map CSV URL (identified side; never logged)")
+
+    def spec(self, release: str) -> ReleaseSpec:
+        return staging.read_spec(self.object_store, self.specs_root, release)
+
+    def identifiers(self) -> Identifiers:
+        """The DCCIDs, PSCIDs and sites to look for (values never leave this process)."""
+        try:
+            text = self.object_store.get_bytes(self.identity_map).decode("utf-8-sig")
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                "the identity map (HBCD_IDENTITY_MAP) does not exist: the leak check needs it"
+            ) from None
+        return parse_identity_map(text, "identity map (HBCD_IDENTITY_MAP)").identifiers()
+
+    def release_url(self, release: str) -> str:
+        return staging.release_url(self.staging_root, release)
+
+
+def release_partition(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> str:
+    op = (
+        context.op_execution_context
+        if isinstance(context, dg.AssetCheckExecutionContext)
+        else context
+    )
+    if not op.has_partition_key:
+        raise dg.Failure("run it for one release: a partition of hbcd_releases")
+    return op.partition_key
+
+
+@dg.asset(
+    key=READY_KEY,
+    partitions_def=RELEASES,
+    deps=UPSTREAM,
+    group_name=GROUP,
+    code_version="1",
+    metadata={lineage.META_PROCESS_TYPE: "Other"},
+)
+def release_ready_sessions(
+    context: dg.AssetExecutionContext, hbcd_release: HbcdReleaseResource
+) -> pd.DataFrame:
+    """Sessions and files that go into the release, with the reason for every one left out
+    (QC criteria, minimum file age, missing scans.tsv, stale or unused derivatives...)."""
+    release = release_partition(context)
+    spec = hbcd_release.spec(release)
+    decisions = staging.select_sessions(
+        hbcd_release.object_store, spec, hbcd_release.deidentified_root
+    )
+    df = staging.decisions_frame(decisions)
+    sessions = df[df["kind"] == "session"]
+    files = df[df["kind"].isin(["raw", "derivative"])]
+    excluded = pd.concat(
+        [
+            sessions[~sessions["included"]],
+            df[(df["kind"] == "pipeline") & ~df["included"]],
+            files[~files["included"] & (files["reason"] != "")],
+        ]
+    )
+    kept_below_qc = files[files["included"] & (files["reason"] != "")]
+    context.add_output_metadata(
+        {
+            "release": release,
+            "ready_sessions": int(sessions["included"].sum()),
+            "excluded_sessions": int((~sessions["included"]).sum()),
+            "included_files": int(files["included"].sum()),
+            "excluded_files": int((~files["included"]).sum()),
+            "kept_below_qc": int(len(kept_below_qc)),
+            "ready": dg.MetadataValue.md(
+                summaries.markdown_table(
+                    sessions[sessions["included"]], ["session"], limit=METADATA_ROWS
+                )
+            ),
+            "excluded": dg.MetadataValue.md(
+                summaries.markdown_table(
+                    excluded,
+                    ["kind", "session", "pipeline", "source", "reason"],
+                    limit=METADATA_ROWS,
+                )
+            ),
+            "kept_although_below_qc": dg.MetadataValue.md(
+                summaries.markdown_table(kept_below_qc, ["source", "reason"], limit=METADATA_ROWS)
+            ),
+            lineage.META_PARAMETERS: {"release_spec": spec.model_dump(mode="json")},
+            lineage.META_INPUTS: [
+                join_url(hbcd_release.deidentified_root, RAW),
+                join_url(hbcd_release.deidentified_root, "derivatives"),
+                staging.spec_url(hbcd_release.specs_root, release),
+            ],
+        }
+    )
+    return df
+
+
+class StagingConfig(dg.Config):
+    replace_complete: bool = Field(
+        default=False,
+        description="Re-stage a complete release whose release-ready data changed "
+        "(a complete release is otherwise never changed in place)",
+    )
+
+
+@dg.asset(
+    key=STAGING_KEY,
+    partitions_def=RELEASES,
+    ins={"selection": dg.AssetIn(READY_KEY)},
+    group_name=GROUP,
+    code_version="1",
+    metadata={lineage.META_PROCESS_TYPE: "Other"},
+)
+def release_staging(
+    context: dg.AssetExecutionContext,
+    config: StagingConfig,
+    hbcd_release: HbcdReleaseResource,
+    selection: pd.DataFrame,
+) -> dict:
+    """``<staging root>/<release>/hbcd/{rawdata,derivatives}``: copied through a temporary
+    prefix, checked (complete, BIDS-valid, no identifier), promoted, then ``processing.json``
+    and ``_COMPLETE`` (counts and sha256 of every file) last. Re-running a complete release
+    changes nothing."""
+    release = release_partition(context)
+    spec = hbcd_release.spec(release)
+    result = staging.stage_release(
+        hbcd_release.object_store,
+        spec,
+        staging.frame_decisions(selection),
+        deid_root=hbcd_release.deidentified_root,
+        staging_root=hbcd_release.staging_root,
+        run_id=context.run_id,
+        identifiers=hbcd_release.identifiers(),
+        replace_complete=config.replace_complete,
+        log=context.log.info,
+    )
+    counts = result.counts
+    context.add_output_metadata(
+        {
+            "release_url": dg.MetadataValue.path(result.url),
+            "status": result.status,
+            "files": counts["files"],
+            "bytes": counts["bytes"],
+            "subjects": counts["subjects"],
+            "sessions": counts["sessions"],
+            "sessions_per_pipeline": counts["sessions_per_pipeline"],
+            "completed_at": result.marker["completed_at"],
+            "plan_sha256": result.marker["plan_sha256"],
+            lineage.META_PARAMETERS: {"release_spec": spec.model_dump(mode="json")},
+            lineage.META_INPUTS: [
+                join_url(hbcd_release.deidentified_root, RAW),
+                join_url(hbcd_release.deidentified_root, "derivatives"),
+            ],
+        }
+    )
+    return result.summary()
+
+
+@dg.asset(
+    key=SUMMARY_KEY,
+    partitions_def=RELEASES,
+    deps=[STAGING_KEY],
+    group_name=GROUP,
+    code_version="1",
+    metadata={lineage.META_PROCESS_TYPE: "Other"},
+)
+def release_summary(
+    context: dg.AssetExecutionContext, hbcd_release: HbcdReleaseResource
+) -> pd.DataFrame:
+    """Derivative outputs per subject, session and pipeline (files, bytes, newest timestamp)
+    and what changed since the previous release (added, removed, replaced), for LORIS: Parquet
+    and CSV under ``<staging root>/<release>/loris/``."""
+    release = release_partition(context)
+    store = hbcd_release.object_store
+    spec = hbcd_release.spec(release)
+    markers = staging.complete_releases(store, hbcd_release.staging_root)
+    if release not in markers:
+        raise dg.Failure(f"release {release} is not complete (no _COMPLETE marker)")
+    previous = summaries.previous_release(markers, release, spec.previous_release)
+    current = summaries.derivative_summary(markers[release])
+    before = summaries.derivative_summary(markers[previous]) if previous else None
+    changes = summaries.summary_changes(current, before)
+    out_dir = join_url(hbcd_release.release_url(release), LORIS_DIR)
+    written = []
+    for name, table in (("derivatives_summary", current), ("derivatives_changes", changes)):
+        for fmt in ("parquet", "csv"):
+            url = join_url(out_dir, f"{name}.{fmt}")
+            store.put_bytes(url, summaries.table_bytes(table, fmt))
+            written.append(url)
+    counts = changes["change"].value_counts().to_dict()
+    context.add_output_metadata(
+        {
+            "previous_release": previous or "none",
+            **{k: int(counts.get(k, 0)) for k in ("added", "removed", "replaced", "unchanged")},
+            "summary": dg.MetadataValue.md(
+                summaries.markdown_table(current.drop(columns="fingerprint"), limit=METADATA_ROWS)
+            ),
+            "changes": dg.MetadataValue.md(
+                summaries.markdown_table(
+                    changes[changes["change"] != "unchanged"],
+                    ["subject", "session", "pipeline", "change", "files", "bytes", "newest"],
+                    limit=METADATA_ROWS,
+                )
+            ),
+            "files_written": written,
+            lineage.META_INPUTS: [
+                join_url(hbcd_release.release_url(r), staging.MARKER)
+                for r in (release, previous)
+                if r
+            ],
+        }
+    )
+    return changes
+
+
+@dg.sensor(
+    name="hbcd_release_specs",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds an hbcd_releases partition for every valid spec under the specs root",
+)
+def release_specs_sensor(
+    context: dg.SensorEvaluationContext, hbcd_release: HbcdReleaseResource
+) -> dg.SensorResult:
+    specs, errors = staging.list_specs(hbcd_release.object_store, hbcd_release.specs_root)
+    for url, error in sorted(errors.items()):
+        context.log.warning(f"skipping invalid release spec {url}: {error}")
+    known = set(context.instance.get_dynamic_partitions(RELEASES.name))
+    new = sorted(set(specs) - known)
+    if not new:
+        return dg.SensorResult(skip_reason=f"no new release spec ({len(specs)} registered)")
+    context.log.info(f"registering release partition(s): {', '.join(new)}")
+    return dg.SensorResult(dynamic_partitions_requests=[RELEASES.build_add_request(new)])
+
+
+def build_release_resource(settings, *, for_dagster: bool = True) -> HbcdReleaseResource:  # noqa: ANN001
+    """The release resource from :class:`aind_assets.settings.Settings`."""
+    return HbcdReleaseResource(
+        object_store=settings.object_store(for_dagster=for_dagster),
+        deidentified_root=settings.hbcd_deidentified_root,
+        staging_root=settings.hbcd_staging_root,
+        specs_root=join_url(settings.io_root, "hbcd", "release_specs"),
+        identity_map=settings.hbcd_identity_map,
+    )
+
+
+def build_release_definitions(settings) -> dg.Definitions:  # noqa: ANN001
+    """Release assets, checks, the spec sensor and the ``hbcd_release`` resource."""
+    from aind_assets.hbcd.release_checks import release_bids_valid, release_no_identifiers
+
+    return dg.Definitions(
+        assets=[release_ready_sessions, release_staging, release_summary],
+        asset_checks=[release_bids_valid, release_no_identifiers],
+        sensors=[release_specs_sensor],
+        jobs=[
+            dg.define_asset_job(
+                "hbcd_release",
+                selection=dg.AssetSelection.assets(READY_KEY, STAGING_KEY, SUMMARY_KEY),
+                partitions_def=RELEASES,
+                description="Select, stage, check and summarize one release",
+            )
+        ],
+        resources={"hbcd_release": build_release_resource(settings)},
+    )

@@ -1,0 +1,74 @@
+"""Dagster resources of the HBCD flow: the identity map and the two sides' roots.
+
+The identity map is read from the identified side, parsed (duplicates or missing cells are an
+error naming the row and column, never a value) and cached per process by the object's ETag,
+so a sensor tick costs one HEAD request when the map has not changed. It is never logged, put
+in metadata, tags or partition keys, or written anywhere.
+"""
+
+import threading
+
+import dagster as dg
+from pydantic import Field
+
+from aind_assets.hbcd.flow import HbcdError, HbcdLayout
+from aind_assets.hbcd.idmap import IdentityMap, parse_identity_map
+from aind_assets.resources.object_store import ObjectStoreResource
+
+_CACHE: dict[tuple[str, str], IdentityMap] = {}
+_LOCK = threading.Lock()
+
+
+class IdentityMapResource(dg.ConfigurableResource):
+    """The identity-map CSV (DCCID, PSCID, site, release_candidate_id, anonymized_site) on the
+    identified side."""
+
+    object_store: ObjectStoreResource
+    url: str = Field(description="URL of the identity-map CSV (identified side only)")
+
+    def load(self) -> IdentityMap:
+        """The parsed map (cached while the object's ETag is unchanged)."""
+        try:
+            info = self.object_store.info(self.url)
+        except FileNotFoundError:
+            raise HbcdError(f"identity map not found at {self.url}") from None
+        key = (self.url, info.etag or f"{info.size}-{info.last_modified.isoformat()}")
+        with _LOCK:
+            cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        data = self.object_store.get_bytes(self.url)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HbcdError(f"{self.url}: the identity map is not UTF-8 text") from None
+        try:
+            idmap = parse_identity_map(text, self.url)
+        except ValueError as e:  # messages name the row and column, never a value
+            raise HbcdError(str(e)) from None
+        with _LOCK:
+            for k in [k for k in _CACHE if k[0] == self.url]:
+                del _CACHE[k]
+            _CACHE[key] = idmap
+        return idmap
+
+
+class HbcdResource(dg.ConfigurableResource):
+    """Where the HBCD flow reads and writes: the identified (PR) and de-identified roots, the
+    object store that reaches both, and the identity map."""
+
+    object_store: ObjectStoreResource
+    identity_map: IdentityMapResource
+    identified_root: str = Field(description="Identified side (PR bucket), s3://... or a folder")
+    deidentified_root: str = Field(description="De-identified side, s3://... or a folder")
+
+    @property
+    def layout(self) -> HbcdLayout:
+        return HbcdLayout(self.identified_root, self.deidentified_root)
+
+    @property
+    def store(self) -> ObjectStoreResource:
+        return self.object_store
+
+    def idmap(self) -> IdentityMap:
+        return self.identity_map.load()

@@ -1,0 +1,738 @@
+"""Release staging on object storage (no Dagster): select, plan, copy, verify, promote, mark.
+
+Layout under the staging root::
+
+    <release>/.staging-<run id>/hbcd/...   temporary copy of one run (deleted once promoted)
+    <release>/hbcd/rawdata/...             the release: raw BIDS dataset
+    <release>/hbcd/derivatives/<pipeline>/ the release: one derivative dataset per pipeline
+    <release>/processing.json              processing record of the staging (aind-data-schema)
+    <release>/_COMPLETE                    written LAST: counts, checksum manifest, checks
+
+:func:`stage_release` copies the planned files into the temporary prefix (server-side on S3),
+writes the rebuilt TSV/JSON files there, checks that the copy is complete, that the tree is
+BIDS-valid (:mod:`aind_assets.hbcd.release_validity`) and that no file holds an identifier
+(:func:`aind_assets.hbcd.leaks.scan_for_identifiers`, which also yields each file's sha256),
+then promotes it to ``<release>/hbcd/`` (removing anything else there), writes
+``processing.json`` and finally ``_COMPLETE``. A release without ``_COMPLETE`` is incomplete,
+whatever files it has; a run that fails anywhere leaves no marker and the next run starts over.
+With a marker present, a run whose plan is the same and whose files are all there changes
+nothing; a different plan is refused (a complete release is not changed in place) unless
+``replace_complete``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+import pandas as pd
+
+from aind_assets import lineage
+from aind_assets.hbcd.idmap import Identifiers, IdentityMap
+from aind_assets.hbcd.leaks import Finding, scan_for_identifiers
+from aind_assets.hbcd.release import (
+    DERIV,
+    RAW,
+    Decision,
+    ReleaseSpec,
+    SourceFile,
+    SquashConflictError,
+    load_release_spec,
+    rebuild_dataset_description,
+    rebuild_participants_tsv,
+    rebuild_scans_tsv,
+    rebuild_sessions_tsv,
+    select_release,
+    texts_needed,
+    validate_release_id,
+)
+from aind_assets.hbcd.release_validity import Problem, format_problems, validate_release
+from aind_assets.resources.object_store import ObjectStoreResource, join_url, relative_key
+
+__all__ = [
+    "DECISION_COLUMNS",
+    "MARKER",
+    "PlannedFile",
+    "ReleaseAlreadyCompleteError",
+    "ReleaseLeakError",
+    "ReleaseValidationError",
+    "SourceChangedError",
+    "StagingError",
+    "StagingResult",
+    "decisions_frame",
+    "frame_decisions",
+    "list_deidentified",
+    "plan_fingerprint",
+    "plan_staging",
+    "read_marker",
+    "read_texts",
+    "release_url",
+    "scan_release",
+    "select_sessions",
+    "stage_release",
+    "validate_staged",
+]
+
+MARKER = "_COMPLETE"
+RECORD = "processing.json"
+TEMP_PREFIX = ".staging-"
+HBCD = "hbcd"
+CHUNK = 1 << 20
+GENERATED_BY = {
+    "Name": "aind-assets hbcd/release_staging",
+    "Description": "HBCD release staging: QC selection, rebuilt TSVs, squashed derivatives",
+    "CodeURL": lineage.CODE_URL,
+}
+
+DECISION_COLUMNS = [
+    "kind",
+    "session",
+    "subject",
+    "session_label",
+    "pipeline",
+    "source",
+    "dest",
+    "size",
+    "etag",
+    "last_modified",
+    "included",
+    "action",
+    "reason",
+]
+
+
+class StagingError(RuntimeError):
+    """Staging could not complete; no completion marker was written."""
+
+
+class SourceChangedError(StagingError):
+    """A source changed or disappeared between the selection and the staging."""
+
+
+class ReleaseAlreadyCompleteError(StagingError):
+    """The release is complete and the release-ready data now differ."""
+
+
+class ReleaseValidationError(StagingError):
+    def __init__(self, release: str, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__(
+            f"release {release} is not BIDS-valid ({len(problems)} problem(s)); nothing was "
+            f"promoted:\n{format_problems(problems)}"
+        )
+
+
+class ReleaseLeakError(StagingError):
+    def __init__(self, release: str, findings: Sequence[Finding]):
+        self.findings = list(findings)
+        shown = "\n".join(str(f) for f in findings[:20])  # paths are redacted by the scanner
+        super().__init__(
+            f"release {release}: {len(findings)} identifier finding(s) in the staged files; "
+            f"nothing was promoted and the temporary copy was deleted:\n{shown}"
+        )
+
+
+# --- reading the de-identified side ----------------------------------------------------------
+def list_deidentified(store: ObjectStoreResource, deid_root: str) -> list[SourceFile]:
+    """Every object under ``<deid>/assembly_bids/`` and ``<deid>/derivatives/``."""
+    prefixes = [join_url(deid_root, RAW), join_url(deid_root, DERIV)]
+    out = []
+    for infos in store.list_many(prefixes).values():
+        for i in infos:
+            out.append(SourceFile(relative_key(i.url, deid_root), i.size, i.etag, i.last_modified))
+    return out
+
+
+def read_texts(store: ObjectStoreResource, root: str, relpaths: Sequence[str]) -> dict[str, str]:
+    """UTF-8 text of small files (concurrently); an undecodable one is an error naming it."""
+
+    def one(rel: str) -> str:
+        data = store.get_bytes(join_url(root, rel))
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValueError(f"{rel} is not UTF-8 text") from None
+
+    return dict(zip(relpaths, store.map_concurrently(one, list(relpaths)), strict=True))
+
+
+def select_sessions(
+    store: ObjectStoreResource,
+    spec: ReleaseSpec,
+    deid_root: str,
+    now: datetime | None = None,
+) -> list[Decision]:
+    """List the de-identified root, read what the selection needs, and select."""
+    files = list_deidentified(store, deid_root)
+    texts = read_texts(store, deid_root, texts_needed(files, spec))
+    return select_release(spec, files, texts, now=now)
+
+
+def decisions_frame(decisions: Iterable[Decision]) -> pd.DataFrame:
+    rows = [d.as_row() for d in decisions]
+    df = pd.DataFrame(rows, columns=DECISION_COLUMNS)
+    df["size"] = df["size"].astype("int64")
+    df["included"] = df["included"].astype(bool)
+    df["last_modified"] = pd.to_datetime(df["last_modified"], utc=True)
+    for c in DECISION_COLUMNS:
+        if c not in ("size", "included", "last_modified"):
+            df[c] = df[c].fillna("").astype(str)
+    return df
+
+
+def frame_decisions(df: pd.DataFrame) -> list[Decision]:
+    missing = [c for c in DECISION_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"release selection table lacks column(s) {', '.join(missing)}")
+    out = []
+    for r in df[DECISION_COLUMNS].to_dict("records"):
+        lm = r["last_modified"]
+        r["last_modified"] = None if pd.isna(lm) else pd.Timestamp(lm).to_pydatetime()
+        r["size"] = int(r["size"])
+        r["included"] = bool(r["included"])
+        out.append(Decision(**r))
+    return out
+
+
+# --- the plan ---------------------------------------------------------------------------------
+@dataclass
+class PlannedFile:
+    """One file of the release; ``dest`` relative to ``<release>/hbcd/``. Copied files have a
+    ``source`` (relative to the de-identified root); generated ones have ``content``."""
+
+    dest: str
+    source: str = ""
+    size: int = 0
+    etag: str = ""
+    last_modified: datetime | None = None
+    content: bytes | None = None
+    identical_sources: list[str] = field(default_factory=list)
+
+    def fingerprint(self) -> dict[str, Any]:
+        if self.content is not None:
+            return {"dest": self.dest, "sha256": hashlib.sha256(self.content).hexdigest()}
+        return {"dest": self.dest, "source": self.source, "size": self.size, "etag": self.etag}
+
+
+def _sha256_of(store: ObjectStoreResource, url: str) -> str:
+    h = hashlib.sha256()
+    with store.open(url, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def plan_staging(
+    store: ObjectStoreResource,
+    spec: ReleaseSpec,
+    decisions: Sequence[Decision],
+    deid_root: str,
+) -> list[PlannedFile]:
+    """Files of the release from the selection: copies, and rebuilt ``participants.tsv``,
+    ``sessions.tsv``, ``scans.tsv`` and ``dataset_description.json`` (read from the sources
+    now). Several sources of one destination must have identical bytes
+    (:class:`~aind_assets.hbcd.release.SquashConflictError` otherwise)."""
+    included = [d for d in decisions if d.included and d.kind in ("raw", "derivative")]
+    released_sessions = [d for d in decisions if d.kind == "session" and d.included]
+    if not released_sessions:
+        raise StagingError(
+            f"no session is release-ready for release {spec.release}: see the reasons in "
+            "hbcd/release_ready_sessions"
+        )
+    labels_by_subject: dict[str, set[str]] = defaultdict(set)
+    for d in released_sessions:
+        labels_by_subject[d.subject].add(d.session_label)
+    files_by_session: dict[str, set[str]] = defaultdict(set)
+    for d in included:
+        if d.kind == "raw" and d.session and d.action == "copy":
+            prefix = f"rawdata/{d.subject}/{d.session_label}/"
+            files_by_session[d.session].add(d.dest[len(prefix) :])
+
+    by_dest: dict[str, list[Decision]] = defaultdict(list)
+    for d in included:
+        if not d.dest:
+            raise ValueError(f"selection row for {d.source or d.kind} is included without dest")
+        by_dest[d.dest].append(d)
+
+    rebuild = [ds[0] for ds in by_dest.values() if ds[0].action == "rebuild"]
+    texts = read_texts(store, deid_root, [d.source for d in rebuild if d.source])
+    plan: list[PlannedFile] = []
+    for dest, ds in sorted(by_dest.items()):
+        first = ds[0]
+        if first.action == "rebuild":
+            text = texts.get(first.source) if first.source else None
+            content = _rebuild(spec, first, text, labels_by_subject, files_by_session)
+            plan.append(
+                PlannedFile(
+                    dest=dest,
+                    source=first.source,
+                    size=first.size,
+                    etag=first.etag,
+                    last_modified=first.last_modified,
+                    content=content.encode("utf-8"),
+                )
+            )
+            continue
+        if first.action != "copy":
+            raise ValueError(f"unknown action {first.action!r} for {dest}")
+        others: list[str] = []
+        if len(ds) > 1:
+            ordered = sorted(ds, key=lambda d: d.source)
+            first = ordered[0]
+            digest = _sha256_of(store, join_url(deid_root, first.source))
+            for d in ordered[1:]:
+                if d.size != first.size or _sha256_of(store, join_url(deid_root, d.source)) != (
+                    digest
+                ):
+                    raise SquashConflictError(dest, [first.source, d.source])
+                others.append(d.source)
+        plan.append(
+            PlannedFile(
+                dest=dest,
+                source=first.source,
+                size=first.size,
+                etag=first.etag,
+                last_modified=first.last_modified,
+                identical_sources=others,
+            )
+        )
+    return plan
+
+
+def _rebuild(
+    spec: ReleaseSpec,
+    d: Decision,
+    text: str | None,
+    labels_by_subject: Mapping[str, set[str]],
+    files_by_session: Mapping[str, set[str]],
+) -> str:
+    name = d.dest.rsplit("/", 1)[-1]
+    if d.dest == "rawdata/dataset_description.json":
+        return rebuild_dataset_description(text, spec, GENERATED_BY)
+    if text is None:
+        raise ValueError(f"no source to rebuild {d.dest} from")
+    if d.dest == "rawdata/participants.tsv":
+        return rebuild_participants_tsv(text, labels_by_subject)
+    if name.endswith("_sessions.tsv"):
+        return rebuild_sessions_tsv(text, labels_by_subject.get(d.subject, set()))
+    if name.endswith("_scans.tsv"):
+        return rebuild_scans_tsv(text, files_by_session.get(d.session, set()))
+    raise ValueError(f"do not know how to rebuild {d.dest}")
+
+
+def plan_fingerprint(plan: Sequence[PlannedFile]) -> str:
+    body = json.dumps([p.fingerprint() for p in sorted(plan, key=lambda p: p.dest)])
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+# --- checks on a staged tree ------------------------------------------------------------------
+class _HashingReader(io.RawIOBase):
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, b) -> int:  # noqa: ANN001
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+def scan_release(
+    store: ObjectStoreResource,
+    root: str,
+    relpaths: Sequence[str],
+    identifiers: Identifiers | IdentityMap,
+) -> tuple[list[Finding], dict[str, tuple[int, str]]]:
+    """Leak-scan every file under ``root`` (the de-identification scanner, concurrently);
+    returns the findings (paths redacted) and ``{relpath: (size, sha256)}``."""
+    ids = identifiers.identifiers() if isinstance(identifiers, IdentityMap) else identifiers
+    if len(ids) == 0:
+        raise ValueError("the identity map has no identifiers: the leak scan would prove nothing")
+
+    def one(rel: str) -> tuple[list[Finding], int, str]:
+        with store.open(join_url(root, rel), "rb") as f:
+            reader = _HashingReader(f)
+            found = scan_for_identifiers(rel, reader, ids)
+            reader.drain()
+        return found, reader.size, reader.sha.hexdigest()
+
+    findings: list[Finding] = []
+    sums: dict[str, tuple[int, str]] = {}
+    for rel, (found, size, sha) in zip(
+        relpaths, store.map_concurrently(one, list(relpaths)), strict=True
+    ):
+        findings.extend(found)
+        sums[rel] = (size, sha)
+    return findings, sums
+
+
+def validate_staged(
+    store: ObjectStoreResource,
+    hbcd_root: str,
+    relpaths: Sequence[str],
+    *,
+    ignore: Sequence[str] = (),
+    texts: Mapping[str, bytes] | None = None,
+) -> list[Problem]:
+    """BIDS validity of the tree under ``hbcd_root`` (``relpaths`` relative to it)."""
+    texts = texts or {}
+    present = set(relpaths)
+
+    def read_text(rel: str) -> str:
+        if rel in texts:
+            return texts[rel].decode("utf-8")
+        if rel not in present:
+            raise FileNotFoundError(rel)
+        return store.get_bytes(join_url(hbcd_root, rel)).decode("utf-8-sig")
+
+    return validate_release(relpaths, read_text, ignore=ignore)
+
+
+# --- staging ----------------------------------------------------------------------------------
+def release_url(staging_root: str, release: str) -> str:
+    return join_url(staging_root, validate_release_id(release))
+
+
+def read_marker(store: ObjectStoreResource, staging_root: str, release: str) -> dict | None:
+    url = join_url(release_url(staging_root, release), MARKER)
+    if not store.exists(url):
+        return None
+    try:
+        return json.loads(store.get_bytes(url))
+    except ValueError:
+        raise ValueError(f"{url} is not valid JSON: the completion marker is damaged") from None
+
+
+@dataclass
+class StagingResult:
+    release: str
+    url: str
+    status: str  # "staged", "unchanged" or "replaced"
+    marker: dict
+
+    @property
+    def counts(self) -> dict:
+        return self.marker["counts"]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "url": self.url,
+            "status": self.status,
+            "completed_at": self.marker["completed_at"],
+            "plan_sha256": self.marker["plan_sha256"],
+            "counts": self.counts,
+            "processing_record": self.marker.get("processing_record"),
+        }
+
+
+def _counts(plan: Sequence[PlannedFile], decisions: Sequence[Decision]) -> dict[str, Any]:
+    sessions = [d for d in decisions if d.kind == "session" and d.included]
+    pipelines: dict[str, int] = defaultdict(int)
+    for d in decisions:
+        if d.kind == "pipeline" and d.included:
+            pipelines[d.pipeline] += 1
+    return {
+        "files": len(plan),
+        "bytes": 0,  # filled from the checksums
+        "rawdata_files": sum(1 for p in plan if p.dest.startswith("rawdata/")),
+        "derivative_files": sum(1 for p in plan if p.dest.startswith("derivatives/")),
+        "subjects": len({d.subject for d in sessions}),
+        "sessions": len(sessions),
+        "sessions_per_pipeline": dict(sorted(pipelines.items())),
+        "excluded_sessions": sum(1 for d in decisions if d.kind == "session" and not d.included),
+        "excluded_files": sum(
+            1 for d in decisions if d.kind in ("raw", "derivative") and not d.included
+        ),
+    }
+
+
+def _changes(marker: Mapping[str, Any], plan: Sequence[PlannedFile]) -> str:
+    def key(f: Mapping[str, Any]) -> tuple:
+        if f.get("generated"):
+            return ("generated", f["sha256"])
+        return (f.get("source"), f.get("source_etag"), f["size"])
+
+    old = {f["path"]: key(f) for f in marker["files"]}
+    new = {}
+    for p in plan:
+        if p.content is not None:
+            new[f"{HBCD}/{p.dest}"] = ("generated", hashlib.sha256(p.content).hexdigest())
+        else:
+            new[f"{HBCD}/{p.dest}"] = (p.source, p.etag, p.size)
+    added = len(new.keys() - old.keys())
+    removed = len(old.keys() - new.keys())
+    changed = sum(1 for k in new.keys() & old.keys() if new[k] != old[k])
+    return f"{added} file(s) added, {removed} removed, {changed} changed"
+
+
+def stage_release(
+    store: ObjectStoreResource,
+    spec: ReleaseSpec,
+    decisions: Sequence[Decision],
+    *,
+    deid_root: str,
+    staging_root: str,
+    run_id: str,
+    identifiers: Identifiers | IdentityMap,
+    replace_complete: bool = False,
+    started: datetime | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> StagingResult:
+    """Stage (or confirm) one release; see the module docstring."""
+    started = started or datetime.now(UTC)
+    release = spec.release
+    rel_url = release_url(staging_root, release)
+    final = join_url(rel_url, HBCD)
+    marker_url = join_url(rel_url, MARKER)
+    if not run_id or "/" in run_id:
+        raise ValueError("run_id must be a non-empty single path segment")
+
+    plan = plan_staging(store, spec, decisions, deid_root)
+    fingerprint = plan_fingerprint(plan)
+    listing = {relative_key(i.url, rel_url): i for i in store.list(rel_url)}
+    marker = read_marker(store, staging_root, release)
+    status = "staged"
+    if marker is not None:
+        promoted = {k: v.size for k, v in listing.items() if k.startswith(f"{HBCD}/")}
+        expected = {f["path"]: f["size"] for f in marker["files"]}
+        if marker.get("plan_sha256") == fingerprint and promoted == expected:
+            log(f"release {release} is complete and unchanged: nothing to do")
+            return StagingResult(release, rel_url, "unchanged", marker)
+        if marker.get("plan_sha256") != fingerprint and not replace_complete:
+            raise ReleaseAlreadyCompleteError(
+                f"release {release} is complete (since {marker.get('completed_at')}) and the "
+                f"release-ready data now differ ({_changes(marker, plan)}); a complete release "
+                "is not changed in place: register a new release identifier, or re-run with "
+                "replace_complete"
+            )
+        status = "replaced" if marker.get("plan_sha256") != fingerprint else "repaired"
+        log(f"release {release}: removing the completion marker before {status} staging")
+        store.delete(marker_url)
+
+    # 1. sources still as selected
+    current = {f.relpath: f for f in list_deidentified(store, deid_root)}
+    for p in plan:
+        for src in (s for s in (p.source, *p.identical_sources) if s):
+            now_f = current.get(src)
+            if now_f is None:
+                raise SourceChangedError(
+                    f"{src} disappeared after hbcd/release_ready_sessions selected it; "
+                    "re-materialize the selection"
+                )
+            if p.source == src and (now_f.size != p.size or (now_f.etag or "") != p.etag):
+                raise SourceChangedError(
+                    f"{src} changed after hbcd/release_ready_sessions selected it; "
+                    "re-materialize the selection"
+                )
+
+    # 2. stale temporary copies of failed runs
+    stale = {k.split("/", 1)[0] for k in listing if k.startswith(TEMP_PREFIX)}
+    if stale:
+        log(f"removing {len(stale)} temporary prefix(es) of earlier runs")
+        store.delete([join_url(rel_url, s) for s in sorted(stale)], recursive=True)
+
+    temp = join_url(rel_url, f"{TEMP_PREFIX}{run_id}", HBCD)
+    try:
+        # 3. copy and write into the temporary prefix
+        copies = [
+            (join_url(deid_root, p.source), join_url(temp, p.dest))
+            for p in plan
+            if p.content is None
+        ]
+        log(f"copying {len(copies)} file(s) to {temp}")
+        store.copy_many(copies)
+        generated = {p.dest: p.content for p in plan if p.content is not None}
+        store.map_concurrently(
+            lambda item: store.put_bytes(join_url(temp, item[0]), item[1]),
+            sorted(generated.items()),
+        )
+        # 4. complete?
+        staged = {relative_key(i.url, temp): i.size for i in store.list(temp)}
+        want = {p.dest: (p.size if p.content is None else len(p.content)) for p in plan}
+        if staged != want:
+            missing = sorted(want.keys() - staged.keys())
+            wrong = sorted(k for k in want.keys() & staged.keys() if want[k] != staged[k])
+            raise StagingError(
+                f"the temporary copy of release {release} is incomplete: {len(missing)} "
+                f"missing (e.g. {missing[:1]}), {len(wrong)} of the wrong size (e.g. {wrong[:1]})"
+            )
+        # 5. valid?
+        problems = validate_staged(
+            store, temp, sorted(staged), ignore=spec.bids_ignore, texts=generated
+        )
+        if problems:
+            raise ReleaseValidationError(release, problems)
+        # 6. no identifier; checksums
+        log(f"leak-scanning {len(staged)} staged file(s)")
+        findings, sums = scan_release(store, temp, sorted(staged), identifiers)
+        if findings:
+            raise ReleaseLeakError(release, findings)
+    except ReleaseLeakError:
+        store.delete(join_url(rel_url, f"{TEMP_PREFIX}{run_id}"), recursive=True)
+        raise
+
+    # 7. promote: remove what is not in the plan, copy the temporary tree over
+    final_now = {relative_key(i.url, final) for i in store.list(final)}
+    extra = sorted(final_now - want.keys())
+    if extra:
+        log(f"removing {len(extra)} file(s) of an earlier staging not in this plan")
+        store.delete([join_url(final, e) for e in extra])
+    log(f"promoting {len(want)} file(s) to {final}")
+    store.copy_many([(join_url(temp, d), join_url(final, d)) for d in sorted(want)])
+    promoted = {relative_key(i.url, final): i.size for i in store.list(final)}
+    if promoted != want:
+        raise StagingError(f"promotion of release {release} is incomplete; re-run the staging")
+
+    # 8. processing record, then the marker, last
+    files = []
+    by_dest = {p.dest: p for p in plan}
+    for dest in sorted(want):
+        p = by_dest[dest]
+        size, sha = sums[dest]
+        files.append(
+            {
+                "path": f"{HBCD}/{dest}",
+                "size": size,
+                "sha256": sha,
+                "source": p.source,
+                "source_etag": p.etag if p.content is None else "",
+                "source_last_modified": p.last_modified.isoformat() if p.last_modified else None,
+                **({"identical_sources": p.identical_sources} if p.identical_sources else {}),
+                **({"generated": True} if p.content is not None else {}),
+            }
+        )
+    counts = _counts(plan, decisions)
+    counts["bytes"] = sum(f["size"] for f in files)
+    record_url = join_url(rel_url, RECORD)
+    code = lineage.build_code(
+        name="hbcd/release_staging",
+        parameters={"release_spec": spec.model_dump(mode="json"), "plan_sha256": fingerprint},
+        input_data=[join_url(deid_root, RAW), join_url(deid_root, DERIV)],
+        commit=lineage.git_commit(),
+    )
+    record = lineage.build_processing(
+        code=code,
+        start=started,
+        output_location=join_url(rel_url, HBCD),
+        output_path=f"{release}/{HBCD}",
+        name="HBCD release staging",
+        output_parameters={k: v for k, v in counts.items() if k != "sessions_per_pipeline"},
+        notes=f"release {release}, run {run_id}",
+    )
+    name = lineage.record_name(code)
+    store.put_bytes(record_url, record.model_dump_json(indent=2).encode())
+    marker = {
+        "release": release,
+        "completed_at": datetime.now(UTC).isoformat(),
+        "run_id": run_id,
+        "plan_sha256": fingerprint,
+        "manifest_sha256": hashlib.sha256(
+            json.dumps([(f["path"], f["size"], f["sha256"]) for f in files]).encode()
+        ).hexdigest(),
+        "counts": counts,
+        "checks": {"bids_problems": 0, "leak_findings": 0, "files_scanned": len(files)},
+        "processing_record": {"name": name, "path": RECORD},
+        "spec": spec.model_dump(mode="json"),
+        "files": files,
+    }
+    store.put_bytes(marker_url, json.dumps(marker, indent=1).encode())
+    store.delete(join_url(rel_url, f"{TEMP_PREFIX}{run_id}"), recursive=True)
+    log(f"release {release} complete: {counts['files']} files, {counts['bytes']} bytes")
+    return StagingResult(release, rel_url, status, marker)
+
+
+# --- release specs and complete releases ------------------------------------------------------
+SPEC_SUFFIX = ".yaml"
+
+
+def spec_url(specs_root: str, release: str) -> str:
+    return join_url(specs_root, validate_release_id(release) + SPEC_SUFFIX)
+
+
+def read_spec(store: ObjectStoreResource, specs_root: str, release: str) -> ReleaseSpec:
+    """The registered spec of ``release``; errors name the spec's URL."""
+    url = spec_url(specs_root, release)
+    if not store.exists(url):
+        raise FileNotFoundError(
+            f"release {release} has no registered spec at {url}: register it with "
+            "`aind-assets release register SPEC.yaml`"
+        )
+    spec = load_release_spec(store.get_bytes(url), url)
+    if spec.release != release:
+        raise ValueError(f"{url}: declares release {spec.release!r}, not {release!r}")
+    return spec
+
+
+def list_specs(
+    store: ObjectStoreResource, specs_root: str
+) -> tuple[dict[str, ReleaseSpec], dict[str, str]]:
+    """Registered specs by release, and the errors of the invalid ones (by URL)."""
+    specs: dict[str, ReleaseSpec] = {}
+    errors: dict[str, str] = {}
+    for info in store.list(specs_root):
+        if not info.url.endswith(SPEC_SUFFIX):
+            continue
+        name = info.url.rsplit("/", 1)[-1][: -len(SPEC_SUFFIX)]
+        try:
+            spec = load_release_spec(store.get_bytes(info.url), info.url)
+            if spec.release != name:
+                raise ValueError(f"{info.url}: declares release {spec.release!r}, not {name!r}")
+        except ValueError as e:
+            errors[info.url] = str(e)
+            continue
+        specs[name] = spec
+    return specs, errors
+
+
+def write_spec(
+    store: ObjectStoreResource,
+    specs_root: str,
+    staging_root: str,
+    spec: ReleaseSpec,
+    *,
+    force: bool = False,
+) -> str:
+    """Register ``spec`` (as YAML under ``specs_root``). Changing the spec of a complete release
+    needs ``force``. Returns the spec's URL."""
+    url = spec_url(specs_root, spec.release)
+    if store.exists(url) and not force:
+        old = load_release_spec(store.get_bytes(url), url)
+        if old != spec and read_marker(store, staging_root, spec.release) is not None:
+            raise ReleaseAlreadyCompleteError(
+                f"release {spec.release} is complete and registered with a different spec; "
+                "use a new release identifier (or force)"
+            )
+    store.put_bytes(url, spec.to_yaml().encode())
+    return url
+
+
+def complete_releases(store: ObjectStoreResource, staging_root: str) -> dict[str, dict]:
+    """``{release: marker}`` of every complete release under the staging root."""
+    out = {}
+    for url in store.glob(join_url(staging_root, "*", MARKER)):
+        name = url.rsplit("/", 2)[-2]
+        marker = read_marker(store, staging_root, name)
+        if marker is not None:
+            out[name] = marker
+    return out

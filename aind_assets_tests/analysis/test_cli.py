@@ -1,0 +1,127 @@
+"""Command-line backfills through the real CLIs (subprocesses), on the real servers.
+
+``aind-assets partitions sync`` registers partitions without the sensor, ``dagster asset
+materialize --partition-range`` runs several dynamic partitions in one run, ``dagster job
+backfill`` queues one run per partition of the ``aind_analysis`` job, and ``aind-assets results``
+finds what they produced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from aind_assets.analysis import queries
+from aind_assets_tests.analysis.conftest import RESULTS, World
+from aind_assets_tests.conftest import S3_KEY, S3_SECRET
+
+PROJECT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def cli_env(world: World, tmp_path: Path, mongo_server_uri: str, s3_server: str) -> dict:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    # Runs launch at once (no queue, so no daemon needed) as subprocesses of the code server.
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\n"
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
+    )
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "AIND_DATA_DIR": str(tmp_path / "data"),
+        "AIND_DOCDB_URI": mongo_server_uri,
+        "AIND_DOCDB_DATABASE": world.docdb.database,
+        "AIND_STORE_ROOT": world.store.root,
+        "AIND_S3_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AIND_ANALYSIS_PAGE_SIZE": "4",
+    }
+
+
+def run(env: dict, *args: str, timeout: float = 180) -> str:
+    started = time.monotonic()
+    out = subprocess.run(
+        list(args), env=env, cwd=PROJECT, capture_output=True, text=True, timeout=timeout
+    )
+    assert out.returncode == 0, f"{args} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
+    print(f"TIMING {time.monotonic() - started:.1f}s {args[1:3]}")
+    return out.stdout
+
+
+def aind(env: dict, *args: str) -> str:
+    return run(env, str(BIN / "aind-assets"), *args)
+
+
+def dagster(env: dict, *args: str) -> str:
+    return run(env, str(BIN / "dagster"), *args, "-m", "aind_assets.definitions")
+
+
+def test_sync_range_materialize_job_backfill_and_results(world: World, cli_env: dict) -> None:
+    world.seed()
+    subject = "741213"
+    query = json.dumps({"subject.subject_id": subject})
+
+    dry = json.loads(aind(cli_env, "partitions", "sync", "--spec", "ephys_units", "--query", query, "--dry-run", "--json"))
+    expected = [
+        queries.partition_key_for(r["name"])
+        for r in sorted(world.records, key=lambda r: (r["last_modified"], r["_id"]))
+        if r["subject"]["subject_id"] == subject
+    ]
+    assert dry["keys"] == expected and len(expected) == 3
+    assert dry["added"] == 0
+
+    synced = json.loads(aind(cli_env, "partitions", "sync", "--spec", "ephys_units", "--query", query, "--json"))
+    assert synced["keys"] == expected and synced["added"] == 3
+    again = json.loads(aind(cli_env, "partitions", "sync", "--spec", "ephys_units", "--query", query, "--json"))
+    assert again["added"] == 0
+    assert json.loads(aind(cli_env, "partitions", "list", "--json")) == expected
+
+    # several dynamic partitions in one run (single-run backfill policy)
+    first, second, third = expected
+    dagster(
+        cli_env,
+        "asset",
+        "materialize",
+        "--select",
+        "analysis_dispatch,analysis/unit_quality",
+        "--partition-range",
+        f"{first}...{second}",
+    )
+    results = world.store.url("dagster-io")
+    for key in (first, second):
+        assert world.store.exists(f"{results}/analysis/unit_quality/{key}/processing.json")
+    # the session of `second` has no NWB file: only `first` produced results
+    assert world.docdb.count(RESULTS) == 2
+    assert {d["input_asset_names"][0] for d in world.docdb.find(RESULTS, {})} == {first}
+
+    # a partitioned job backfill: one run per partition
+    dagster(cli_env, "job", "backfill", "-j", "aind_analysis", "--partitions", third, "--noprompt")
+    with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
+        deadline = time.monotonic() + 150
+        while True:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": third}))
+            if runs and all(r.is_finished for r in runs):
+                break
+            assert time.monotonic() < deadline, [r.status for r in runs]
+            time.sleep(1)
+        assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
+        assert runs[0].tags.get("dagster/backfill")
+    # unit_quality (2 parameter sets) and behaviour performance on the third session
+    assert world.docdb.count(RESULTS, {"input_asset_names": third}) == 3
+
+    table = aind(cli_env, "results", "--analysis", "unit_quality")
+    assert "unit_quality" in table and third[:20] in table
+    found = json.loads(aind(cli_env, "results", "--analysis", "unit_quality", "--input-asset", third, "--param", "isi_threshold_ms=2.0", "--json"))
+    assert len(found) == 1
+    assert found[0]["processing"]["data_processes"][0]["code"]["parameters"]["isi_threshold_ms"] == 2.0
