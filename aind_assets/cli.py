@@ -25,7 +25,11 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 def _command_groups() -> list[Callable[[argparse._SubParsersAction], None]]:
     groups = []
-    for module in ("aind_assets.analysis.cli", "aind_assets.hbcd.cli"):
+    for module in (
+        "aind_assets.analysis.cli",
+        "aind_assets.hbcd.cli",
+        "aind_assets.hbcd.release_cli",
+    ):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as e:

@@ -96,7 +96,9 @@ def _dispatch_metadata(results: Mapping[str, PartitionDispatch]) -> dict[str, An
         "data_assets": sum(p.assets for p in parts),
         "files": sum(p.files for p in parts),
         "specs": ", ".join(sorted({s for p in parts for s in p.specs})) or "none",
-        "skipped_assets": dg.MetadataValue.json(sorted({a for p in parts for a in p.skipped_assets})),
+        "skipped_assets": dg.MetadataValue.json(
+            sorted({a for p in parts for a in p.skipped_assets})
+        ),
         lineage.META_INPUTS: sorted({loc for m in models for loc in m.s3_location}),
     }
     if models:
@@ -105,7 +107,9 @@ def _dispatch_metadata(results: Mapping[str, PartitionDispatch]) -> dict[str, An
         meta["warnings"] = dg.MetadataValue.md("\n".join(f"* {w}" for w in warnings))
     if len(parts) > 1:
         meta["partitions"] = len(parts)
-        meta["jobs_per_partition"] = dg.MetadataValue.json({k: len(p.models) for k, p in results.items()})
+        meta["jobs_per_partition"] = dg.MetadataValue.json(
+            {k: len(p.models) for k, p in results.items()}
+        )
     return meta
 
 

@@ -85,7 +85,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             if instance is not None:
                 new = [k for k in keys if not instance.has_dynamic_partition(DATA_ASSETS.name, k)]
                 for start in range(0, len(new), ADD_CHUNK):
-                    instance.add_dynamic_partitions(DATA_ASSETS.name, new[start : start + ADD_CHUNK])
+                    instance.add_dynamic_partitions(
+                        DATA_ASSETS.name, new[start : start + ADD_CHUNK]
+                    )
             deleted: list[str] = []
             if args.delete_gone and not args.dry_run:
                 after = None

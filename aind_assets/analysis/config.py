@@ -77,7 +77,9 @@ class AnalysisSettings(BaseModel):
             elif low in _FALSE:
                 values[field] = False
             else:
-                raise AnalysisSettingsError(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off")
+                raise AnalysisSettingsError(
+                    f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off"
+                )
 
         if path := text("AIND_ANALYSIS_DISPATCH_CONFIG"):
             values["dispatch_config"] = Path(path)

@@ -45,7 +45,9 @@ def build_analysis_definitions(
     ``analysis`` resource. A broken dispatch config fails here, naming the file and field."""
     analysis_settings = analysis_settings or AnalysisSettings.from_env()
     registry = load_analyses(analysis_settings.analysis_modules)
-    config = load_dispatch_config(analysis_settings.dispatch_config, known_analyses=registry.names())
+    config = load_dispatch_config(
+        analysis_settings.dispatch_config, known_analyses=registry.names()
+    )
     assets = build_assets(config, list(registry))
     sensors = [
         build_discovery_sensor(
@@ -60,7 +62,11 @@ def build_analysis_definitions(
         ANALYSIS_JOB,
         selection=dg.AssetSelection.assets(DISPATCH_KEY).downstream(),
         partitions_def=DATA_ASSETS,
-        description="Dispatch and every analysis for the selected data-asset partitions.",
+        # One run per partition; its few steps run in the run's process (no process start-up
+        # per step, which costs more than a small partition's work).
+        executor_def=dg.in_process_executor,
+        description="Dispatch and every analysis for the selected data-asset partitions "
+        "(one run per partition: `dagster job backfill -j aind_analysis`).",
     )
     return dg.Definitions(
         assets=assets,

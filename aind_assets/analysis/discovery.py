@@ -181,7 +181,7 @@ def discover_page(
     position = {r["_id"]: i for i, r in enumerate(records)}
     partitions = sorted(
         rows_to_partitions(rows, spec),
-        key=lambda p: (min((position.get(i, len(position)) for i in p.docdb_record_id)), p.key),
+        key=lambda p: (min(position.get(i, len(position)) for i in p.docdb_record_id), p.key),
     )
     return Page(
         partitions,
@@ -247,9 +247,7 @@ class PartitionMap:
         if not partitions:
             return {}
         now = datetime.now(UTC)
-        docs = [
-            {"_id": p.key, "specs": {p.spec: p.entry()}, "updated_at": now} for p in partitions
-        ]
+        docs = [{"_id": p.key, "specs": {p.spec: p.entry()}, "updated_at": now} for p in partitions]
         statuses = {p.key: NEW for p in partitions}
         existing: list[int] = []
         try:
@@ -280,9 +278,7 @@ class PartitionMap:
     def get(self, key: str) -> dict[str, Any] | None:
         return self.docdb.find_one(self.collection, {"_id": key})
 
-    def entries_for_spec(
-        self, spec: str, *, after: str | None, limit: int
-    ) -> list[dict[str, Any]]:
+    def entries_for_spec(self, spec: str, *, after: str | None, limit: int) -> list[dict[str, Any]]:
         """Documents holding an entry of ``spec``, by key, after ``after``."""
         query: dict[str, Any] = {f"specs.{spec}": {"$exists": True}}
         if after is not None:

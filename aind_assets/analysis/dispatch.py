@@ -101,7 +101,9 @@ def dispatch_partition(
         if spec.file_extension:
             listing = store.list_many(locations)
             files_by_location = select_files(
-                locations, spec.file_extension, lambda loc: [i.url for i in listing[loc]]
+                locations,
+                spec.file_extension,
+                lambda loc, found=listing: [i.url for i in found[loc]],
             )
             out.files += sum(len(v) for v in files_by_location.values())
         built = build_dispatch_models(

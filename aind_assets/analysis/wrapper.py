@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import socket
 import sys
 import tempfile
@@ -38,13 +39,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from aind_data_schema.core.metadata import Metadata
 from aind_data_schema.core.processing import ProcessName, ProcessStage
 from pydantic import BaseModel, Field, ValidationError
 
 from aind_assets import lineage
 from aind_assets.analysis.models import AnalysisDispatchModel, AnalysisSpecification
-from aind_assets.resources.object_store import join_url
 
 if TYPE_CHECKING:  # the resources are Dagster ConfigurableResources; only their methods are used
     from aind_assets.analysis.registry import AnalysisDefinition
@@ -85,6 +84,12 @@ class AnalysisJobError(RuntimeError):
 
 class AnalysisOutputError(RuntimeError):
     """The run function returned something that is not the analysis' outputs model."""
+
+
+def join_url(base: str, *parts: str) -> str:
+    """``base/part/...`` for URLs and paths (the resources' helper, without importing Dagster)."""
+    parts = tuple(p.strip("/") for p in parts if p and p.strip("/"))
+    return posixpath.join(base.rstrip("/"), *parts) if parts else base.rstrip("/")
 
 
 def claims_collection(results_collection: str) -> str:
@@ -255,7 +260,9 @@ def _build_metadata(
     end: datetime,
     outputs: BaseModel,
     note: str | None,
-) -> Metadata:
+) -> Any:
+    from aind_data_schema.core.metadata import Metadata  # slow to import: only when running
+
     processing = lineage.build_processing(
         code=code,
         start=start,
@@ -423,8 +430,13 @@ def run_job(
                 )
             )
         plot_urls = [u for u in uploaded if u.lower().endswith(".png")]
-        log.info("%s: wrote %s (%d files) and record %s", definition.name, results_url,
-                 len(uploaded), name)
+        log.info(
+            "%s: wrote %s (%d files) and record %s",
+            definition.name,
+            results_url,
+            len(uploaded),
+            name,
+        )
         return JobOutcome(
             JobResult(
                 status="completed",

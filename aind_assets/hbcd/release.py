@@ -20,7 +20,8 @@ and per file, each with the reason it is in or out:
   ``spec.min_file_age_hours``, and at least one ``scans.tsv`` row passes QC;
 * a file listed in ``scans.tsv`` is kept when it passes the criteria of its datatype folder
   (``qc.default`` merged with ``qc.modalities[<datatype>]``), or when it fails them but
-  processing used it (it is in a ``cbrain_misc`` input manifest of the session); files sharing
+  processing was attempted with it (it is in a ``cbrain_misc`` input manifest of the session,
+  of a pipeline in ``spec.keep_inputs_of`` when that is given); files sharing
   its stem (``.json``, ``.bval``, ``.bvec``...) or its entities (``_events.tsv``...) follow it;
   a data file that ``scans.tsv`` does not list has no QC values and is left out;
 * for each pipeline in ``spec.pipelines`` a session's derivatives
@@ -244,6 +245,11 @@ class ReleaseSpec(BaseModel):
     )
     qc: QcSpec = Field(default_factory=QcSpec)
     pipelines: list[str] = Field(default_factory=list, description="Derivatives to include")
+    keep_inputs_of: list[str] | None = Field(
+        default=None,
+        description="Pipelines whose input manifests keep a below-QC file in the release "
+        "(None: every pipeline with a manifest, i.e. any attempted processing)",
+    )
     previous_release: str | None = Field(
         default=None, description="Release to diff against (default: the latest complete one)"
     )
@@ -275,9 +281,11 @@ class ReleaseSpec(BaseModel):
             out.append(label)
         return out
 
-    @field_validator("pipelines")
+    @field_validator("pipelines", "keep_inputs_of")
     @classmethod
-    def _pipelines(cls, v: list[str]) -> list[str]:
+    def _pipelines(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
         for p in v:
             if not _PIPELINE.match(p) or p == MANIFESTS:
                 raise ValueError(f"pipeline {p!r} is not a derivative folder name")
@@ -625,6 +633,8 @@ def select_release(
 
     used: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for (rc, label, pipeline), entries in manifests.items():
+        if spec.keep_inputs_of is not None and pipeline not in spec.keep_inputs_of:
+            continue
         for path in entries:
             used[(rc, label)][path].append(pipeline)
 

@@ -18,8 +18,9 @@ from pydantic import Field
 
 from aind_assets import lineage
 from aind_assets.hbcd import staging, summaries
-from aind_assets.hbcd.idmap import Identifiers, parse_identity_map
+from aind_assets.hbcd.idmap import Identifiers
 from aind_assets.hbcd.release import RAW, ReleaseSpec
+from aind_assets.hbcd.resources import IdentityMapResource
 from aind_assets.resources.object_store import ObjectStoreResource, join_url
 
 __all__ = [
@@ -40,7 +41,8 @@ READY_KEY = dg.AssetKey(["hbcd", "release_ready_sessions"])
 STAGING_KEY = dg.AssetKey(["hbcd", "release_staging"])
 SUMMARY_KEY = dg.AssetKey(["hbcd", "release_summary"])
 GROUP = "hbcd_release"
-#: Upstream assets of the de-identification flow (read directly from the de-identified root).
+#: Upstream assets of the de-identification flow (read directly from the de-identified root):
+#: every session's de-identified data and derivatives, the dataset-level files, CBRAIN outputs.
 UPSTREAM = [
     dg.AssetDep(
         dg.AssetKey(["hbcd", "deidentified_session"]), partition_mapping=dg.AllPartitionMapping()
@@ -48,6 +50,8 @@ UPSTREAM = [
     dg.AssetDep(
         dg.AssetKey(["hbcd", "session_derivatives"]), partition_mapping=dg.AllPartitionMapping()
     ),
+    dg.AssetDep(dg.AssetKey(["hbcd", "deidentified_dataset"])),
+    dg.AssetDep(dg.AssetKey(["hbcd", "cbrain_derivatives"])),
 ]
 LORIS_DIR = "loris"
 METADATA_ROWS = 100
@@ -60,20 +64,16 @@ class HbcdReleaseResource(dg.ConfigurableResource):
     deidentified_root: str = Field(description="De-identified side (assembly_bids/, derivatives/)")
     staging_root: str = Field(description="Release staging root: <root>/<release>/hbcd/...")
     specs_root: str = Field(description="Registered release specs: <root>/<release>.yaml")
-    identity_map: str = Field(description="Identity map CSV URL (identified side; never logged)")
+    identity_map: IdentityMapResource = Field(
+        description="The identity map (identified side; for the leak checks, never logged)"
+    )
 
     def spec(self, release: str) -> ReleaseSpec:
         return staging.read_spec(self.object_store, self.specs_root, release)
 
     def identifiers(self) -> Identifiers:
         """The DCCIDs, PSCIDs and sites to look for (values never leave this process)."""
-        try:
-            text = self.object_store.get_bytes(self.identity_map).decode("utf-8-sig")
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                "the identity map (HBCD_IDENTITY_MAP) does not exist: the leak check needs it"
-            ) from None
-        return parse_identity_map(text, "identity map (HBCD_IDENTITY_MAP)").identifiers()
+        return self.identity_map.load().identifiers()
 
     def release_url(self, release: str) -> str:
         return staging.release_url(self.staging_root, release)
@@ -166,6 +166,8 @@ class StagingConfig(dg.Config):
     partitions_def=RELEASES,
     ins={"selection": dg.AssetIn(READY_KEY)},
     group_name=GROUP,
+    # one staging at a time: `dagster instance concurrency set hbcd_release_staging 1`
+    pool="hbcd_release_staging",
     code_version="1",
     metadata={lineage.META_PROCESS_TYPE: "Other"},
 )
@@ -293,12 +295,13 @@ def release_specs_sensor(
 
 def build_release_resource(settings, *, for_dagster: bool = True) -> HbcdReleaseResource:  # noqa: ANN001
     """The release resource from :class:`aind_assets.settings.Settings`."""
+    store = settings.object_store(for_dagster=for_dagster)
     return HbcdReleaseResource(
-        object_store=settings.object_store(for_dagster=for_dagster),
+        object_store=store,
         deidentified_root=settings.hbcd_deidentified_root,
         staging_root=settings.hbcd_staging_root,
         specs_root=join_url(settings.io_root, "hbcd", "release_specs"),
-        identity_map=settings.hbcd_identity_map,
+        identity_map=IdentityMapResource(object_store=store, url=settings.hbcd_identity_map),
     )
 
 

@@ -15,13 +15,26 @@ manifest. Blocking: a failure stops ``hbcd/release_summary`` in the same run.
 import dagster as dg
 
 from aind_assets.hbcd import staging, summaries
-from aind_assets.hbcd.release_assets import STAGING_KEY, HbcdReleaseResource, release_partition
+from aind_assets.hbcd.release_assets import STAGING_KEY, HbcdReleaseResource
 from aind_assets.hbcd.release_validity import Problem
 from aind_assets.resources.object_store import join_url, relative_key
 
 __all__ = ["release_bids_valid", "release_no_identifiers"]
 
 ROWS = 100
+
+
+def checked_release(context: dg.AssetCheckExecutionContext) -> str:
+    """The release to check: the run's partition, or (checks launched on their own, without a
+    partition) the release of the latest ``hbcd/release_staging`` materialization."""
+    op = context.op_execution_context
+    if op.has_partition_key:
+        return op.partition_key
+    event = context.instance.get_latest_materialization_event(STAGING_KEY)
+    partition = event.dagster_event.partition if event and event.dagster_event else None
+    if not partition:
+        raise dg.Failure("no release of hbcd/release_staging has been materialized yet")
+    return partition
 
 
 def _promoted(hbcd_release: HbcdReleaseResource, release: str):
@@ -65,7 +78,7 @@ def _table(problems: list[Problem]) -> dg.MetadataValue:
 def release_bids_valid(
     context: dg.AssetCheckExecutionContext, hbcd_release: HbcdReleaseResource
 ) -> dg.AssetCheckResult:
-    release = release_partition(context)
+    release = checked_release(context)
     marker, root, files, problems = _promoted(hbcd_release, release)
     ignore = marker["spec"].get("bids_ignore", []) if marker else []
     if files:
@@ -93,7 +106,7 @@ def release_bids_valid(
 def release_no_identifiers(
     context: dg.AssetCheckExecutionContext, hbcd_release: HbcdReleaseResource
 ) -> dg.AssetCheckResult:
-    release = release_partition(context)
+    release = checked_release(context)
     marker, root, files, problems = _promoted(hbcd_release, release)
     findings, sums = staging.scan_release(
         hbcd_release.object_store, root, sorted(files), hbcd_release.identifiers()

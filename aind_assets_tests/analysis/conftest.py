@@ -64,7 +64,9 @@ class World:
         return records
 
     def resources(self, **overrides: Any) -> dict[str, Any]:
-        resource = make_resource(self.docdb, self.store, **overrides) if overrides else self.resource
+        resource = (
+            make_resource(self.docdb, self.store, **overrides) if overrides else self.resource
+        )
         return {
             "analysis": resource,
             "io_manager": ObjectStoreIOManager(

@@ -50,12 +50,10 @@ def cli_env(world: World, tmp_path: Path, mongo_server_uri: str, s3_server: str)
 
 
 def run(env: dict, *args: str, timeout: float = 180) -> str:
-    started = time.monotonic()
     out = subprocess.run(
         list(args), env=env, cwd=PROJECT, capture_output=True, text=True, timeout=timeout
     )
     assert out.returncode == 0, f"{args} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
-    print(f"TIMING {time.monotonic() - started:.1f}s {args[1:3]}")
     return out.stdout
 
 
@@ -67,25 +65,49 @@ def dagster(env: dict, *args: str) -> str:
     return run(env, str(BIN / "dagster"), *args, "-m", "aind_assets.definitions")
 
 
-def test_sync_range_materialize_job_backfill_and_results(world: World, cli_env: dict) -> None:
+def in_process(env: dict, monkeypatch, capsys, *args: str) -> str:
+    """``aind-assets`` in this process (cheap commands; the real CLI runs in subprocesses)."""
+    from aind_assets.cli import main
+
+    for name in (
+        "DAGSTER_HOME",
+        "AIND_DATA_DIR",
+        "AIND_DOCDB_URI",
+        "AIND_DOCDB_DATABASE",
+        "AIND_STORE_ROOT",
+        "AIND_S3_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AIND_ANALYSIS_PAGE_SIZE",
+    ):
+        monkeypatch.setenv(name, env[name])
+    capsys.readouterr()
+    assert main(list(args)) == 0
+    return capsys.readouterr().out
+
+
+def test_sync_range_materialize_job_backfill_and_results(
+    world: World, cli_env: dict, monkeypatch, capsys
+) -> None:
     world.seed()
     subject = "741213"
-    query = json.dumps({"subject.subject_id": subject})
-
-    dry = json.loads(aind(cli_env, "partitions", "sync", "--spec", "ephys_units", "--query", query, "--dry-run", "--json"))
+    sync = ["partitions", "sync", "--spec", "ephys_units", "--query"]
+    sync.append(json.dumps({"subject.subject_id": subject}))
     expected = [
         queries.partition_key_for(r["name"])
         for r in sorted(world.records, key=lambda r: (r["last_modified"], r["_id"]))
         if r["subject"]["subject_id"] == subject
     ]
-    assert dry["keys"] == expected and len(expected) == 3
-    assert dry["added"] == 0
+    dry = json.loads(in_process(cli_env, monkeypatch, capsys, *sync, "--dry-run", "--json"))
+    assert dry["keys"] == expected and len(expected) == 3 and dry["added"] == 0
 
-    synced = json.loads(aind(cli_env, "partitions", "sync", "--spec", "ephys_units", "--query", query, "--json"))
-    assert synced["keys"] == expected and synced["added"] == 3
-    again = json.loads(aind(cli_env, "partitions", "sync", "--spec", "ephys_units", "--query", query, "--json"))
-    assert again["added"] == 0
-    assert json.loads(aind(cli_env, "partitions", "list", "--json")) == expected
+    # register the partitions without the sensor
+    out = aind(cli_env, *sync)
+    assert "ephys_units: 3 record(s) -> 3 partition(s), registered 3 new" in out
+    listed = in_process(cli_env, monkeypatch, capsys, "partitions", "list", "--json")
+    assert json.loads(listed) == expected
+    again = json.loads(in_process(cli_env, monkeypatch, capsys, *sync, "--json"))
+    assert again["added"] == 0  # idempotent
 
     # several dynamic partitions in one run (single-run backfill policy)
     first, second, third = expected
@@ -97,10 +119,12 @@ def test_sync_range_materialize_job_backfill_and_results(world: World, cli_env: 
         "analysis_dispatch,analysis/unit_quality",
         "--partition-range",
         f"{first}...{second}",
+        "--config-json",
+        json.dumps({"execution": {"config": {"in_process": {}}}}),
     )
-    results = world.store.url("dagster-io")
+    io_root = world.store.url("dagster-io")
     for key in (first, second):
-        assert world.store.exists(f"{results}/analysis/unit_quality/{key}/processing.json")
+        assert world.store.exists(f"{io_root}/analysis/unit_quality/{key}/processing.json")
     # the session of `second` has no NWB file: only `first` produced results
     assert world.docdb.count(RESULTS) == 2
     assert {d["input_asset_names"][0] for d in world.docdb.find(RESULTS, {})} == {first}
@@ -120,8 +144,20 @@ def test_sync_range_materialize_job_backfill_and_results(world: World, cli_env: 
     # unit_quality (2 parameter sets) and behaviour performance on the third session
     assert world.docdb.count(RESULTS, {"input_asset_names": third}) == 3
 
-    table = aind(cli_env, "results", "--analysis", "unit_quality")
-    assert "unit_quality" in table and third[:20] in table
-    found = json.loads(aind(cli_env, "results", "--analysis", "unit_quality", "--input-asset", third, "--param", "isi_threshold_ms=2.0", "--json"))
-    assert len(found) == 1
-    assert found[0]["processing"]["data_processes"][0]["code"]["parameters"]["isi_threshold_ms"] == 2.0
+    found = in_process(
+        cli_env,
+        monkeypatch,
+        capsys,
+        "results",
+        "--analysis",
+        "unit_quality",
+        "--input-asset",
+        third,
+        "--param",
+        "isi_threshold_ms=2.0",
+        "--json",
+    )
+    (record,) = json.loads(found)
+    assert (
+        record["processing"]["data_processes"][0]["code"]["parameters"]["isi_threshold_ms"] == 2.0
+    )

@@ -11,7 +11,6 @@ import json
 import warnings
 
 import dagster as dg
-import pytest
 from aind_data_schema.core.metadata import Metadata
 from aind_data_schema.core.processing import Processing
 
@@ -88,7 +87,9 @@ def materialize(world: World, instance, key: str, assets=None, run_config=None, 
 
 
 def materialization(result, asset_name: str) -> dg.AssetMaterialization:
-    mats = [m for m in result.get_asset_materialization_events() if m.asset_key.path[-1] == asset_name]
+    mats = [
+        m for m in result.get_asset_materialization_events() if m.asset_key.path[-1] == asset_name
+    ]
     assert len(mats) == 1, [m.asset_key for m in result.get_asset_materialization_events()]
     return mats[0].materialization
 
@@ -175,7 +176,9 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
     assert result.success, failure_message(result)
 
     # dispatch: one asset, one NWB file -> 2 unit_quality jobs (2 parameter sets) + 1 behaviour
-    models = [AnalysisDispatchModel.model_validate(m) for m in result.output_for_node("analysis_dispatch")]
+    models = [
+        AnalysisDispatchModel.model_validate(m) for m in result.output_for_node("analysis_dispatch")
+    ]
     assert len(models) == 3
     nwb = f"{record['location']}/nwb/{record['name']}.nwb"
     for model in models:
@@ -184,9 +187,7 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
         assert model.docdb_record_id == [record["_id"]]
         assert model.file_location == [nwb]
         assert json.loads(model.query) == CONFIG["ephys_units"].resolved_query()
-    assert sorted(
-        (m.analysis_code.name, json.dumps(m.distributed_parameters)) for m in models
-    ) == [
+    assert sorted((m.analysis_code.name, json.dumps(m.distributed_parameters)) for m in models) == [
         ("behavior_performance", "null"),
         ("unit_quality", '{"isi_threshold_ms": 1.5}'),
         ("unit_quality", '{"isi_threshold_ms": 2.0}'),
@@ -241,7 +242,9 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
     outputs = bp.jobs[0].outputs
     assert outputs["n_sessions"] == 1 and outputs["n_trials"] == 40
     assert 0 <= outputs["accuracy"] <= 1
-    assert "](data:image/png;base64," in meta(materialization(result, "behavior_performance"), "plot")
+    assert "](data:image/png;base64," in meta(
+        materialization(result, "behavior_performance"), "plot"
+    )
 
     # the IO manager recorded each materialization too
     assert world.docdb.count(RECORDS, {"partition_key": key}) == 3
@@ -264,7 +267,9 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
         instance,
         key,
         assets=[DISPATCH.to_source_asset(), BY_NAME["unit_quality"]],
-        run_config={"ops": {"analysis__unit_quality": {"config": {"parameters": {"min_spikes": 10}}}}},
+        run_config={
+            "ops": {"analysis__unit_quality": {"config": {"parameters": {"min_spikes": 10}}}}
+        },
     )
     assert changed.success, failure_message(changed)
     new_jobs = changed.output_for_node("analysis__unit_quality").jobs
@@ -281,7 +286,10 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
     bp_group = grouped.output_for_node("analysis__behavior_performance")
     assert bp_group.status == "completed" and len(bp_group.jobs) == 1
     sessions = [r for r in world.records if r["subject"]["subject_id"] == "768823"]
-    latest = {r["data_description"]["input_data_name"]: r for r in sorted(sessions, key=lambda r: r["created"])}
+    latest = {
+        r["data_description"]["input_data_name"]: r
+        for r in sorted(sessions, key=lambda r: r["created"])
+    }
     assert sorted(bp_group.jobs[0].asset_name) == sorted(r["name"] for r in latest.values())
     assert bp_group.jobs[0].outputs["n_sessions"] == len(bp_group.jobs[0].file_location)
     assert grouped.output_for_node("analysis__unit_quality").status == "not_applicable"
@@ -292,7 +300,9 @@ def test_asset_without_files_gives_an_empty_dispatch_and_a_warning(world, instan
     world.seed()
     apply(instance, tick(world, instance, "ephys_units", None))
     no_nwb = next(
-        r for r in world.records if r["name"].startswith("ecephys_") and not world.store.list(r["location"])
+        r
+        for r in world.records
+        if r["name"].startswith("ecephys_") and not world.store.list(r["location"])
     )
     key = queries.partition_key_for(no_nwb["name"])
     result = materialize(world, instance, key)
@@ -374,10 +384,16 @@ def test_removed_records_remove_their_partitions_when_enabled(world, instance):
     world.docdb.delete_many(ASSETS, {"_id": record["_id"]})
 
     off = tick(world, instance, "ephys_units", first.cursor)  # remove_gone is off by default
-    assert not any(isinstance(r, dg.DeleteDynamicPartitionsRequest) for r in off.dynamic_partitions_requests)
+    assert not any(
+        isinstance(r, dg.DeleteDynamicPartitionsRequest) for r in off.dynamic_partitions_requests
+    )
 
     on = tick(world, instance, "ephys_units", first.cursor, remove_gone=True)
-    deletes = [r for r in on.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
+    deletes = [
+        r
+        for r in on.dynamic_partitions_requests
+        if isinstance(r, dg.DeleteDynamicPartitionsRequest)
+    ]
     assert [k for r in deletes for k in r.partition_keys] == [key]
     assert world.docdb.find_one("dispatch_partitions", {"_id": key}) is None
     apply(instance, on)

@@ -497,7 +497,10 @@ def test_partition_keys_pass_dagsters_own_check():
 def test_pure_modules_do_not_import_dagster():
     code = (
         "import sys; import aind_assets.analysis.models, aind_assets.analysis.queries, "
-        "aind_assets.analysis.files, aind_assets.demo.records; "
+        "aind_assets.analysis.files, aind_assets.demo.records, aind_assets.analysis.config, "
+        "aind_assets.analysis.registry, aind_assets.analysis.wrapper, "
+        "aind_assets.analysis.discovery, aind_assets.analysis.dispatch, "
+        "aind_assets.analysis.results, aind_assets.analysis.examples; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

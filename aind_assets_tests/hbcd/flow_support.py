@@ -163,8 +163,7 @@ def identifier_hits(text_or_bytes: str | bytes, idmap: IdentityMap, where: str) 
     return hits
 
 
-def scan_sqlite(path: Path, idmap: IdentityMap) -> list[str]:
-    hits: list[str] = []
+def _cells(path: Path) -> Iterable[tuple[str, str | bytes]]:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         tables = [r[0] for r in con.execute("select name from sqlite_master where type='table'")]
@@ -172,24 +171,34 @@ def scan_sqlite(path: Path, idmap: IdentityMap) -> list[str]:
             for row in con.execute(f'select * from "{table}"'):  # noqa: S608 - test code
                 for value in row:
                     if isinstance(value, str | bytes):
-                        hits += identifier_hits(value, idmap, f"{path.name}:{table}")
+                        yield table, value
     finally:
         con.close()
-    return hits
 
 
-def scan_instance_storage(root: Path, idmap: IdentityMap) -> tuple[int, list[str]]:
-    """Every SQLite table cell and every other file under a Dagster instance directory."""
+def scan_instance_storage(
+    root: Path, idmap: IdentityMap, expect: Iterable[str] = ()
+) -> tuple[int, list[str]]:
+    """Every SQLite table cell and every other file under a Dagster instance directory. Each
+    string of ``expect`` (e.g. a release-candidate ID) must be found somewhere: proof that the
+    scan sees the stored events."""
     hits: list[str] = []
+    missing = {e.encode() for e in expect}
     n = 0
     for p in sorted(root.rglob("*")):
         if not p.is_file():
             continue
         n += 1
         if p.suffix == ".db":
-            hits += scan_sqlite(p, idmap)
+            for table, value in _cells(p):
+                hits += identifier_hits(value, idmap, f"{p.name}:{table}")
+                data = value.encode() if isinstance(value, str) else value
+                missing = {m for m in missing if m not in data}
         elif not p.name.endswith(("-wal", "-shm", "-journal")):
-            hits += identifier_hits(p.read_bytes(), idmap, p.name)
+            data = p.read_bytes()
+            hits += identifier_hits(data, idmap, p.name)
+            missing = {m for m in missing if m not in data}
+    assert not missing, f"expected in the instance storage but not found: {missing}"
     return n, hits
 
 

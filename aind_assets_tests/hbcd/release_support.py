@@ -39,6 +39,7 @@ from aind_assets.demo.bids import write_identified_bids
 from aind_assets.hbcd.bids import deidentify_tree
 from aind_assets.hbcd.derivatives import DerivativeManifest, manifest_relpath
 from aind_assets.hbcd.idmap import IdentityMap, parse_identity_map
+from aind_assets.resources.object_store import ObjectStoreResource, join_url, relative_key
 
 SESSIONS = ("V02", "V03")
 QC: dict[tuple[int, str], dict[str, tuple[str, str]] | None] = {
@@ -102,18 +103,83 @@ def _nifti_gz(data: np.ndarray, name: str) -> bytes:
     return buf.getvalue()
 
 
-def _process_t1(t1: Path) -> tuple[bytes, bytes, str]:
+def _process_t1(t1_gz: bytes, stem: str) -> tuple[bytes, bytes]:
     """A real (tiny) segmentation: brain mask = voxels above the mean, labels = 2 intensity
     classes inside it."""
-    data = np.asarray(nib.load(t1).dataobj).astype(np.float32)
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(t1_gz))
+    data = np.asarray(img.dataobj).astype(np.float32)
     mask = (data > data.mean()).astype(np.uint8)
     seg = np.where(mask > 0, np.where(data > np.median(data[mask > 0]), 2, 1), 0).astype(np.uint8)
-    stem = t1.name.replace("_run-001_T1w.nii.gz", "")
     return (
         _nifti_gz(mask, f"{stem}_space-T1w_desc-brain_mask.nii"),
         _nifti_gz(seg, f"{stem}_space-T1w_desc-aseg_dseg.nii"),
-        stem,
     )
+
+
+def scans_text(i: int, ses: str, sub: str) -> str | None:
+    """The controlled ``scans.tsv`` of subject ``i`` (labelled ``sub``) and session ``ses``."""
+    qc = QC.get((i, ses), {"anat": ("Yes", "1"), "func": ("Yes", "1"), "fmap": ("Yes", "1")})
+    if qc is None:
+        return None
+    lines = ["filename\tacq_time\tHBCD_compliant\tQU_motion"]
+    for dt, rel in _files(ses, sub).items():
+        lines.append(f"{rel}\t{ACQ_TIME[dt]}\t{qc[dt][0]}\t{qc[dt][1]}")
+    return "\n".join(lines) + "\n"
+
+
+def plant_identified_qc(
+    store: ObjectStoreResource, identified_bids: str, idmap: IdentityMap
+) -> None:
+    """Replace the identified ``scans.tsv`` files on a store with the controlled ones."""
+    for i, row in enumerate(idmap.rows):
+        for ses in SESSIONS:
+            url = join_url(
+                identified_bids, f"sub-{row.dccid}/ses-{ses}/sub-{row.dccid}_ses-{ses}_scans.tsv"
+            )
+            text = scans_text(i, ses, row.dccid)
+            if text is None:
+                store.delete(url)
+            else:
+                store.put_bytes(url, text.encode())
+
+
+def write_bibsnet(
+    store: ObjectStoreResource, deid_root: str, idmap: IdentityMap, *, mtime: datetime | None = None
+) -> None:
+    """Process the de-identified T1w of :data:`PROCESSED` as CBRAIN's bibsnet would leave it:
+    outputs under ``derivatives/ses-<L>/bibsnet/`` and an input manifest in ``cbrain_misc``."""
+    mtime = mtime or datetime.now(UTC)
+    for ses in SESSIONS:
+        store.put_bytes(
+            join_url(deid_root, f"derivatives/ses-{ses}/bibsnet/dataset_description.json"),
+            (json.dumps(bibsnet_description(), indent=2) + "\n").encode(),
+        )
+    for i, ses in PROCESSED:
+        rc = idmap.rows[i].rc_id
+        session = join_url(deid_root, f"assembly_bids/sub-{rc}/ses-{ses}")
+        t1 = _files(ses, rc)["anat"]
+        stem = f"sub-{rc}_ses-{ses}"
+        mask, seg = _process_t1(store.get_bytes(join_url(session, t1)), stem)
+        out = join_url(deid_root, f"derivatives/ses-{ses}/bibsnet/sub-{rc}/ses-{ses}/anat")
+        store.put_bytes(join_url(out, f"{stem}_space-T1w_desc-brain_mask.nii.gz"), mask)
+        store.put_bytes(join_url(out, f"{stem}_space-T1w_desc-aseg_dseg.nii.gz"), seg)
+        store.put_bytes(
+            join_url(out, f"{stem}_space-T1w_desc-aseg_dseg.json"),
+            (json.dumps({"Description": "two intensity classes in the mask"}) + "\n").encode(),
+        )
+        used = [store.info(join_url(session, p)) for p in (t1, t1.replace(".nii.gz", ".json"))]
+        manifest = DerivativeManifest.from_listing(
+            {
+                "Key": "assembly_bids/" + relative_key(u.url, join_url(deid_root, "assembly_bids")),
+                "Size": u.size,
+                "LastModified": mtime.isoformat(),
+            }
+            for u in used
+        )
+        store.put_bytes(
+            join_url(deid_root, "derivatives", manifest_relpath(rc, "bibsnet", ses)),
+            manifest.to_json().encode(),
+        )
 
 
 def bibsnet_description(version: str = "3.4.2") -> dict:
@@ -133,74 +199,46 @@ def build_release_data(tmp: Path, *, n_subjects: int = 4) -> ReleaseData:
     map_path = write_identified_bids(pr, n_subjects=n_subjects, sessions=SESSIONS)
     map_csv = map_path.read_text()
     idmap = parse_identity_map(map_csv, "test identity map")
-    for i, row in enumerate(idmap.rows):
-        for ses in SESSIONS:
-            folder = pr / "assembly_bids" / f"sub-{row.dccid}" / f"ses-{ses}"
-            scans = folder / f"sub-{row.dccid}_ses-{ses}_scans.tsv"
-            qc = QC.get(
-                (i, ses), {"anat": ("Yes", "1"), "func": ("Yes", "1"), "fmap": ("Yes", "1")}
-            )
-            if qc is None:
-                scans.unlink()
-                continue
-            lines = ["filename\tacq_time\tHBCD_compliant\tQU_motion"]
-            for dt, rel in _files(ses, row.dccid).items():
-                lines.append(f"{rel}\t{ACQ_TIME[dt]}\t{qc[dt][0]}\t{qc[dt][1]}")
-            scans.write_text("\n".join(lines) + "\n")
+    plant_identified_qc(ObjectStoreResource(root=str(pr)), str(pr / "assembly_bids"), idmap)
 
     report = deidentify_tree(pr / "assembly_bids", deid / "assembly_bids", idmap)
     assert not report.skipped, report.skipped
 
-    now = datetime.now(UTC)
-    for ses in SESSIONS:
-        for pipeline, desc in (("bibsnet", bibsnet_description()), ("nibabies", None)):
-            ddir = deid / "derivatives" / f"ses-{ses}" / pipeline
-            ddir.mkdir(parents=True, exist_ok=True)
-            (ddir / "dataset_description.json").write_text(
-                json.dumps(desc or {**bibsnet_description(), "Name": "nibabies"}, indent=2) + "\n"
-            )
+    local = ObjectStoreResource(root=str(deid))
+    write_bibsnet(local, str(deid), idmap)
+    # a pipeline the release does not include
     for i, ses in PROCESSED:
         rc = idmap.rows[i].rc_id
-        session_dir = deid / "assembly_bids" / f"sub-{rc}" / f"ses-{ses}"
-        t1 = session_dir / _files(ses, rc)["anat"]
-        mask, seg, stem = _process_t1(t1)
-        out = deid / "derivatives" / f"ses-{ses}" / "bibsnet" / f"sub-{rc}" / f"ses-{ses}" / "anat"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{stem}_space-T1w_desc-brain_mask.nii.gz").write_bytes(mask)
-        (out / f"{stem}_space-T1w_desc-aseg_dseg.nii.gz").write_bytes(seg)
-        (out / f"{stem}_space-T1w_desc-aseg_dseg.json").write_text(
-            json.dumps({"Description": "two intensity classes in the mask"}) + "\n"
+        folder = f"derivatives/ses-{ses}/nibabies"
+        local.put_bytes(
+            join_url(str(deid), folder, "dataset_description.json"),
+            json.dumps({**bibsnet_description(), "Name": "nibabies"}).encode(),
         )
-        used = [t1, t1.with_name(t1.name.replace(".nii.gz", ".json"))]
-        manifest = DerivativeManifest.from_listing(
-            {
-                "Key": "assembly_bids/" + p.relative_to(deid / "assembly_bids").as_posix(),
-                "Size": p.stat().st_size,
-                "LastModified": now.isoformat(),
-            }
-            for p in used
+        local.put_bytes(
+            join_url(
+                str(deid),
+                folder,
+                f"sub-{rc}/ses-{ses}/anat/sub-{rc}_ses-{ses}_desc-preproc_T1w.nii.gz",
+            ),
+            b"not released",
         )
-        mpath = deid / "derivatives" / manifest_relpath(rc, "bibsnet", ses)
-        mpath.parent.mkdir(parents=True, exist_ok=True)
-        mpath.write_text(manifest.to_json())
-        # a pipeline the release does not include
-        nib_out = (
-            deid / "derivatives" / f"ses-{ses}" / "nibabies" / f"sub-{rc}" / f"ses-{ses}" / "anat"
-        )
-        nib_out.mkdir(parents=True, exist_ok=True)
-        (nib_out / f"{stem}_desc-preproc_T1w.nii.gz").write_bytes(mask)
     return ReleaseData(pr, deid, idmap, map_csv)
 
 
-def expected_scans(data: ReleaseData, i: int, ses: str, keep: list[str]) -> str:
-    rc = data.rc(i)
+def expected_scans(i: int, ses: str, sub: str, keep: list[str]) -> str:
+    """The released ``scans.tsv`` of subject ``i`` (RC ``sub``): the rows of ``keep``."""
     qc = QC[(i, ses)]
     assert qc is not None
     lines = ["filename\tacq_time\tHBCD_compliant\tQU_motion"]
-    for dt, rel in _files(ses, rc).items():
+    for dt, rel in _files(ses, sub).items():
         if dt in keep:
             lines.append(f"{rel}\t{ACQ_TIME[dt]}\t{qc[dt][0]}\t{qc[dt][1]}")
     return "\n".join(lines) + "\n"
+
+
+def files_of(sub: str, ses: str) -> dict[str, str]:
+    """``{datatype: path in the session folder}`` of the demo images of ``sub``."""
+    return _files(ses, sub)
 
 
 def session_files(data: ReleaseData, i: int, ses: str) -> dict[str, str]:

@@ -299,6 +299,16 @@ def test_file_rules_low_qc_used_and_unused():
         "dwi/sub-A_ses-V02_dwi.nii.gz": (False, "listed in sub-A_ses-V02_scans.tsv but missing"),
     }
     assert d[("raw", f"{R}/derivatives-like.txt")].included  # top-level files are copied
+    # only the inputs of the listed pipelines keep a file below QC
+    only = _select(
+        texts,
+        spec="release: r1\nqc: {default: {HBCD_compliant: [Yes, equals]}}\nkeep_inputs_of: [other]",
+    )
+    bold_row = only[("raw", a + f"{bold}.nii.gz")]
+    assert (bold_row.included, bold_row.reason) == (
+        False,
+        "below QC: HBCD_compliant equals 'Yes' (got 'No')",
+    )
 
 
 def test_derivative_rules():

@@ -14,6 +14,7 @@ import pytest
 from aind_data_schema.core.processing import Processing
 
 from aind_assets.hbcd import staging
+from aind_assets.hbcd.idmap import IdentityMap
 from aind_assets.hbcd.leaks import scan_for_identifiers
 from aind_assets.hbcd.release import load_release_spec
 from aind_assets.hbcd.release_assets import (
@@ -28,6 +29,7 @@ from aind_assets.hbcd.release_assets import (
     release_summary,
 )
 from aind_assets.hbcd.release_checks import release_bids_valid, release_no_identifiers
+from aind_assets.hbcd.resources import IdentityMapResource
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource, join_url, relative_key
@@ -35,10 +37,17 @@ from aind_assets_tests.hbcd.release_support import (
     SPEC_YAML,
     build_release_data,
     expected_scans,
+    files_of,
     session_files,
 )
 
 pytestmark = pytest.mark.servers
+RECORDS = "processing_records"
+BIBSNET_OUTPUTS = (
+    "space-T1w_desc-brain_mask.nii.gz",
+    "space-T1w_desc-aseg_dseg.nii.gz",
+    "space-T1w_desc-aseg_dseg.json",
+)
 ASSETS = [release_ready_sessions, release_staging, release_summary]
 CHECKS = [release_bids_valid, release_no_identifiers]
 
@@ -65,12 +74,12 @@ def setup(s3_store: ObjectStoreResource, docdb: DocDBResource, tmp_path):
         deidentified_root=deid,
         staging_root=store.url("hbcd-staging"),
         specs_root=store.url("io/hbcd/release_specs"),
-        identity_map=map_url,
+        identity_map=IdentityMapResource(object_store=store, url=map_url),
     )
     resources = {
         "hbcd_release": res,
         "io_manager": ObjectStoreIOManager(
-            object_store=store, docdb=docdb, root=store.url("io"), records_collection="records"
+            object_store=store, docdb=docdb, root=store.url("io"), records_collection=RECORDS
         ),
     }
     instance = dg.DagsterInstance.ephemeral()
@@ -98,27 +107,36 @@ def _run(resources, instance, release: str, **kw) -> dg.ExecuteInProcessResult:
     )
 
 
-def test_identified_to_staged_release(setup):
-    store, data, res, resources, instance, docdb = setup
-    release = _register(res, instance, SPEC_YAML)
-    result = _run(resources, instance, release)
+def check_first_release(
+    store: ObjectStoreResource,
+    res: HbcdReleaseResource,
+    idmap: IdentityMap,
+    result: dg.ExecuteInProcessResult,
+    release: str,
+    *,
+    io_root: str,
+    docdb: DocDBResource,
+    also_pipelines: tuple[str, ...] = (),
+) -> dict[str, bytes]:
+    """Everything the first release of :mod:`release_support`'s data must be; returns its files
+    (relative to ``<release>/hbcd/``)."""
     assert result.success
-    assert all(e.passed for e in result.get_asset_check_evaluations())
-    assert {e.check_name for e in result.get_asset_check_evaluations()} == {
-        "bids_valid",
-        "no_identifiers",
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.check_name: e.passed for e in evaluations} == {
+        "bids_valid": True,
+        "no_identifiers": True,
     }
-
-    A, B, C, D = (data.rc(i) for i in range(4))
+    A, B, C, D = (idmap.rows[i].rc_id for i in range(4))
     deid = res.deidentified_root
+    bids = join_url(deid, "assembly_bids")
     hbcd = join_url(res.staging_root, release, "hbcd")
     files = _release_files(store, hbcd)
 
     # -- rawdata: exactly the release-ready files, with rebuilt tables
     def raw(i: int, ses: str, kinds: list[str]) -> set[str]:
-        sub = data.rc(i)
+        sub = idmap.rows[i].rc_id
         out = {f"rawdata/sub-{sub}/ses-{ses}/sub-{sub}_ses-{ses}_scans.tsv"}
-        for k, rel in session_files(data, i, ses).items():
+        for k, rel in files_of(sub, ses).items():
             if k in kinds:
                 base = f"rawdata/sub-{sub}/ses-{ses}/{rel}"
                 out |= {base, base.replace(".nii.gz", ".json")}
@@ -138,20 +156,16 @@ def test_identified_to_staged_release(setup):
         | raw(2, "V02", ["anat", "fmap"])  # bold below QC, not processed
     )
     assert {p for p in files if p.startswith("rawdata/")} == expected_raw
-
-    assert files[f"rawdata/sub-{A}/ses-V02/sub-{A}_ses-V02_scans.tsv"].decode() == expected_scans(
-        data, 0, "V02", ["anat", "func", "fmap"]
-    )
-    assert files[f"rawdata/sub-{A}/ses-V03/sub-{A}_ses-V03_scans.tsv"].decode() == expected_scans(
-        data, 0, "V03", ["anat", "func"]
-    )
-    assert files[f"rawdata/sub-{B}/ses-V02/sub-{B}_ses-V02_scans.tsv"].decode() == expected_scans(
-        data, 1, "V02", ["anat", "func", "fmap"]
-    )
-    assert files[f"rawdata/sub-{C}/ses-V02/sub-{C}_ses-V02_scans.tsv"].decode() == expected_scans(
-        data, 2, "V02", ["anat", "fmap"]
-    )
-    source = (data.deidentified / "assembly_bids" / "participants.tsv").read_text()
+    for i, ses, kept in (
+        (0, "V02", ["anat", "func", "fmap"]),
+        (0, "V03", ["anat", "func"]),
+        (1, "V02", ["anat", "func", "fmap"]),
+        (2, "V02", ["anat", "fmap"]),
+    ):
+        sub = idmap.rows[i].rc_id
+        got = files[f"rawdata/sub-{sub}/ses-{ses}/sub-{sub}_ses-{ses}_scans.tsv"].decode()
+        assert got == expected_scans(i, ses, sub, kept)
+    source = store.get_bytes(f"{bids}/participants.tsv").decode()
     participants = files["rawdata/participants.tsv"].decode()
     assert participants == _tsv_lines(source, lambda pid: pid in {f"sub-{s}" for s in (A, B, C)})
     assert [line.split("\t")[0] for line in participants.splitlines()] == [
@@ -162,9 +176,7 @@ def test_identified_to_staged_release(setup):
     ]
     for sub, sessions in ((A, ["ses-V02", "ses-V03"]), (B, ["ses-V02"]), (C, ["ses-V02"])):
         text = files[f"rawdata/sub-{sub}/sub-{sub}_sessions.tsv"].decode()
-        src = (
-            data.deidentified / "assembly_bids" / f"sub-{sub}" / f"sub-{sub}_sessions.tsv"
-        ).read_text()
+        src = store.get_bytes(f"{bids}/sub-{sub}/sub-{sub}_sessions.tsv").decode()
         assert text == _tsv_lines(src, lambda sid, sessions=sessions: sid in sessions)
         assert [line.split("\t")[0] for line in text.splitlines()[1:]] == sessions
     description = json.loads(files["rawdata/dataset_description.json"])
@@ -172,28 +184,37 @@ def test_identified_to_staged_release(setup):
     assert description["GeneratedBy"][-1]["Name"] == "aind-assets hbcd/release_staging"
 
     # -- derivatives: squashed, only released sessions, only the spec's pipelines
-    deriv = {p for p in files if p.startswith("derivatives/")}
-    outputs = (
-        "space-T1w_desc-brain_mask.nii.gz",
-        "space-T1w_desc-aseg_dseg.nii.gz",
-        "space-T1w_desc-aseg_dseg.json",
-    )
+    deriv = {p for p in files if p.startswith("derivatives/bibsnet/")}
     assert deriv == {"derivatives/bibsnet/dataset_description.json"} | {
         f"derivatives/bibsnet/sub-{s}/ses-{ses}/anat/sub-{s}_ses-{ses}_{o}"
         for s, ses in ((A, "V02"), (A, "V03"), (C, "V02"))
-        for o in outputs
+        for o in BIBSNET_OUTPUTS
     }
-    mask = f"sub-{A}/ses-V03/anat/sub-{A}_ses-V03_{outputs[0]}"
+    assert {p.split("/")[1] for p in files if p.startswith("derivatives/")} == {
+        "bibsnet",
+        *also_pipelines,
+    }
+    for pipeline in also_pipelines:  # every released session, none other
+        sessions = {
+            tuple(p.split("/")[2:4]) for p in files if p.startswith(f"derivatives/{pipeline}/sub-")
+        }
+        assert sessions == {
+            (f"sub-{A}", "ses-V02"),
+            (f"sub-{A}", "ses-V03"),
+            (f"sub-{B}", "ses-V02"),
+            (f"sub-{C}", "ses-V02"),
+        }
+    mask = f"sub-{A}/ses-V03/anat/sub-{A}_ses-V03_{BIBSNET_OUTPUTS[0]}"
     assert files[f"derivatives/bibsnet/{mask}"] == store.get_bytes(
         f"{deid}/derivatives/ses-V03/bibsnet/{mask}"
     )
 
     # -- no identifier anywhere in the staged release (names and content)
-    ids = data.idmap.identifiers()
+    ids = idmap.identifiers()
     assert [f for p, b in files.items() for f in scan_for_identifiers(p, b, ids)] == []
     # (content is checked token-wise: participants.tsv's medication_code embeds a DCCID in a
     # longer number, by design of the demo data; paths must not contain one at all)
-    for row in data.idmap.rows:
+    for row in idmap.rows:
         for value in (row.dccid, row.pscid):
             assert not any(value in p for p in files)
 
@@ -204,21 +225,15 @@ def test_identified_to_staged_release(setup):
     assert {f["path"] for f in marker["files"]} == {f"hbcd/{p}" for p in files}
     Processing.model_validate_json(store.get_bytes(join_url(rel_url, "processing.json")))
     for key in (READY_KEY, STAGING_KEY, SUMMARY_KEY):
-        out = store.url("io", *key.path, release)
+        out = join_url(io_root, *key.path, release)
         Processing.model_validate_json(store.get_bytes(join_url(out, "processing.json")))
-        record = docdb.find_one("records", {"asset_key": key.to_user_string()})
+        record = docdb.find_one(RECORDS, {"asset_key": key.to_user_string()})
         assert record is not None and record["partition_key"] == release
     selection = pd.read_parquet(
-        store.open(store.url("io", *READY_KEY.path, release, "value.parquet"))
+        store.open(join_url(io_root, *READY_KEY.path, release, "value.parquet"))
     )
-    reasons = dict(
-        zip(
-            selection[selection.kind == "session"].session,
-            selection[selection.kind == "session"].reason,
-            strict=True,
-        )
-    )
-    assert reasons == {
+    sessions = selection[selection.kind == "session"]
+    assert dict(zip(sessions.session, sessions.reason, strict=True)) == {
         f"sub-{A}_ses-V02": "",
         f"sub-{A}_ses-V03": "",
         f"sub-{B}_ses-V02": "",
@@ -235,15 +250,26 @@ def test_identified_to_staged_release(setup):
     # -- LORIS summary (no previous release: everything added)
     loris = join_url(rel_url, "loris")
     summary = pd.read_parquet(store.open(join_url(loris, "derivatives_summary.parquet")))
-    assert summary[["subject", "session", "pipeline", "files"]].values.tolist() == sorted(
-        [
-            [f"sub-{A}", "ses-V02", "bibsnet", 3],
-            [f"sub-{A}", "ses-V03", "bibsnet", 3],
-            [f"sub-{C}", "ses-V02", "bibsnet", 3],
-        ]
+    bib = summary[summary.pipeline == "bibsnet"]
+    assert bib[["subject", "session", "files"]].values.tolist() == sorted(
+        [[f"sub-{A}", "ses-V02", 3], [f"sub-{A}", "ses-V03", 3], [f"sub-{C}", "ses-V02", 3]]
     )
     csv = pd.read_csv(store.open(join_url(loris, "derivatives_changes.csv")))
     assert set(csv["change"]) == {"added"}
+    return files
+
+
+def test_identified_to_staged_release(setup):
+    store, data, res, resources, instance, docdb = setup
+    release = _register(res, instance, SPEC_YAML)
+    result = _run(resources, instance, release)
+    files = check_first_release(
+        store, res, data.idmap, result, release, io_root=store.url("io"), docdb=docdb
+    )
+    A, B, C = data.rc(0), data.rc(1), data.rc(2)
+    deid = res.deidentified_root
+    rel_url = join_url(res.staging_root, release)
+    assert len(files) == 44
 
     # -- re-running the complete release changes nothing
     before = {
@@ -272,7 +298,7 @@ def test_identified_to_staged_release(setup):
             b"T1w.nii.gz\t2024-03-01T10:00:00\tNo", b"T1w.nii.gz\t2024-03-01T10:00:00\tYes"
         ),
     )
-    dseg = f"{deid}/derivatives/ses-V03/bibsnet/sub-{A}/ses-V03/anat/sub-{A}_ses-V03_{outputs[2]}"
+    dseg = f"{deid}/derivatives/ses-V03/bibsnet/sub-{A}/ses-V03/anat/sub-{A}_ses-V03_{BIBSNET_OUTPUTS[2]}"
     store.put_bytes(dseg, b'{"Description": "rerun"}\n')
     r2 = _register(res, instance, SPEC_YAML.replace("release: r1", "release: r2"))
     result = _run(resources, instance, r2)
@@ -305,13 +331,11 @@ def test_checks_catch_a_bad_name_a_missing_file_and_a_leak(setup):
     sidecar = f"{ses}/{t1.replace('.nii.gz', '.json')}"
     store.put_bytes(sidecar, json.dumps({"PatientID": data.idmap.rows[0].dccid}).encode())
 
-    result = dg.materialize(
-        [*ASSETS, *CHECKS],
-        selection=dg.AssetSelection.checks(*CHECKS),
-        partition_key=release,
-        resources=resources,
-        instance=instance,
-        raise_on_error=False,
+    # the checks alone (as the UI's "Execute checks"): they check the latest staged release
+    job = dg.define_asset_job("release_checks", selection=dg.AssetSelection.checks(*CHECKS))
+    defs = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, jobs=[job], resources=resources)
+    result = defs.resolve_job_def("release_checks").execute_in_process(
+        instance=instance, raise_on_error=False
     )
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     bids, leaks = evaluations["bids_valid"], evaluations["no_identifiers"]
@@ -324,3 +348,39 @@ def test_checks_catch_a_bad_name_a_missing_file_and_a_leak(setup):
     assert leaks.metadata["findings"].value >= 1
     assert data.idmap.rows[0].dccid not in leaks.metadata["details"].value
     assert "checksum" in leaks.metadata["details"].value
+
+
+def test_sensor_registers_valid_specs_and_definitions_load(
+    local_store: ObjectStoreResource, tmp_path
+):
+    res = HbcdReleaseResource(
+        object_store=local_store,
+        deidentified_root=local_store.url("deid"),
+        staging_root=local_store.url("staging"),
+        specs_root=local_store.url("specs"),
+        identity_map=IdentityMapResource(object_store=local_store, url=local_store.url("m.csv")),
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    with dg.build_sensor_context(instance=instance, resources={"hbcd_release": res}) as ctx:
+        assert release_specs_sensor(ctx).skip_reason is not None  # nothing registered
+    local_store.put_bytes(local_store.url("specs", "r1.yaml"), SPEC_YAML.encode())
+    local_store.put_bytes(local_store.url("specs", "r2.yaml"), SPEC_YAML.encode())  # says r1
+    local_store.put_bytes(local_store.url("specs", "r3.yaml"), b"release: r3\nqc: 5\n")
+    with dg.build_sensor_context(instance=instance, resources={"hbcd_release": res}) as ctx:
+        result = release_specs_sensor(ctx)
+    assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["r1"]]
+    instance.add_dynamic_partitions(RELEASES.name, ["r1"])
+    with dg.build_sensor_context(instance=instance, resources={"hbcd_release": res}) as ctx:
+        assert release_specs_sensor(ctx).dynamic_partitions_requests == []
+
+    from aind_assets.hbcd.release_assets import build_release_definitions
+    from aind_assets.settings import Settings
+
+    defs = build_release_definitions(Settings.from_env({"AIND_DATA_DIR": str(tmp_path)}))
+    job = defs.resolve_job_def("hbcd_release")
+    assert job.partitions_def == RELEASES
+    assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} >= {
+        "hbcd/release_ready_sessions",
+        "hbcd/release_staging",
+        "hbcd/release_summary",
+    }

@@ -72,7 +72,10 @@ class UnitQualityOutputs(AnalysisOutputs):
 
 
 def unit_metrics(
-    spike_trains: Sequence[np.ndarray], unit_ids: Sequence[int], duration_s: float, isi_threshold_ms: float
+    spike_trains: Sequence[np.ndarray],
+    unit_ids: Sequence[int],
+    duration_s: float,
+    isi_threshold_ms: float,
 ) -> pd.DataFrame:
     """Per unit: ``n_spikes``, ``firing_rate_hz``, ``isi_violations`` and ``isi_violation_ratio``
     (violating ISIs / all ISIs; 0 for units with fewer than two spikes)."""
@@ -169,8 +172,14 @@ def run(
         metrics = unit_metrics(trains, ids, duration, params.isi_threshold_ms)
         metrics.insert(0, "file", name)
         frames.append(metrics)
-    columns = ["file", "unit_id", "n_spikes", "firing_rate_hz", "isi_violations",
-               "isi_violation_ratio"]
+    columns = [
+        "file",
+        "unit_id",
+        "n_spikes",
+        "firing_rate_hz",
+        "isi_violations",
+        "isi_violation_ratio",
+    ]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     table["passed"] = passing(table, params).astype(bool) if len(table) else []
     table.to_csv(ctx.results_dir / "unit_metrics.csv", index=False)
