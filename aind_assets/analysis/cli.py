@@ -45,6 +45,7 @@ def _instance():
 def _cmd_sync(args: argparse.Namespace) -> int:
     from aind_assets.analysis.assets import DATA_ASSETS
     from aind_assets.analysis.discovery import (
+        KnownPartitions,
         PartitionMap,
         discover_pages,
         ensure_indexes,
@@ -68,7 +69,16 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         pmap = PartitionMap(docdb, analysis.partitions_collection)
         for spec in specs:
             keys: list[str] = []
+            new: list[str] = []
             records = 0
+            registered = (
+                KnownPartitions(
+                    lambda k: instance.has_dynamic_partition(DATA_ASSETS.name, k),
+                    lambda: instance.get_dynamic_partitions(DATA_ASSETS.name),
+                )
+                if instance is not None
+                else None
+            )
             for page in discover_pages(
                 docdb,
                 settings.assets_collection,
@@ -78,29 +88,28 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 extra_query=extra,
             ):
                 records += page.records
-                if not args.dry_run:
-                    pmap.record(page.partitions)
+                if instance is not None and registered is not None:
+                    exists = registered.check([p.key for p in page.partitions])
+                    pmap.record(page.partitions, exists=exists.__getitem__)
+                    registered.add(exists)
+                    page_new = [k for k, known in exists.items() if not known]
+                    for start in range(0, len(page_new), ADD_CHUNK):
+                        instance.add_dynamic_partitions(
+                            DATA_ASSETS.name, page_new[start : start + ADD_CHUNK]
+                        )
+                    new.extend(page_new)
                 keys.extend(p.key for p in page.partitions if p.key not in keys)
-            new: list[str] = []
-            if instance is not None:
-                new = [k for k in keys if not instance.has_dynamic_partition(DATA_ASSETS.name, k)]
-                for start in range(0, len(new), ADD_CHUNK):
-                    instance.add_dynamic_partitions(
-                        DATA_ASSETS.name, new[start : start + ADD_CHUNK]
-                    )
             deleted: list[str] = []
-            if args.delete_gone and not args.dry_run:
+            if args.delete_gone and instance is not None:
                 after = None
-                while True:
-                    docs = pmap.entries_for_spec(spec.name, after=after, limit=500)
-                    if not docs:
-                        break
-                    gone = find_gone(docdb, settings.assets_collection, spec, docs)
+                while chunks := pmap.chunks(spec.name, after=after):
+                    entries = [e for chunk in chunks for e in chunk.get("entries") or []]
+                    gone = find_gone(docdb, settings.assets_collection, spec, entries)
                     for key in pmap.remove(spec.name, gone):
                         if instance.has_dynamic_partition(DATA_ASSETS.name, key):
                             instance.delete_dynamic_partition(DATA_ASSETS.name, key)
                         deleted.append(key)
-                    after = docs[-1]["_id"]
+                    after = chunks[-1]["_id"]
             summary["specs"][spec.name] = {
                 "records": records,
                 "partitions": len(keys),

@@ -13,7 +13,7 @@ The platform-wide settings (DocDB, object store, collections, roots) live in
 | ``AIND_ANALYSIS_SENSOR_INTERVAL_S`` | minimum seconds between discovery ticks | ``60`` |
 | ``AIND_ANALYSIS_SENSOR_RUNNING`` | ``1``: discovery sensors start running; otherwise they start stopped (turn them on in the UI) | ``0`` |
 | ``AIND_ANALYSIS_REMOVE_GONE`` | ``1``: sensors delete partitions whose assets left the spec's results | ``0`` |
-| ``AIND_ANALYSIS_SWEEP_BATCH`` | partitions checked per tick for removal | ``500`` |
+| ``AIND_ANALYSIS_SWEEP_BATCH`` | partition-map chunks (up to 1000 partitions each) checked per tick for removal | ``1`` |
 | ``AIND_ANALYSIS_CLAIM_TIMEOUT_S`` | after this long an unfinished job's claim may be taken over | ``21600`` |
 """
 
@@ -44,7 +44,7 @@ class AnalysisSettings(BaseModel):
     sensor_interval_s: int = Field(60, ge=1)
     sensor_running: bool = False
     remove_gone: bool = False
-    sweep_batch: int = Field(500, ge=1)
+    sweep_batch: int = Field(1, ge=1)
     claim_timeout_s: float = Field(6 * 3600.0, gt=0)
 
     @classmethod

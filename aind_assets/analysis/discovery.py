@@ -12,14 +12,16 @@ Used by the discovery sensors and by ``aind-assets partitions sync``. One page i
    group metadata (:class:`PartitionMap`).
 
 Every step costs what the page holds, never what DocDB holds, provided DocDB has an index on
-``(last_modified, _id)`` (``ensure_indexes``) — the mapping is keyed by partition key (``_id``).
+``(last_modified, _id)`` (``ensure_indexes``); the partition map is written one document per
+page and read by key through a multikey index.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DiscoveredPartition",
+    "KnownPartitions",
     "Page",
     "PartitionMap",
     "discover_page",
@@ -40,6 +43,7 @@ __all__ = [
     "ensure_indexes",
     "find_gone",
     "partition_key_of",
+    "records_by_id",
     "rows_are_records",
     "rows_to_partitions",
 ]
@@ -223,6 +227,48 @@ def ensure_indexes(docdb: DocDBResource, assets_collection: str) -> None:
     docdb.ensure_index(assets_collection, ["last_modified", "_id"])
 
 
+class KnownPartitions:
+    """Which partition keys Dagster already has, asked as cheaply as the numbers allow.
+
+    A few keys: one lookup each (``has``). More than ``bulk_threshold`` keys in a tick: one read
+    of every registered key (``all_keys``), then set membership — on SQLite storage a lookup
+    costs ~7 ms and reading 50k keys ~0.2 s, so first discovery pays the read once per tick and a
+    steady tick with a handful of new keys pays a handful of lookups. Keys added during the tick
+    are known at once.
+    """
+
+    def __init__(
+        self,
+        has: Callable[[str], bool],
+        all_keys: Callable[[], Iterable[str]] | None = None,
+        *,
+        bulk_threshold: int = 50,
+    ) -> None:
+        self._has = has
+        self._all_keys = all_keys
+        self._threshold = bulk_threshold
+        self._all: set[str] | None = None
+        self._added: set[str] = set()
+        self._lookups = 0
+
+    def check(self, keys: Sequence[str]) -> dict[str, bool]:
+        unknown = [k for k in keys if k not in self._added]
+        bulk = self._lookups + len(unknown) > self._threshold
+        if self._all is None and self._all_keys is not None and bulk:
+            self._all = set(self._all_keys())
+        out = {k: True for k in keys if k in self._added}
+        for key in unknown:
+            if self._all is not None:
+                out[key] = key in self._all
+            else:
+                self._lookups += 1
+                out[key] = self._has(key)
+        return out
+
+    def add(self, keys: Iterable[str]) -> None:
+        self._added.update(keys)
+
+
 # --------------------------------------------------------------------------------------------
 # The partition map
 # --------------------------------------------------------------------------------------------
@@ -231,74 +277,121 @@ def ensure_indexes(docdb: DocDBResource, assets_collection: str) -> None:
 class PartitionMap:
     """Partition key → per spec: DocDB ids, asset names, locations, group metadata.
 
-    Documents are ``{_id: key, specs: {spec name: entry}, updated_at}``; one key can be shared by
-    several specs (the same data asset selected by two specs is one partition).
+    Stored as an append-only log of *chunks*: one document per spec and discovery page (at most
+    ``chunk_size`` entries), ``{_id: "<spec>:<time>:<random>", spec, seq, keys: [...],
+    entries: [{key, docdb_record_id, asset_name, s3_location, group_metadata, members}]}``,
+    with a multikey index on ``keys``. A tick writes one document per page, not one per
+    partition: inserts cost what the page holds on any server (and on mongoeco, whose inserts
+    scan the whole collection, one per page rather than one per partition). A key's entry for
+    a spec is the newest one; when an entry changes, the older one is pulled from its chunk.
+    One key can have entries of several specs (the same data asset selected by two specs is one
+    partition).
     """
 
-    def __init__(self, docdb: DocDBResource, collection: str) -> None:
+    def __init__(self, docdb: DocDBResource, collection: str, *, chunk_size: int = 1000) -> None:
         self.docdb = docdb
         self.collection = collection
+        self.chunk_size = chunk_size
+        self._indexed = False
 
-    def record(self, partitions: Sequence[DiscoveredPartition]) -> dict[str, str]:
-        """Store the partitions' entries; key → ``new``, ``changed`` (members differ) or
-        ``same``. New keys are inserted in one batch; existing ones are compared one by one."""
-        import pymongo.errors
+    def _ensure_index(self) -> None:
+        if not self._indexed:
+            self.docdb.ensure_index(self.collection, "keys")
+            self._indexed = True
 
-        if not partitions:
-            return {}
-        now = datetime.now(UTC)
-        docs = [{"_id": p.key, "specs": {p.spec: p.entry()}, "updated_at": now} for p in partitions]
-        statuses = {p.key: NEW for p in partitions}
-        existing: list[int] = []
-        try:
-            self.docdb.collection(self.collection).insert_many(docs, ordered=False)
-        except pymongo.errors.BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            others = [e for e in errors if e.get("code") != 11000]
-            if others:
-                raise RuntimeError(
-                    f"cannot write partition map {self.collection!r}: {others[0].get('errmsg')}"
-                ) from exc
-            existing = sorted(e["index"] for e in errors)
-        for index in existing:
-            part = partitions[index]
-            doc = self.docdb.find_one(self.collection, {"_id": part.key}) or {}
-            current = (doc.get("specs") or {}).get(part.spec)
-            if current is not None and current.get("members") == part.members_hash:
-                statuses[part.key] = SAME
-                continue
-            statuses[part.key] = CHANGED
-            self.docdb.set_fields(
-                self.collection,
-                {"_id": part.key},
-                {f"specs.{part.spec}": part.entry(), "updated_at": now},
-            )
-        return statuses
+    # -- reading ------------------------------------------------------------------------------
+    def lookup(self, key: str) -> dict[str, tuple[dict[str, Any], str]]:
+        """``{spec: (entry, chunk id)}`` of ``key``, newest entry per spec."""
+        self._ensure_index()
+        projection = {"spec": 1, "seq": 1, "entries": {"$elemMatch": {"key": key}}}
+        chunks = self.docdb.find(self.collection, {"keys": key}, projection=projection)
+        found: dict[str, tuple[float, dict[str, Any], str]] = {}
+        for chunk in chunks:
+            for entry in chunk.get("entries") or []:
+                if entry.get("key") != key:
+                    continue
+                seq = float(chunk.get("seq") or 0)
+                if chunk["spec"] not in found or seq > found[chunk["spec"]][0]:
+                    found[chunk["spec"]] = (seq, entry, chunk["_id"])
+        return {spec: (entry, chunk_id) for spec, (_, entry, chunk_id) in found.items()}
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self.docdb.find_one(self.collection, {"_id": key})
+        """``{"_id": key, "specs": {spec: entry}}``, or None for an unknown key."""
+        specs = {spec: entry for spec, (entry, _) in self.lookup(key).items()}
+        return {"_id": key, "specs": specs} if specs else None
 
-    def entries_for_spec(self, spec: str, *, after: str | None, limit: int) -> list[dict[str, Any]]:
-        """Documents holding an entry of ``spec``, by key, after ``after``."""
-        query: dict[str, Any] = {f"specs.{spec}": {"$exists": True}}
-        if after is not None:
-            query["_id"] = {"$gt": after}
+    def chunks(self, spec: str, *, after: str | None, limit: int = 1) -> list[dict[str, Any]]:
+        """The chunks of ``spec`` after chunk id ``after``, oldest first (for sweeps)."""
+        query = {"_id": {"$gt": after or f"{spec}:", "$lt": f"{spec}:~"}}
         return list(self.docdb.find(self.collection, query, sort=[("_id", 1)], limit=limit))
 
+    # -- writing ------------------------------------------------------------------------------
+    def record(
+        self,
+        partitions: Sequence[DiscoveredPartition],
+        exists: Callable[[str], bool] = lambda key: True,
+    ) -> dict[str, str]:
+        """Store the partitions' entries; key → ``new``, ``changed`` (members differ) or ``same``.
+
+        ``exists(key)`` says whether the partition is already registered (in Dagster): keys that
+        are not are new without a lookup, so a tick of new partitions reads nothing here.
+        """
+        statuses: dict[str, str] = {}
+        to_write: list[DiscoveredPartition] = []
+        for part in partitions:
+            if not exists(part.key):
+                statuses[part.key] = NEW
+                to_write.append(part)
+                continue
+            current = self.lookup(part.key).get(part.spec)
+            if current is not None and current[0].get("members") == part.members_hash:
+                statuses[part.key] = SAME
+                continue
+            statuses[part.key] = CHANGED if current is not None else NEW
+            to_write.append(part)
+            if current is not None:
+                self._pull(current[1], [part.key])
+        self._append(to_write)
+        return statuses
+
+    def _append(self, partitions: Sequence[DiscoveredPartition]) -> None:
+        if not partitions:
+            return
+        self._ensure_index()
+        by_spec: dict[str, list[DiscoveredPartition]] = {}
+        for part in partitions:
+            by_spec.setdefault(part.spec, []).append(part)
+        now = datetime.now(UTC)
+        for spec, parts in by_spec.items():
+            for start in range(0, len(parts), self.chunk_size):
+                chunk = parts[start : start + self.chunk_size]
+                seq = time.time()
+                self.docdb.collection(self.collection).insert_one(
+                    {
+                        "_id": f"{spec}:{seq:017.6f}:{uuid.uuid4().hex[:8]}",
+                        "spec": spec,
+                        "seq": seq,
+                        "written_at": now,
+                        "keys": [p.key for p in chunk],
+                        "entries": [{"key": p.key, **p.entry()} for p in chunk],
+                    }
+                )
+
+    def _pull(self, chunk_id: str, keys: Sequence[str]) -> None:
+        self.docdb.collection(self.collection).update_one(
+            {"_id": chunk_id},
+            {"$pull": {"keys": {"$in": list(keys)}, "entries": {"key": {"$in": list(keys)}}}},
+        )
+
     def remove(self, spec: str, keys: Sequence[str]) -> list[str]:
-        """Remove ``spec``'s entry of ``keys``; the keys left with no entry at all (their
-        documents are deleted: the partitions can go)."""
+        """Remove ``spec``'s entries of ``keys``; the keys left with no entry of any spec (their
+        partitions can go)."""
         emptied = []
         for key in keys:
-            doc = self.get(key)
-            if doc is None:
-                continue
-            specs = dict(doc.get("specs") or {})
-            specs.pop(spec, None)
-            if specs:
-                self.docdb.upsert(self.collection, {"_id": key}, {**doc, "specs": specs})
-            else:
-                self.docdb.delete_many(self.collection, {"_id": key})
+            for chunk in self.docdb.find(self.collection, {"keys": key}, projection={"spec": 1}):
+                if chunk["spec"] == spec:
+                    self._pull(chunk["_id"], [key])
+            if not self.lookup(key):
                 emptied.append(key)
         return emptied
 
@@ -307,27 +400,37 @@ def find_gone(
     docdb: DocDBResource,
     assets_collection: str,
     spec: DispatchSpec,
-    docs: Sequence[Mapping[str, Any]],
+    entries: Sequence[Mapping[str, Any]],
 ) -> list[str]:
-    """Keys (of partition map ``docs``) that ``spec``'s pipeline no longer yields: their records
-    were deleted, no longer match the query, were superseded (``filter_latest``) or regrouped.
-
-    Two queries for the batch, whatever DocDB holds.
+    """Keys of partition-map ``entries`` (of ``spec``) that its pipeline no longer yields: their
+    records were deleted, no longer match the query, were superseded (``filter_latest``) or
+    regrouped. Two queries for the batch, whatever DocDB holds.
     """
     ids: list[Any] = []
-    for doc in docs:
-        entry = (doc.get("specs") or {}).get(spec.name) or {}
+    for entry in entries:
         ids.extend(entry.get("docdb_record_id") or [])
-    if not docs:
+    if not entries:
         return []
     produced: set[str] = set()
-    if ids:
-        rows = list(docdb.find(assets_collection, {"_id": {"$in": list(dict.fromkeys(ids))}}))
+    rows = records_by_id(docdb, assets_collection, ids)
+    if rows:
         pipeline = queries.pipeline_for_changes(
             spec.resolved_query(), rows, **spec.pipeline_options()
         )
-        if pipeline:
-            for row in docdb.aggregate(assets_collection, pipeline):
-                if row.get("asset_name"):
-                    produced.add(partition_key_of(row, spec))
-    return [doc["_id"] for doc in docs if doc["_id"] not in produced]
+        for row in docdb.aggregate(assets_collection, pipeline or []):
+            if row.get("asset_name"):
+                produced.add(partition_key_of(row, spec))
+    return [e["key"] for e in entries if e["key"] not in produced]
+
+
+def records_by_id(
+    docdb: DocDBResource, assets_collection: str, ids: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """The records with these ``_id``s (missing ones are left out), in the given order."""
+    unique = list(dict.fromkeys(ids))
+    if len(unique) <= 100:
+        # Lookups by _id (primary key) one by one: cheap on any server, where an ``$in`` is a
+        # collection scan on some (mongoeco).
+        found = (docdb.find_one(assets_collection, {"_id": i}) for i in unique)
+        return [r for r in found if r is not None]
+    return list(docdb.find(assets_collection, {"_id": {"$in": unique}}))

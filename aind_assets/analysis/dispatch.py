@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aind_assets.analysis import queries
-from aind_assets.analysis.discovery import partition_key_of
+from aind_assets.analysis.discovery import partition_key_of, records_by_id
 from aind_assets.analysis.files import build_dispatch_models, expand_tasks, select_files
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
 
@@ -74,7 +74,7 @@ def dispatch_partition(
         spec = config[spec_name]
         out.specs.append(spec_name)
         ids = list(entry.get("docdb_record_id") or [])
-        records = list(docdb.find(assets_collection, {"_id": {"$in": ids}})) if ids else []
+        records = records_by_id(docdb, assets_collection, ids)
         if not records:
             out.warnings.append(
                 f"{spec_name}: the DocDB records of partition {key!r} are gone ({len(ids)} ids)"

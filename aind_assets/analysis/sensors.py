@@ -12,7 +12,7 @@ The cursor is JSON: ``{"after": <encoded (last_modified, _id)>, "sweep": <last k
 """
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -22,6 +22,7 @@ from aind_assets.analysis.assets import DATA_ASSETS, DISPATCH_KEY
 from aind_assets.analysis.discovery import (
     SAME,
     DiscoveredPartition,
+    KnownPartitions,
     discover_pages,
     find_gone,
 )
@@ -67,14 +68,18 @@ def plan_tick(
     spec: DispatchSpec,
     cursor_text: str | None,
     has_partition: Callable[[str], bool],
+    all_partitions: Callable[[], Iterable[str]] | None = None,
 ) -> TickPlan:
-    """Page, record the partition map and decide which partitions to add, run and delete."""
+    """Page, record the partition map and decide which partitions to add, run and delete.
+
+    ``has_partition(key)`` / ``all_partitions()`` tell which keys Dagster has (see
+    :class:`KnownPartitions`)."""
     state = json.loads(cursor_text) if cursor_text else {}
     cursor = queries.decode_cursor(state.get("after"))
     plan = TickPlan(cursor=dict(state))
     analysis.ensure_indexes()
     pmap = analysis.partition_map()
-    known: set[str] = set()
+    registered = KnownPartitions(has_partition, all_partitions)
     for page in discover_pages(
         analysis.docdb,
         analysis.assets_collection,
@@ -83,29 +88,28 @@ def plan_tick(
         analysis.page_size,
         budget_s=analysis.tick_budget_s,
     ):
-        statuses = pmap.record(page.partitions)
+        exists = registered.check([p.key for p in page.partitions])
+        statuses = pmap.record(page.partitions, exists=exists.__getitem__)
         for part in page.partitions:
-            exists = part.key in known or has_partition(part.key)
-            if not exists:
+            if not exists[part.key]:
                 plan.add_keys.append(part.key)
-            known.add(part.key)
-            if not exists or statuses.get(part.key) != SAME:
+            if not exists[part.key] or statuses.get(part.key) != SAME:
                 plan.runs[part.key] = part  # a key seen twice in one tick runs once, latest
+        registered.add(p.key for p in page.partitions)
         plan.records += page.records
         plan.pages += 1
         plan.partitions += len(page.partitions)
         plan.cursor["after"] = queries.encode_cursor(page.cursor)
     if analysis.remove_gone:
-        docs = pmap.entries_for_spec(
-            spec.name, after=state.get("sweep"), limit=analysis.sweep_batch
-        )
-        gone = find_gone(analysis.docdb, analysis.assets_collection, spec, docs)
+        chunks = pmap.chunks(spec.name, after=state.get("sweep"), limit=analysis.sweep_batch)
+        entries = [e for chunk in chunks for e in chunk.get("entries") or []]
+        gone = find_gone(analysis.docdb, analysis.assets_collection, spec, entries)
         for key in pmap.remove(spec.name, gone):
-            if key in plan.runs:
-                del plan.runs[key]
+            plan.runs.pop(key, None)
             plan.delete_keys.append(key)
         plan.add_keys = [k for k in plan.add_keys if k not in plan.delete_keys]
-        plan.cursor["sweep"] = docs[-1]["_id"] if len(docs) >= analysis.sweep_batch else None
+        # the next tick sweeps the next chunk(s); after the last one, it starts over
+        plan.cursor["sweep"] = chunks[-1]["_id"] if chunks else None
     return plan
 
 
@@ -170,7 +174,10 @@ def build_discovery_sensor(
         def has(key: str) -> bool:
             return instance.has_dynamic_partition(DATA_ASSETS.name, key)
 
-        plan = plan_tick(analysis, dispatch_config[spec.name], context.cursor, has)
+        def every() -> list[str]:
+            return list(instance.get_dynamic_partitions(DATA_ASSETS.name))
+
+        plan = plan_tick(analysis, dispatch_config[spec.name], context.cursor, has, every)
         context.log.info(
             f"{spec.name}: {plan.records} record(s) in {plan.pages} page(s) -> "
             f"{plan.partitions} partition(s), {len(plan.add_keys)} new, {len(plan.runs)} to run, "

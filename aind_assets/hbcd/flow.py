@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -130,23 +131,37 @@ class HbcdError(RuntimeError):
 class Scrubber:
     """Replaces every DCCID, PSCID and site ID *as a substring* (case-insensitive) with
     ``<DCCID>``/``<PSCID>``/``<site>``. Over-redaction is harmless in error messages; missing
-    an identifier embedded in a longer token (``%2F123456``) is not."""
+    an identifier embedded in a longer token (``%2F123456``) is not. The pattern is compiled
+    on first use and cached per identity map."""
+
+    _compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __init__(self, idmap: IdentityMap | None) -> None:
-        kinds = dict(idmap.identifiers().items()) if idmap is not None else {}
-        self._kinds = kinds
-        values = sorted(kinds, key=len, reverse=True)
-        self._re = (
-            re.compile("|".join(re.escape(v) for v in values), re.IGNORECASE) if values else None
-        )
+        self._idmap = idmap
+
+    def _pattern(self) -> tuple[re.Pattern | None, dict[str, str]]:
+        if self._idmap is None:
+            return None, {}
+        cached = Scrubber._compiled.get(self._idmap)
+        if cached is None:
+            kinds = dict(self._idmap.identifiers().items())
+            values = sorted(kinds, key=len, reverse=True)
+            pattern = (
+                re.compile("|".join(re.escape(v) for v in values), re.IGNORECASE)
+                if values
+                else None
+            )
+            cached = Scrubber._compiled[self._idmap] = (pattern, kinds)
+        return cached
 
     def __call__(self, text: str) -> str:
-        if self._re is None:
+        pattern, kinds = self._pattern()
+        if pattern is None:
             return text
-        return self._re.sub(lambda m: f"<{self._kinds[m.group().casefold()]}>", text)
+        return pattern.sub(lambda m: f"<{kinds[m.group().casefold()]}>", text)
 
     def __repr__(self) -> str:
-        return f"Scrubber(<{len(self._kinds)} values hidden>)"
+        return "Scrubber(<values hidden>)"
 
 
 @contextlib.contextmanager

@@ -262,16 +262,20 @@ def _check_outcome(record) -> str:  # noqa: ANN001 - AssetCheckExecutionRecord
 
 
 def evaluate_derivatives(
-    hbcd: HbcdResource, keys: list[str]
+    hbcd: HbcdResource, keys: list[str], *, local: bool = True
 ) -> tuple[list[dg.RunRequest], list, dict[str, int]]:
     """For verified sessions: delete stale derivatives, request (re-)processing. Returns run
-    requests, asset events (check evaluations and observations) and counts."""
+    requests, asset events (check evaluations) and counts. With ``local=False`` only the
+    pipelines run elsewhere are looked at (and no processing is requested)."""
     store, layout = hbcd.store, hbcd.layout
 
     def one(key: str) -> tuple[str, list[flow.ManifestStatus], int]:
         rc, ses = parse_session_partition_key(key)
         current = flow.session_listing(store, layout, rc, ses)
-        return key, flow.derivative_status(store, layout, key, current=current), len(current)
+        statuses = flow.derivative_status(store, layout, key, current=current)
+        if not local:
+            statuses = [s for s in statuses if s.pipeline != PIPELINE]
+        return key, statuses, len(current)
 
     runs: list[dg.RunRequest] = []
     events: list = []
@@ -302,7 +306,7 @@ def evaluate_derivatives(
             )
             if local and n_inputs:
                 runs.append(processing_request(key, "stale"))
-        if not has_local and n_inputs:
+        if local and not has_local and n_inputs:
             counts["first processing requested"] += 1
             runs.append(processing_request(key, "new"))
     return runs, events, dict(counts)
@@ -408,8 +412,7 @@ def hbcd_cbrain_observer(
                 f"{len(current)} session(s) with CBRAIN derivatives; no change"
             ),
         )
-    _, events, counts = evaluate_derivatives(hbcd, changed)
-    events = [e for e in events if e.asset_key == CBRAIN_DERIVATIVES]
+    _, events, counts = evaluate_derivatives(hbcd, changed, local=False)
     if counts.get("stale derivatives deleted"):
         by_session = _manifests_by_session(hbcd)
         current = {key: _digest(m) for key, m in by_session.items()}

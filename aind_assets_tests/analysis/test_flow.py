@@ -121,7 +121,7 @@ def test_sensor_pages_registers_partitions_and_requests_runs(world, instance):
         assert sorted(r.partition_key for r in result.run_requests) == expected
         for request in result.run_requests:
             assert request.tags["aind/dispatch_spec"] == spec_name
-            mapping = world.docdb.find_one("dispatch_partitions", {"_id": request.partition_key})
+            mapping = world.resource.partition_map().get(request.partition_key)
             entry = mapping["specs"][spec_name]
             assert json.loads(request.tags["aind/docdb_record_ids"]) == [
                 str(i) for i in entry["docdb_record_id"]
@@ -388,13 +388,22 @@ def test_removed_records_remove_their_partitions_when_enabled(world, instance):
         isinstance(r, dg.DeleteDynamicPartitionsRequest) for r in off.dynamic_partitions_requests
     )
 
-    on = tick(world, instance, "ephys_units", first.cursor, remove_gone=True)
-    deletes = [
-        r
-        for r in on.dynamic_partitions_requests
-        if isinstance(r, dg.DeleteDynamicPartitionsRequest)
-    ]
-    assert [k for r in deletes for k in r.partition_keys] == [key]
-    assert world.docdb.find_one("dispatch_partitions", {"_id": key}) is None
-    apply(instance, on)
+    # the sweep visits one partition-map chunk per tick, round robin: within a round it finds it
+    cursor, deleted, on = first.cursor, [], None
+    chunks = len(world.resource.partition_map().chunks("ephys_units", after=None, limit=100))
+    for _ in range(chunks + 1):
+        on = tick(world, instance, "ephys_units", cursor, remove_gone=True)
+        cursor = on.cursor
+        deleted += [
+            k
+            for r in on.dynamic_partitions_requests
+            if isinstance(r, dg.DeleteDynamicPartitionsRequest)
+            for k in r.partition_keys
+        ]
+        apply(instance, on)
+        if deleted:
+            break
+    assert deleted == [key]
+    assert world.resource.partition_map().get(key) is None
     assert key not in instance.get_dynamic_partitions(DATA_ASSETS.name)
+    assert len(instance.get_dynamic_partitions(DATA_ASSETS.name)) == len(first.run_requests) - 1
