@@ -12,6 +12,7 @@ The platform-wide settings (DocDB, object store, collections, roots) live in
 | ``AIND_ANALYSIS_TICK_BUDGET_S`` | a sensor tick stops paging after this many seconds (Dagster's limit is 60) | ``40`` |
 | ``AIND_ANALYSIS_SENSOR_INTERVAL_S`` | minimum seconds between discovery ticks | ``60`` |
 | ``AIND_ANALYSIS_SENSOR_RUNNING`` | ``1``: discovery sensors start running; otherwise they start stopped (turn them on in the UI) | ``0`` |
+| ``AIND_ANALYSIS_REQUEST_RUNS`` | ``0``: sensors only register partitions (backfill them deliberately) | ``1`` |
 | ``AIND_ANALYSIS_REMOVE_GONE`` | ``1``: sensors delete partitions whose assets left the spec's results | ``0`` |
 | ``AIND_ANALYSIS_SWEEP_BATCH`` | partition-map chunks (up to 1000 partitions each) checked per tick for removal | ``1`` |
 | ``AIND_ANALYSIS_CLAIM_TIMEOUT_S`` | after this long an unfinished job's claim may be taken over | ``21600`` |
@@ -43,6 +44,7 @@ class AnalysisSettings(BaseModel):
     tick_budget_s: float = Field(40.0, gt=0)
     sensor_interval_s: int = Field(60, ge=1)
     sensor_running: bool = False
+    request_runs: bool = True
     remove_gone: bool = False
     sweep_batch: int = Field(1, ge=1)
     claim_timeout_s: float = Field(6 * 3600.0, gt=0)
@@ -93,6 +95,7 @@ class AnalysisSettings(BaseModel):
         number("AIND_ANALYSIS_SWEEP_BATCH", "sweep_batch", int)
         number("AIND_ANALYSIS_CLAIM_TIMEOUT_S", "claim_timeout_s", float)
         flag("AIND_ANALYSIS_SENSOR_RUNNING", "sensor_running")
+        flag("AIND_ANALYSIS_REQUEST_RUNS", "request_runs")
         flag("AIND_ANALYSIS_REMOVE_GONE", "remove_gone")
         try:
             return cls(**values)

@@ -31,6 +31,7 @@ def build_analysis_resource(
         analysis_modules=list(analysis_settings.analysis_modules),
         page_size=analysis_settings.page_size,
         tick_budget_s=analysis_settings.tick_budget_s,
+        request_runs=analysis_settings.request_runs,
         remove_gone=analysis_settings.remove_gone,
         sweep_batch=analysis_settings.sweep_batch,
         claim_timeout_s=analysis_settings.claim_timeout_s,

@@ -34,6 +34,9 @@ class AnalysisResource(dg.ConfigurableResource):
     page_size: int = Field(default=1000, description="Records per discovery page")
     tick_budget_s: float = Field(default=40.0, description="Paging time per sensor tick")
     remove_gone: bool = Field(default=False, description="Delete partitions whose assets left")
+    request_runs: bool = Field(
+        default=True, description="Sensors request runs (False: they only register partitions)"
+    )
     sweep_batch: int = Field(
         default=1, description="Partition-map chunks (<= 1000 partitions) checked per tick"
     )

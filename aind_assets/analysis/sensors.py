@@ -117,7 +117,9 @@ def _chunks(keys: Sequence[str], size: int) -> list[list[str]]:
     return [list(keys[i : i + size]) for i in range(0, len(keys), size)]
 
 
-def to_sensor_result(plan: TickPlan, existing: Callable[[str], bool]) -> dg.SensorResult:
+def to_sensor_result(
+    plan: TickPlan, existing: Callable[[str], bool], *, request_runs: bool = True
+) -> dg.SensorResult:
     requests: list = [
         DATA_ASSETS.build_add_request(chunk) for chunk in _chunks(plan.add_keys, ADD_CHUNK)
     ]
@@ -131,15 +133,22 @@ def to_sensor_result(plan: TickPlan, existing: Callable[[str], bool]) -> dg.Sens
             tags=run_tags(part),
         )
         for key, part in plan.runs.items()
+        if request_runs
     ]
     cursor = json.dumps(plan.cursor, sort_keys=True)
     if not runs:
+        found = (
+            f"{len(plan.runs)} new or changed partition(s), {len(plan.add_keys)} registered; "
+            "runs are not requested (AIND_ANALYSIS_REQUEST_RUNS=0)"
+            if plan.runs
+            else "no new or changed partition"
+        )
+        removed = f"; {len(deletes)} removed" if deletes else ""
         return dg.SensorResult(
             cursor=cursor,
             dynamic_partitions_requests=requests,
             skip_reason=dg.SkipReason(
-                f"{plan.records} changed record(s) in {plan.pages} page(s): no new or changed "
-                f"partition{f'; {len(deletes)} removed' if deletes else ''}"
+                f"{plan.records} changed record(s) in {plan.pages} page(s): {found}{removed}"
             ),
         )
     return dg.SensorResult(run_requests=runs, cursor=cursor, dynamic_partitions_requests=requests)
@@ -183,7 +192,7 @@ def build_discovery_sensor(
             f"{plan.partitions} partition(s), {len(plan.add_keys)} new, {len(plan.runs)} to run, "
             f"{len(plan.delete_keys)} removed"
         )
-        return to_sensor_result(plan, has)
+        return to_sensor_result(plan, has, request_runs=analysis.request_runs)
 
     return _sensor
 

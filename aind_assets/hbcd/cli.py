@@ -1,5 +1,4 @@
-"""``aind-assets hbcd ...``: operator commands of the HBCD flow (and ``release ...`` when the
-release-staging commands are installed).
+"""``aind-assets hbcd ...``: operator commands of the HBCD flow.
 
 * ``hbcd discover [--register]``: scan the identified side, print what the discovery sensor
   would request (counts only; unmapped subject folders are listed in the report on the
@@ -100,13 +99,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = hbcd.add_parser("scan", help="scan the de-identified side for identifiers")
     p.add_argument("--session", help="one partition key sub-<RC>_ses-<label> (default: all)")
     p.set_defaults(func=_cmd_scan)
-    # the release-staging commands live beside this module; the platform CLI loads only this one
-    if "release" in subparsers.choices:
-        return
-    try:
-        from aind_assets.hbcd.release_cli import register as register_release
-    except ModuleNotFoundError as e:
-        if e.name != "aind_assets.hbcd.release_cli":
-            raise
-        return
-    register_release(subparsers)

@@ -188,14 +188,13 @@ class ObjectStoreResource(ConfigurableResource):
 
     # -- reading and writing ------------------------------------------------------------------
     def open(self, url: str, mode: str = "rb", metadata: Mapping[str, str] | None = None) -> IO:
-        """Open for streaming; in write mode, user metadata is attached to the object."""
-        fs = self.fs_for(url)
-        if "w" in mode and metadata and is_s3(url):
-            return fs.open(self._path(url), mode, Metadata=dict(metadata))
-        f = fs.open(self._path(url), mode)
-        if "w" in mode and metadata:
-            return _LocalMetaWriter(f, self._path(url), metadata)
-        return f
+        """Open for streaming. Writes are all-or-nothing: the object appears only when the
+        handle is closed after a clean ``with`` block; an exception inside it discards the
+        upload (S3) or the temporary file (local), so a half-written object never exists.
+        User metadata is attached to the object."""
+        if "w" not in mode:
+            return self.fs_for(url).open(self._path(url), mode)
+        return _AtomicWriter(self.fs_for(url), self._path(url), mode, metadata, is_s3(url))
 
     def put_bytes(self, url: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
         with self.open(url, "wb", metadata) as f:
@@ -279,11 +278,23 @@ def _local_meta(path: str) -> dict[str, str]:
     }
 
 
-class _LocalMetaWriter:
-    """A local write handle that sets xattrs once the file is closed."""
+class _AtomicWriter:
+    """A write handle that commits on a clean close and discards on an exception."""
 
-    def __init__(self, f: IO, path: str, metadata: Mapping[str, str]) -> None:
-        self._f, self._path, self._meta = f, path, dict(metadata)
+    def __init__(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        path: str,
+        mode: str,
+        metadata: Mapping[str, str] | None,
+        s3: bool,
+    ) -> None:
+        kwargs: dict[str, Any] = {"autocommit": False}
+        if s3 and metadata:
+            kwargs["Metadata"] = dict(metadata)
+        self._f = fs.open(path, mode, **kwargs)
+        self._path, self._meta, self._s3 = path, dict(metadata or {}), s3
+        self._done = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._f, name)
@@ -292,15 +303,31 @@ class _LocalMetaWriter:
         return self._f.write(data)
 
     def close(self) -> None:
+        """Commit: the object becomes visible, complete, with its metadata."""
+        if self._done:
+            return
+        self._done = True
         self._f.close()
-        for k, v in self._meta.items():
-            try:
-                os.setxattr(self._path, _XATTR_PREFIX + k, str(v).encode())
-            except OSError:  # filesystem without user xattrs: metadata is best effort locally
-                break
+        self._f.commit()
+        if not self._s3:
+            for k, v in self._meta.items():
+                try:
+                    os.setxattr(self._path, _XATTR_PREFIX + k, str(v).encode())
+                except OSError:  # filesystem without user xattrs: metadata is best effort locally
+                    break
 
-    def __enter__(self) -> _LocalMetaWriter:
+    def discard(self) -> None:
+        if not self._done:
+            self._done = True
+            self._f.discard()
+            if self._s3:
+                self._f.closed = True  # else its finalizer would still try to upload the buffer
+
+    def __enter__(self) -> _AtomicWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()

@@ -165,6 +165,14 @@ def test_sensor_pages_registers_partitions_and_requests_runs(world, instance):
     assert {r.partition_key for r in grouped.run_requests} == changed  # ...but they changed
 
 
+def test_sensor_can_register_partitions_without_requesting_runs(world, instance):
+    world.seed(files=False)
+    result = tick(world, instance, "ephys_units", None, request_runs=False)
+    assert sorted(added_keys(result)) == expected_keys(world, "ephys_units")
+    assert not result.run_requests
+    assert "runs are not requested" in result.skip_reason.skip_message
+
+
 def test_dispatch_and_analyses_end_to_end(world, instance):
     world.seed()
     for spec_name in CONFIG.names:
@@ -407,3 +415,49 @@ def test_removed_records_remove_their_partitions_when_enabled(world, instance):
     assert world.resource.partition_map().get(key) is None
     assert key not in instance.get_dynamic_partitions(DATA_ASSETS.name)
     assert len(instance.get_dynamic_partitions(DATA_ASSETS.name)) == len(first.run_requests) - 1
+
+
+def test_the_embedded_default_local_store_end_to_end(docdb, local_store, demo_nwb_dir, instance):
+    """`scripts/run` keeps data assets in a local directory: locations and files are paths."""
+    from aind_assets_tests.analysis.conftest import make_resource
+
+    world = World(
+        docdb=docdb,
+        store=local_store,
+        nwb_dir=demo_nwb_dir,
+        assets_root=local_store.url("data-assets"),
+        resource=make_resource(docdb, local_store),
+    )
+    world.seed()
+    apply(instance, tick(world, instance, "ephys_units", None))
+    key = ephys_key(world, 0)
+    result = materialize(world, instance, key, assets=[DISPATCH, BY_NAME["unit_quality"]])
+    assert result.success, failure_message(result)
+    (model, *_) = result.output_for_node("analysis_dispatch")
+    assert model["file_location"][0].startswith(local_store.root + "/data-assets/")
+    jobs = result.output_for_node("analysis__unit_quality").jobs
+    assert [j.status for j in jobs] == ["completed", "completed"]
+    assert all(j.results_location.startswith(local_store.root) for j in jobs)
+    assert (local_store.upath(jobs[0].results_location) / "unit_quality.png").exists()
+
+
+def test_asset_code_versions_follow_analysis_versions_and_fixed_parameters(tmp_path):
+    uq = BY_NAME["unit_quality"]
+    assert uq.code_versions_by_key[uq.key] == REGISTRY.get("unit_quality").code_version(
+        {"ephys_units": {"min_spikes": 50}}
+    )
+    # a changed fixed parameter changes the code version (the asset shows as stale)
+    text = __import__("aind_assets.analysis.config", fromlist=["x"]).EXAMPLE_DISPATCH_CONFIG
+    changed = tmp_path / "dispatch.yaml"
+    changed.write_text(text.read_text().replace("min_spikes: 50", "min_spikes: 60"))
+    config = load_dispatch_config(changed, known_analyses=REGISTRY.names())
+    _, *rebuilt = build_assets(config, list(REGISTRY))
+    new_uq = next(a for a in rebuilt if a.key == uq.key)
+    assert new_uq.code_versions_by_key[uq.key] != uq.code_versions_by_key[uq.key]
+    bp = BY_NAME["behavior_performance"]
+    assert (
+        next(a for a in rebuilt if a.key == bp.key).code_versions_by_key[bp.key]
+        == (bp.code_versions_by_key[bp.key])
+    )
+    for asset in ASSET_DEFS:  # --partition-range needs single-run backfill policies
+        assert asset.backfill_policy == dg.BackfillPolicy.single_run()

@@ -66,6 +66,11 @@ class World:
                 self.cursors[sensor.name] = result.cursor
             if result.skip_reason is not None:
                 self.messages.append(result.skip_reason.skip_message or "")
+            # what the daemon would store with the tick and the runs
+            for request in result.run_requests or []:
+                self.messages.append(f"{request.run_key} {request.partition_key} {request.tags}")
+            for event in result.asset_events or []:
+                self.messages.append(repr(event))
         return result
 
     def run(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:

@@ -4,6 +4,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pymongo
+import pytest
 
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource, relative_key
@@ -117,3 +118,20 @@ def test_insert_unique_is_race_free(docdb: DocDBResource, mongo_server_uri: str)
     assert docdb.count("records", {"name": "same-hash"}) == 1
     indexes = pymongo.MongoClient(mongo_server_uri)[docdb.database]["records"].index_information()
     assert any(ix.get("unique") for ix in indexes.values())
+
+
+def test_a_failed_write_leaves_no_object(store: ObjectStoreResource) -> None:
+    """A transform that fails midway: the destination never appears, not even partly."""
+    store.put_bytes(store.url("src.bin"), b"x" * (12 * 2**20))  # several S3 parts
+
+    def broken(reader, writer) -> None:
+        writer.write(reader.read(6 * 2**20))
+        raise RuntimeError("transform failed midway")
+
+    with pytest.raises(RuntimeError, match="midway"):
+        store.copy(store.url("src.bin"), store.url("dst.bin"), transform=broken)
+    assert not store.exists(store.url("dst.bin"))
+    with pytest.raises(ValueError), store.open(store.url("direct.bin"), "wb") as f:
+        f.write(b"partial")
+        raise ValueError("caller failed")
+    assert not store.exists(store.url("direct.bin"))
