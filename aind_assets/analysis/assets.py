@@ -8,6 +8,7 @@ Both accept several partitions in one run (``BackfillPolicy.single_run()``, need
 which the IO manager writes partition by partition.
 """
 
+import contextlib
 import hashlib
 import json
 import warnings
@@ -19,7 +20,7 @@ import dagster as dg
 from pydantic import BaseModel, Field, TypeAdapter
 
 from aind_assets import lineage
-from aind_assets.analysis.dispatch import PartitionDispatch, dispatch_partition
+from aind_assets.analysis.dispatch import PartitionDispatch, dispatch_partitions
 from aind_assets.analysis.files import merge_parameters
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
 from aind_assets.analysis.registry import AnalysisDefinition, AnalysisParameterError, canonical_json
@@ -35,8 +36,13 @@ DISPATCH_LOGIC_VERSION = "1"
 
 _MODELS = TypeAdapter(list[AnalysisDispatchModel])
 
-# BackfillPolicy is "beta" in Dagster 1.13; --partition-range needs it, so it is used knowingly.
-warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
+
+@contextlib.contextmanager
+def _backfill_policy_is_beta():
+    """BackfillPolicy is "beta" in Dagster 1.13; --partition-range needs it: used knowingly."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
+        yield
 
 
 class AnalysisRunConfig(dg.Config):
@@ -114,6 +120,11 @@ def _dispatch_metadata(results: Mapping[str, PartitionDispatch]) -> dict[str, An
 
 
 def build_dispatch_asset(config: DispatchConfig) -> dg.AssetsDefinition:
+    with _backfill_policy_is_beta():
+        return _dispatch_asset(config)
+
+
+def _dispatch_asset(config: DispatchConfig) -> dg.AssetsDefinition:
     @dg.asset(
         name="analysis_dispatch",
         partitions_def=DATA_ASSETS,
@@ -131,22 +142,19 @@ def build_dispatch_asset(config: DispatchConfig) -> dg.AssetsDefinition:
         dispatch_config, registry = analysis.load()
         pmap = analysis.partition_map()
         keys = list(context.partition_keys)
-        results: dict[str, PartitionDispatch] = {}
-        for key in keys:
-            result = dispatch_partition(
-                key,
-                pmap.get(key),
-                config=dispatch_config,
-                registry=registry,
-                docdb=analysis.docdb,
-                store=analysis.object_store,
-                assets_collection=analysis.assets_collection,
-            )
+        results = dispatch_partitions(
+            {key: pmap.get(key) for key in keys},
+            config=dispatch_config,
+            registry=registry,
+            docdb=analysis.docdb,
+            store=analysis.object_store,
+            assets_collection=analysis.assets_collection,
+        )
+        for key, result in results.items():
             for warning in result.warnings:
                 context.log.warning(f"{key}: {warning}")
             if not result.models:
                 context.log.warning(f"{key}: no analysis job (see the warnings above)")
-            results[key] = result
         context.add_output_metadata(_dispatch_metadata(results))
         return _one_or_many(keys, {k: r.models for k, r in results.items()})
 
@@ -287,7 +295,13 @@ def build_analysis_asset(
     definition: AnalysisDefinition, fixed_by_spec: Mapping[str, Mapping[str, Any]]
 ) -> dg.AssetsDefinition:
     """The asset ``analysis/<name>`` of one registered analysis."""
+    with _backfill_policy_is_beta():
+        return _analysis_asset(definition, fixed_by_spec)
 
+
+def _analysis_asset(
+    definition: AnalysisDefinition, fixed_by_spec: Mapping[str, Mapping[str, Any]]
+) -> dg.AssetsDefinition:
     @dg.asset(
         name=definition.name,
         key_prefix=["analysis"],

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 from aind_assets.analysis import queries
 from aind_assets.analysis.discovery import partition_key_of, records_by_id
 from aind_assets.analysis.files import build_dispatch_models, expand_tasks, select_files
-from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
+from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig, DispatchSpec
 
 if TYPE_CHECKING:
     from aind_assets.analysis.registry import AnalysisRegistry
     from aind_assets.resources.docdb import DocDBResource
     from aind_assets.resources.object_store import ObjectStoreResource
 
-__all__ = ["PartitionDispatch", "dispatch_partition"]
+__all__ = ["PartitionDispatch", "dispatch_partition", "dispatch_partitions"]
 
 
 @dataclass
@@ -49,61 +49,58 @@ class PartitionDispatch:
         return dict(sorted(counts.items()))
 
 
-def dispatch_partition(
-    key: str,
-    mapping: Mapping[str, Any] | None,
+def dispatch_partitions(
+    mappings: Mapping[str, Mapping[str, Any] | None],
     *,
     config: DispatchConfig,
     registry: AnalysisRegistry,
     docdb: DocDBResource,
     store: ObjectStoreResource,
     assets_collection: str,
-) -> PartitionDispatch:
-    """The jobs of partition ``key`` given its partition-map document ``mapping``."""
-    out = PartitionDispatch(key=key)
-    if mapping is None:
-        out.warnings.append(
-            f"partition {key!r} is not in the partition map: register it with the discovery "
-            "sensor or `aind-assets partitions sync`"
-        )
-        return out
-    for spec_name, entry in sorted((mapping.get("specs") or {}).items()):
-        if spec_name not in config.names:
-            out.warnings.append(f"dispatch spec {spec_name!r} is no longer configured: ignored")
-            continue
-        spec = config[spec_name]
-        out.specs.append(spec_name)
-        ids = list(entry.get("docdb_record_id") or [])
-        records = records_by_id(docdb, assets_collection, ids)
-        if not records:
+) -> dict[str, PartitionDispatch]:
+    """The jobs of several partitions (``{key: partition-map document}``).
+
+    DocDB is asked per partition; the files of every asset of every partition are listed in one
+    concurrent ``list_many``, so a run over many partitions lists in parallel.
+    """
+    outs = {key: PartitionDispatch(key=key) for key in mappings}
+    pending: list[tuple[PartitionDispatch, DispatchSpec, list[dict[str, Any]]]] = []
+    for key, mapping in mappings.items():
+        out = outs[key]
+        if mapping is None:
             out.warnings.append(
-                f"{spec_name}: the DocDB records of partition {key!r} are gone ({len(ids)} ids)"
+                f"partition {key!r} is not in the partition map: register it with the "
+                "discovery sensor or `aind-assets partitions sync`"
             )
             continue
+        for spec_name, entry in sorted((mapping.get("specs") or {}).items()):
+            if spec_name not in config.names:
+                out.warnings.append(f"dispatch spec {spec_name!r} is no longer configured: ignored")
+                continue
+            spec = config[spec_name]
+            out.specs.append(spec_name)
+            rows = _rows(key, spec, entry, out, docdb, assets_collection)
+            if rows:
+                pending.append((out, spec, rows))
+
+    to_list = [
+        loc
+        for _, spec, rows in pending
+        if spec.file_extension
+        for r in rows
+        for loc in r["s3_location"]
+    ]
+    listing = store.list_many(list(dict.fromkeys(to_list))) if to_list else {}
+
+    for out, spec, rows in pending:
         query = spec.resolved_query()
-        pipeline = queries.pipeline_for_changes(query, records, **spec.pipeline_options())
-        rows = [
-            r
-            for r in docdb.aggregate(assets_collection, pipeline or [])
-            if r.get("asset_name") and partition_key_of(r, spec) == key
-        ]
-        rows.sort(key=lambda r: sorted(map(str, r["asset_name"])))
-        if not rows:
-            out.warnings.append(
-                f"{spec_name}: DocDB no longer selects partition {key!r} (records changed, "
-                "no longer match the query, or a newer version superseded them)"
-            )
-            continue
-        out.rows += len(rows)
         locations = list(dict.fromkeys(loc for r in rows for loc in r["s3_location"]))
+        out.rows += len(rows)
         out.assets += len(locations)
         files_by_location = None
         if spec.file_extension:
-            listing = store.list_many(locations)
             files_by_location = select_files(
-                locations,
-                spec.file_extension,
-                lambda loc, found=listing: [i.url for i in found[loc]],
+                locations, spec.file_extension, lambda loc: [i.url for i in listing[loc]]
             )
             out.files += sum(len(v) for v in files_by_location.values())
         built = build_dispatch_models(
@@ -112,11 +109,50 @@ def dispatch_partition(
         if built.skipped:
             out.skipped_assets.extend(built.skipped)
             out.warnings.append(
-                f"{spec_name}: no *{spec.file_extension} file in "
+                f"{spec.name}: no *{spec.file_extension} file in "
                 f"{', '.join(built.skipped)}: skipped"
             )
         for analysis in spec.analyses:
             code = registry.get(analysis.name).dispatch_code(analysis.fixed_parameters)
             for task in expand_tasks(built.models, analysis):
                 out.models.append(task.model_copy(update={"analysis_code": code}))
-    return out
+    return outs
+
+
+def _rows(
+    key: str,
+    spec: DispatchSpec,
+    entry: Mapping[str, Any],
+    out: PartitionDispatch,
+    docdb: DocDBResource,
+    assets_collection: str,
+) -> list[dict[str, Any]]:
+    """The spec's dispatch rows of partition ``key``, recomputed from DocDB."""
+    ids = list(entry.get("docdb_record_id") or [])
+    records = records_by_id(docdb, assets_collection, ids)
+    if not records:
+        out.warnings.append(
+            f"{spec.name}: the DocDB records of partition {key!r} are gone ({len(ids)} ids)"
+        )
+        return []
+    pipeline = queries.pipeline_for_changes(
+        spec.resolved_query(), records, **spec.pipeline_options()
+    )
+    rows = [
+        r
+        for r in docdb.aggregate(assets_collection, pipeline or [])
+        if r.get("asset_name") and partition_key_of(r, spec) == key
+    ]
+    if not rows:
+        out.warnings.append(
+            f"{spec.name}: DocDB no longer selects partition {key!r} (records changed, no "
+            "longer match the query, or a newer version superseded them)"
+        )
+    return sorted(rows, key=lambda r: sorted(map(str, r["asset_name"])))
+
+
+def dispatch_partition(
+    key: str, mapping: Mapping[str, Any] | None, **kwargs: Any
+) -> PartitionDispatch:
+    """The jobs of partition ``key`` given its partition-map document ``mapping``."""
+    return dispatch_partitions({key: mapping}, **kwargs)[key]

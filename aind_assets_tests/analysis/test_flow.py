@@ -434,7 +434,7 @@ def test_the_embedded_default_local_store_end_to_end(docdb, local_store, demo_nw
     result = materialize(world, instance, key, assets=[DISPATCH, BY_NAME["unit_quality"]])
     assert result.success, failure_message(result)
     (model, *_) = result.output_for_node("analysis_dispatch")
-    assert model["file_location"][0].startswith(local_store.root + "/data-assets/")
+    assert model.file_location[0].startswith(local_store.root + "/data-assets/")
     jobs = result.output_for_node("analysis__unit_quality").jobs
     assert [j.status for j in jobs] == ["completed", "completed"]
     assert all(j.results_location.startswith(local_store.root) for j in jobs)
