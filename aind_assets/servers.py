@@ -42,6 +42,7 @@ class ManagedServer:
     port: int
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    stop_timeout: float = 10.0
     proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> ManagedServer:
@@ -76,7 +77,7 @@ class ManagedServer:
             return
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=self.stop_timeout)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)

@@ -71,6 +71,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         port,
         data / "dev.log",
         env=env,
+        stop_timeout=60,  # it stops dagster dev and the embedded DocDB before exiting
     )
     server.ready = lambda: _answers(f"http://127.0.0.1:{port}/server_info")  # type: ignore[method-assign]
     with server.start(timeout=240):
