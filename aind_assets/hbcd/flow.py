@@ -30,13 +30,12 @@ import json
 import os
 import re
 import shutil
-import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from aind_assets.hbcd.bids import (
     DeidentificationError,
@@ -104,7 +103,6 @@ __all__ = [
     "HbcdError",
     "HbcdLayout",
     "Scrubber",
-    "atomic_writer",
     "deidentify_dataset",
     "deidentify_session",
     "discover_sessions",
@@ -220,14 +218,6 @@ class HbcdLayout:
     def reid_ledger(self) -> str:
         return join_url(self.identified_root, STATE, "reidentified", "ledger.json.gz")
 
-    def tmp_dir(self, url: str) -> str:
-        """Where a local atomic write to ``url`` stages its bytes (same root, so a rename
-        completes it)."""
-        for root in (self.deidentified_root, self.identified_root):
-            if url.startswith(root.rstrip("/") + "/"):
-                return join_url(root, STATE, "tmp")
-        return os.path.join(os.path.dirname(url), f"{STATE}-tmp")
-
     def session_urls(self, partition_key: str, idmap: IdentityMap) -> tuple[str, str, str, str]:
         """(rc, session label, identified subject folder, de-identified subject folder)."""
         rc, ses = parse_session_partition_key(partition_key)
@@ -290,51 +280,6 @@ def object_metadata(store: ObjectStoreResource, info: ObjectInfo) -> dict[str, s
     return {str(k).lower(): str(v) for k, v in meta.items()}
 
 
-@contextlib.contextmanager
-def atomic_writer(
-    store: ObjectStoreResource, url: str, metadata: dict[str, str] | None, tmp_dir: str
-) -> Iterator[IO[bytes]]:
-    """Write ``url`` all or nothing: on S3 the (multipart) upload is aborted if the block
-    raises; locally the bytes go to ``tmp_dir`` and are renamed into place when complete. A
-    reader never sees a half-written object, and a failure leaves the old object (if any)."""
-    if is_s3(url):
-        f = store.open(url, "wb", metadata)
-        try:
-            yield f
-        except BaseException:
-            with contextlib.suppress(Exception):
-                f.discard()
-            f.closed = True  # never commit the partial upload
-            raise
-        f.close()
-        return
-    os.makedirs(tmp_dir, exist_ok=True)
-    tmp = os.path.join(tmp_dir, uuid.uuid4().hex)
-    f = store.open(tmp, "wb", metadata)
-    try:
-        yield f
-        f.close()
-        os.makedirs(os.path.dirname(os.path.abspath(url)), exist_ok=True)
-        os.replace(tmp, url)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-
-
-def put_atomic(
-    store: ObjectStoreResource,
-    url: str,
-    data: bytes,
-    layout: HbcdLayout,
-    metadata: dict[str, str] | None = None,
-) -> None:
-    with atomic_writer(store, url, metadata, layout.tmp_dir(url)) as f:
-        f.write(data)
-
-
 def _map(store: ObjectStoreResource, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     return store.map_concurrently(fn, list(items))
 
@@ -370,7 +315,7 @@ def write_ledger_entry(
     """Record a unit as done (after all its outputs), then drop its older entries."""
     name = ledger_name(unit, session_digest, subject_digest)
     url = join_url(layout.ledger_root, name)
-    put_atomic(store, url, json.dumps(body, indent=1).encode(), layout)
+    store.put_bytes(url, json.dumps(body, indent=1).encode())
     old = [i.url for i in store.list(join_url(layout.ledger_root, unit)) if i.url != url]
     if old:
         store.delete(old)
@@ -420,7 +365,7 @@ def write_discovery_report(
         if json.loads(store.get_bytes(url)).get("digest") == body["digest"]:
             return False
     body["written_at"] = datetime.now(UTC).isoformat()
-    put_atomic(store, url, json.dumps(body, indent=1).encode(), layout)
+    store.put_bytes(url, json.dumps(body, indent=1).encode())
     return True
 
 
@@ -484,7 +429,7 @@ def _execute_sync(
         try:
             with (
                 store.open(src_url, "rb") as src,
-                atomic_writer(store, dst_url, meta, layout.tmp_dir(dst_url)) as dst,
+                store.open(dst_url, "wb", meta) as dst,
             ):
                 deidentify_file(w.src, src, dst, idmap, notes=file_notes)
         except Exception as e:  # noqa: BLE001 - reported per file, scrubbed
@@ -779,7 +724,7 @@ def process_session(
             # identical outputs are left alone, so re-identification does not copy them again
             if sizes.get(url) == len(data) and store.get_bytes(url) == data:
                 return
-            put_atomic(store, url, data, layout)
+            store.put_bytes(url, data)
 
         _map(store, put_if_changed, list(outputs.items()))
         stale = [i.url for i in old if i.url not in outputs]
@@ -789,7 +734,7 @@ def process_session(
         result.deleted = [u[len(root.rstrip("/")) + 1 :] for u in stale]
         result.outputs = sorted(u[len(root.rstrip("/")) + 1 :] for u in outputs)
         manifest = DerivativeManifest(entries=manifest_entries(inputs, layout))
-        put_atomic(store, manifest_url, manifest.to_json().encode(), layout)
+        store.put_bytes(manifest_url, manifest.to_json().encode())
         result.manifest = manifest_url[len(root.rstrip("/")) + 1 :]
         return result
 
@@ -923,7 +868,7 @@ def _write_reid_ledger(
             k: [e.src_etag, e.src_last_modified, e.dst_etag] for k, e in sorted(entries.items())
         },
     }
-    put_atomic(store, layout.reid_ledger, gzip.compress(json.dumps(body).encode(), mtime=0), layout)
+    store.put_bytes(layout.reid_ledger, gzip.compress(json.dumps(body).encode(), mtime=0))
 
 
 def _copy_reidentified(
@@ -939,7 +884,7 @@ def _copy_reidentified(
     if reidentify_content(rel):
         with (
             store.open(src_url, "rb") as src,
-            atomic_writer(store, dst_url, meta, layout.tmp_dir(dst_url)) as dst,
+            store.open(dst_url, "wb", meta) as dst,
         ):
             reidentify_file(rel, src, dst, idmap)
         return
@@ -954,7 +899,7 @@ def _copy_reidentified(
         return
     with (
         store.open(src_url, "rb") as src,
-        atomic_writer(store, dst_url, meta, layout.tmp_dir(dst_url)) as dst,
+        store.open(dst_url, "wb", meta) as dst,
     ):
         shutil.copyfileobj(src, dst, 8 << 20)
 

@@ -15,19 +15,19 @@ from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets_tests.hbcd.conftest import MAP_CSV
 
 
-def test_atomic_writer_keeps_nothing_half_written(store: ObjectStoreResource) -> None:
+def test_flow_writes_keep_nothing_half_written(store: ObjectStoreResource) -> None:
     layout = flow.HbcdLayout(store.url("pr"), store.url("deid"))
     url = store.url("deid/assembly_bids/x.bin")
     store.put_bytes(url, b"old version")
     big = b"x" * (12 << 20)  # several multipart parts on S3
     with (
         pytest.raises(RuntimeError, match="boom"),
-        flow.atomic_writer(store, url, {"source-etag": "new"}, layout.tmp_dir(url)) as f,
+        store.open(url, "wb", {"source-etag": "new"}) as f,
     ):
         f.write(big)
         raise RuntimeError("boom")
     assert store.get_bytes(url) == b"old version"
-    with flow.atomic_writer(store, url, {"source-etag": "new"}, layout.tmp_dir(url)) as f:
+    with store.open(url, "wb", {"source-etag": "new"}) as f:
         f.write(big)
     info = store.info(url)
     assert info.size == len(big) and info.metadata["source-etag"] == "new"
