@@ -28,7 +28,7 @@ def _command_groups() -> list[Callable[[argparse._SubParsersAction], None]]:
     for module in (
         "aind_assets.analysis.cli",
         "aind_assets.hbcd.cli",
-        "aind_assets.hbcd.release_cli",
+        "aind_assets.hbcd.release.cli",
     ):
         try:
             mod = __import__(module, fromlist=["register"])

@@ -36,7 +36,9 @@ def test_seed_fills_docdb_and_the_object_store(
     for r in records:
         assert {"_id", "name", "location", "created", "last_modified", "external_links"} <= set(r)
         assert r["subject"]["subject_id"] and r["data_description"]["project_name"]
-        assert r["data_description"]["modalities"] and r["location"].startswith(settings.data_assets_root)
+        assert r["data_description"]["modalities"] and r["location"].startswith(
+            settings.data_assets_root
+        )
     nwb_urls = s3_store.glob(f"{settings.data_assets_root}/**/*.nwb")
     assert len(nwb_urls) == report.nwb_files >= 20
     ecephys = next(u for u in nwb_urls if "/ecephys_" in u)
@@ -53,10 +55,16 @@ def test_seed_fills_docdb_and_the_object_store(
     assert {"participants.tsv", "dataset_description.json"} <= set(keys)
     sessions = {tuple(k.split("/")[:2]) for k in keys if k.startswith("sub-") and "/ses-" in k}
     assert len({s for s, _ in sessions}) >= 5 and len(sessions) >= 10
-    assert any(k.endswith("_T1w.nii.gz") for k in keys) and any(k.endswith("_bold.nii.gz") for k in keys)
-    assert any(k.endswith("_scans.tsv") for k in keys) and any(k.endswith("_sessions.tsv") for k in keys)
+    assert any(k.endswith("_T1w.nii.gz") for k in keys) and any(
+        k.endswith("_bold.nii.gz") for k in keys
+    )
+    assert any(k.endswith("_scans.tsv") for k in keys) and any(
+        k.endswith("_sessions.tsv") for k in keys
+    )
     scans = pd.read_csv(
-        io.BytesIO(s3_store.get_bytes(f"{bids}/{next(k for k in keys if k.endswith('_scans.tsv'))}")),
+        io.BytesIO(
+            s3_store.get_bytes(f"{bids}/{next(k for k in keys if k.endswith('_scans.tsv'))}")
+        ),
         sep="\t",
         dtype=str,
     )
@@ -65,7 +73,9 @@ def test_seed_fills_docdb_and_the_object_store(
     assert len(idmap.identifiers()) > 0
 
 
-def test_seed_command_line(local_store: ObjectStoreResource, docdb: DocDBResource, tmp_path: Path) -> None:
+def test_seed_command_line(
+    local_store: ObjectStoreResource, docdb: DocDBResource, tmp_path: Path
+) -> None:
     env = {
         **os.environ,
         "AIND_DATA_DIR": str(tmp_path),

@@ -10,7 +10,7 @@ from pathlib import Path
 from aind_assets.hbcd.bids import deidentify_file, handler_for, reidentify_tree
 from aind_assets.hbcd.idmap import IdentityMap
 from aind_assets.hbcd.leaks import scan_for_identifiers, scan_tree
-from aind_assets.hbcd.release import release_ready_files
+from aind_assets.hbcd.release.spec import release_ready_files
 from aind_assets.hbcd.tsv import parse_tsv
 
 

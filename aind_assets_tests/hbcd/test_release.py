@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aind_assets.hbcd import release as release_module
-from aind_assets.hbcd.release import (
+from aind_assets.hbcd.release import spec as release_module
+from aind_assets.hbcd.release.spec import (
     SourceFile,
     SquashConflictError,
     load_release_spec,

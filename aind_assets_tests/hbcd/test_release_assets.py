@@ -13,11 +13,10 @@ import pandas as pd
 import pytest
 from aind_data_schema.core.processing import Processing
 
-from aind_assets.hbcd import staging
 from aind_assets.hbcd.idmap import IdentityMap
 from aind_assets.hbcd.leaks import scan_for_identifiers
-from aind_assets.hbcd.release import load_release_spec
-from aind_assets.hbcd.release_assets import (
+from aind_assets.hbcd.release import staging
+from aind_assets.hbcd.release.assets import (
     READY_KEY,
     RELEASES,
     STAGING_KEY,
@@ -28,7 +27,8 @@ from aind_assets.hbcd.release_assets import (
     release_staging,
     release_summary,
 )
-from aind_assets.hbcd.release_checks import release_bids_valid, release_no_identifiers
+from aind_assets.hbcd.release.checks import release_bids_valid, release_no_identifiers
+from aind_assets.hbcd.release.spec import load_release_spec
 from aind_assets.hbcd.resources import IdentityMapResource
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource
@@ -373,7 +373,7 @@ def test_sensor_registers_valid_specs_and_definitions_load(
     with dg.build_sensor_context(instance=instance, resources={"hbcd_release": res}) as ctx:
         assert release_specs_sensor(ctx).dynamic_partitions_requests == []
 
-    from aind_assets.hbcd.release_assets import build_release_definitions
+    from aind_assets.hbcd.release.assets import build_release_definitions
     from aind_assets.settings import Settings
 
     defs = build_release_definitions(Settings.from_env({"AIND_DATA_DIR": str(tmp_path)}))

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aind_assets.hbcd.release_assets import HbcdReleaseResource
+from aind_assets.hbcd.release.assets import HbcdReleaseResource
 from aind_assets.hbcd.sensors import hbcd_derivatives_sensor, hbcd_session_discovery
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource

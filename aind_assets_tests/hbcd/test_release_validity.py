@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from aind_assets.hbcd.release_validity import (
+from aind_assets.hbcd.release.validity import (
     bids_path_ok,
     derivative_path_ok,
     validate_release,

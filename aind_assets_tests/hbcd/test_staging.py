@@ -9,8 +9,8 @@ import pytest
 from aind_data_schema.core.processing import Processing
 from pydantic import PrivateAttr
 
-from aind_assets.hbcd import staging
-from aind_assets.hbcd.release import SquashConflictError, load_release_spec
+from aind_assets.hbcd.release import staging
+from aind_assets.hbcd.release.spec import SquashConflictError, load_release_spec
 from aind_assets.resources.object_store import ObjectStoreResource, join_url, relative_key
 from aind_assets_tests.hbcd.release_support import SPEC_YAML, ReleaseData, build_release_data
 

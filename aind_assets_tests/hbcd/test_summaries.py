@@ -7,7 +7,7 @@ import io
 import pandas as pd
 import pytest
 
-from aind_assets.hbcd.summaries import (
+from aind_assets.hbcd.release.summaries import (
     derivative_summary,
     markdown_table,
     previous_release,

@@ -17,9 +17,9 @@ import pandas as pd
 from pydantic import Field
 
 from aind_assets import lineage
-from aind_assets.hbcd import staging, summaries
 from aind_assets.hbcd.idmap import Identifiers
-from aind_assets.hbcd.release import RAW, ReleaseSpec
+from aind_assets.hbcd.release import staging, summaries
+from aind_assets.hbcd.release.spec import RAW, ReleaseSpec
 from aind_assets.hbcd.resources import IdentityMapResource
 from aind_assets.resources.object_store import ObjectStoreResource, join_url
 
@@ -307,7 +307,7 @@ def build_release_resource(settings, *, for_dagster: bool = True) -> HbcdRelease
 
 def build_release_definitions(settings) -> dg.Definitions:  # noqa: ANN001
     """Release assets, checks, the spec sensor and the ``hbcd_release`` resource."""
-    from aind_assets.hbcd.release_checks import release_bids_valid, release_no_identifiers
+    from aind_assets.hbcd.release.checks import release_bids_valid, release_no_identifiers
 
     return dg.Definitions(
         assets=[release_ready_sessions, release_staging, release_summary],

@@ -18,7 +18,7 @@ PARTITIONS = "hbcd_releases"
 
 
 def _load(path: str):
-    from aind_assets.hbcd.release import load_release_spec
+    from aind_assets.hbcd.release.spec import load_release_spec
 
     p = Path(path)
     if not p.is_file():
@@ -52,8 +52,8 @@ def add_release_partition(release: str, home: Path) -> bool:
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
-    from aind_assets.hbcd.release_assets import build_release_resource
-    from aind_assets.hbcd.staging import write_spec
+    from aind_assets.hbcd.release.assets import build_release_resource
+    from aind_assets.hbcd.release.staging import write_spec
 
     settings = Settings.from_env()
     spec = _load(args.spec)
@@ -78,8 +78,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from aind_assets.hbcd.release_assets import build_release_resource
-    from aind_assets.hbcd.staging import complete_releases, list_specs
+    from aind_assets.hbcd.release.assets import build_release_resource
+    from aind_assets.hbcd.release.staging import complete_releases, list_specs
 
     res = build_release_resource(Settings.from_env(), for_dagster=False)
     specs, errors = list_specs(res.object_store, res.specs_root)
@@ -106,7 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = release.add_subparsers(dest="release_command", required=True)
 
     p = sub.add_parser("register", help="validate and store a release spec, and add its partition")
-    p.add_argument("spec", help="release spec YAML (see aind_assets/hbcd/examples/release.yaml)")
+    p.add_argument(
+        "spec", help="release spec YAML (see aind_assets/hbcd/release/examples/release.yaml)"
+    )
     p.add_argument(
         "--force",
         action="store_true",

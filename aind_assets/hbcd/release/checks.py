@@ -14,9 +14,9 @@ manifest. Blocking: a failure stops ``hbcd/release_summary`` in the same run.
 
 import dagster as dg
 
-from aind_assets.hbcd import staging, summaries
-from aind_assets.hbcd.release_assets import STAGING_KEY, HbcdReleaseResource
-from aind_assets.hbcd.release_validity import Problem
+from aind_assets.hbcd.release import staging, summaries
+from aind_assets.hbcd.release.assets import STAGING_KEY, HbcdReleaseResource
+from aind_assets.hbcd.release.validity import Problem
 from aind_assets.resources.object_store import join_url, relative_key
 
 __all__ = ["release_bids_valid", "release_no_identifiers"]

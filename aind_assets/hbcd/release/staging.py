@@ -10,7 +10,7 @@ Layout under the staging root::
 
 :func:`stage_release` copies the planned files into the temporary prefix (server-side on S3),
 writes the rebuilt TSV/JSON files there, checks that the copy is complete, that the tree is
-BIDS-valid (:mod:`aind_assets.hbcd.release_validity`) and that no file holds an identifier
+BIDS-valid (:mod:`aind_assets.hbcd.release.validity`) and that no file holds an identifier
 (:func:`aind_assets.hbcd.leaks.scan_for_identifiers`, which also yields each file's sha256),
 then promotes it to ``<release>/hbcd/`` (removing anything else there), writes
 ``processing.json`` and finally ``_COMPLETE``. A release without ``_COMPLETE`` is incomplete,
@@ -36,7 +36,7 @@ import pandas as pd
 from aind_assets import lineage
 from aind_assets.hbcd.idmap import Identifiers, IdentityMap
 from aind_assets.hbcd.leaks import Finding, scan_for_identifiers
-from aind_assets.hbcd.release import (
+from aind_assets.hbcd.release.spec import (
     DERIV,
     RAW,
     Decision,
@@ -52,7 +52,7 @@ from aind_assets.hbcd.release import (
     texts_needed,
     validate_release_id,
 )
-from aind_assets.hbcd.release_validity import Problem, format_problems, validate_release
+from aind_assets.hbcd.release.validity import Problem, format_problems, validate_release
 from aind_assets.resources.object_store import ObjectStoreResource, join_url, relative_key
 
 __all__ = [

@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from aind_assets.hbcd.release import DATA_EXTENSIONS
+from aind_assets.hbcd.release.spec import DATA_EXTENSIONS
 from aind_assets.hbcd.tsv import parse_tsv
 
 __all__ = ["Problem", "bids_path_ok", "derivative_path_ok", "format_problems", "validate_release"]

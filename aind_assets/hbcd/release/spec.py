@@ -228,7 +228,7 @@ class QcSpec(BaseModel):
 
 
 class ReleaseSpec(BaseModel):
-    """What goes into one release (see ``aind_assets/hbcd/examples/release.yaml``)."""
+    """What goes into one release (see ``aind_assets/hbcd/release/examples/release.yaml``)."""
 
     model_config = ConfigDict(extra="forbid")
 

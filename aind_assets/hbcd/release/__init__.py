@@ -1,0 +1,1 @@
+"""HBCD release staging: spec and QC selection, atomic staging, validity, LORIS summaries."""
