@@ -265,24 +265,15 @@ def plan_staging(
     plan: list[PlannedFile] = []
     for dest, ds in sorted(by_dest.items()):
         first = ds[0]
+        content: bytes | None = None
+        others: list[str] = []
         if first.action == "rebuild":
             text = texts.get(first.source) if first.source else None
-            content = _rebuild(spec, first, text, labels_by_subject, files_by_session)
-            plan.append(
-                PlannedFile(
-                    dest=dest,
-                    source=first.source,
-                    size=first.size,
-                    etag=first.etag,
-                    last_modified=first.last_modified,
-                    content=content.encode("utf-8"),
-                )
-            )
-            continue
-        if first.action != "copy":
+            rebuilt = _rebuild(spec, first, text, labels_by_subject, files_by_session)
+            content = rebuilt.encode("utf-8")
+        elif first.action != "copy":
             raise ValueError(f"unknown action {first.action!r} for {dest}")
-        others: list[str] = []
-        if len(ds) > 1:
+        elif len(ds) > 1:  # squashed: every session must hold the very same bytes
             ordered = sorted(ds, key=lambda d: d.source)
             first = ordered[0]
             digest = _sha256_of(store, join_url(deid_root, first.source))
@@ -299,6 +290,7 @@ def plan_staging(
                 size=first.size,
                 etag=first.etag,
                 last_modified=first.last_modified,
+                content=content,
                 identical_sources=others,
             )
         )
