@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from aind_assets.settings import Settings
@@ -96,7 +96,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
-    with _embedded_docdb(settings, needed=settings.embedded):
+    with _only_instance(home, args.host, args.port), _embedded_docdb(settings, settings.embedded):
         docdb, store = settings.docdb(), settings.object_store()
         docdb.ping()
         if not args.no_seed and not is_seeded(settings, docdb, store):
@@ -119,6 +119,35 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_DIR, start_new_session=True)
         code = _supervise(proc)
     return code
+
+
+@contextlib.contextmanager
+def _only_instance(home: Path, host: str, port: int) -> Iterator[None]:
+    """Refuse to start a second platform on one Dagster home or one port.
+
+    Two ``dagster dev`` on one home run two daemons that launch every sensor's runs twice and
+    seed the demo data twice; the lock (held until this process exits) makes that impossible.
+    """
+    import fcntl
+
+    from aind_assets.servers import port_open
+
+    lock = (home / ".aind-assets-dev.lock").open("w")
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(
+                f"aind-assets dev is already running with DAGSTER_HOME={home}; "
+                "stop it first (Ctrl-C in its terminal) or set another DAGSTER_HOME"
+            ) from None
+        if port_open(port, "127.0.0.1" if host in ("0.0.0.0", "") else host):
+            raise SystemExit(
+                f"port {port} on {host} is already in use; stop what listens there or pass --port"
+            )
+        yield
+    finally:
+        lock.close()
 
 
 def _supervise(proc: subprocess.Popen, grace: float = 20.0) -> int:

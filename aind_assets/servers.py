@@ -45,7 +45,14 @@ class ManagedServer:
     stop_timeout: float = 10.0
     proc: subprocess.Popen | None = None
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def start(self, timeout: float = 60.0) -> ManagedServer:
+        """Start the process and wait until it is ready; a second start is an error."""
+        if self.running:
+            raise RuntimeError(f"{self.name} is already running (pid {self.proc.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -84,7 +91,8 @@ class ManagedServer:
             self.proc.wait(timeout=10)
 
     def __enter__(self) -> ManagedServer:
-        return self.start()
+        """``with server:`` or ``with server.start(timeout=...):`` both start it exactly once."""
+        return self if self.running else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -94,6 +94,22 @@ def _kill_leftovers(marker: str) -> None:
             continue
 
 
+def _run_errors(platform: Platform, run_id: str) -> str:
+    """The failure events of a run, with their stack traces, so a red CI run says why."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    failures = {DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
+    with DagsterInstance.from_config(platform.env["DAGSTER_HOME"]) as instance:
+        lines = []
+        for record in instance.all_logs(run_id, of_type=failures):
+            event = record.dagster_event
+            error = getattr(event.event_specific_data, "error", None) if event else None
+            lines.append(f"{record.step_key or 'run'}: {record.user_message}")
+            if error is not None:
+                lines.append(error.to_string())
+    return "\n".join(lines) or "(no failure events recorded)"
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -125,7 +141,9 @@ def materialized(platform: Platform) -> dict[str, str]:
         assert time.monotonic() < deadline, f"run {run_id} still {status}"
         time.sleep(1)
         status = client.get_run_status(run_id)
-    assert status == DagsterRunStatus.SUCCESS, f"run {run_id} ended {status}"
+    assert status == DagsterRunStatus.SUCCESS, (
+        f"run {run_id} ended {status}:\n{_run_errors(platform, run_id)}"
+    )
     return {"partition": key, "run_id": run_id, "keys": " ".join(keys)}
 
 
