@@ -52,7 +52,11 @@ class DocDBResource(ConfigurableResource):
     )
     database: str = Field(description="Database holding the collections")
     server_selection_timeout_ms: int = Field(
-        default=3000, description="How long to wait for an unreachable server before failing"
+        default=10_000, description="How long to wait for an unreachable server before failing"
+    )
+    connect_timeout_ms: int = Field(
+        default=20_000,
+        description="How long one connection handshake may take; a busy server is slow, not gone",
     )
     app_name: str = "aind-assets"
 
@@ -75,7 +79,7 @@ class DocDBResource(ConfigurableResource):
                     self._client = pymongo.MongoClient(
                         self.uri,
                         serverSelectionTimeoutMS=self.server_selection_timeout_ms,
-                        connectTimeoutMS=self.server_selection_timeout_ms,
+                        connectTimeoutMS=self.connect_timeout_ms,
                         appname=self.app_name,
                         tz_aware=True,
                     )

@@ -78,7 +78,9 @@ def test_unreachable_docdb_fails_fast_naming_host_and_database() -> None:
 
     port = free_port()  # nothing listens there
     resource = DocDBResource(
-        uri=f"mongodb://svc:hunter2@127.0.0.1:{port}/?directConnection=true", database="aind"
+        uri=f"mongodb://svc:hunter2@127.0.0.1:{port}/?directConnection=true",
+        database="aind",
+        server_selection_timeout_ms=2000,
     )
     start = time.monotonic()
     with pytest.raises(DocDBError) as err:
