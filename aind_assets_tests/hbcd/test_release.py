@@ -12,6 +12,7 @@ from aind_assets.hbcd.release.spec import (
     SquashConflictError,
     load_release_spec,
     passes_qc,
+    prune_intended_for,
     qc_failures,
     rebuild_dataset_description,
     rebuild_participants_tsv,
@@ -396,3 +397,24 @@ def test_rebuilt_tables():
     }
     with pytest.raises(ValueError, match="assembly_bids/dataset_description.json"):
         rebuild_dataset_description("{", spec, {"Name": "me"})
+
+
+def test_prune_intended_for_drops_only_targets_left_out():
+    bold = "ses-V02/func/sub-A_ses-V02_task-rest_run-001_bold.nii.gz"
+    rest = "ses-V02/func/sub-A_ses-V02_task-rest_run-002_bold.nii.gz"
+    sidecar = json.dumps(
+        {"EchoTime": 0.03, "IntendedFor": [bold, f"bids::sub-A/{bold}", rest], "B0": "x"}
+    )
+    pruned = json.loads(prune_intended_for(sidecar, "sub-A", {bold}))
+    assert pruned == {"EchoTime": 0.03, "IntendedFor": [rest], "B0": "x"}
+    assert list(pruned) == ["EchoTime", "IntendedFor", "B0"]  # key order kept
+    # every target left out: the key goes; a single string target is handled the same way
+    assert json.loads(prune_intended_for(sidecar, "sub-A", {bold, rest})) == {
+        "EchoTime": 0.03,
+        "B0": "x",
+    }
+    assert json.loads(prune_intended_for(json.dumps({"IntendedFor": bold}), "sub-A", {bold})) == {}
+    # nothing to change: None, so the file is copied byte for byte
+    assert prune_intended_for(sidecar, "sub-A", {"ses-V03/func/x_bold.nii.gz"}) is None
+    assert prune_intended_for(json.dumps({"EchoTime": 1}), "sub-A", {bold}) is None
+    assert prune_intended_for("{broken", "sub-A", {bold}) is None

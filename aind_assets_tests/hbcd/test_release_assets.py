@@ -183,6 +183,18 @@ def check_first_release(
     assert description["DatasetType"] == "raw"
     assert description["GeneratedBy"][-1]["Name"] == "aind-assets hbcd/release_staging"
 
+    # -- fieldmaps: IntendedFor never names a file the release leaves out
+    for i, bold_released in ((0, True), (1, True), (2, False)):
+        sub = idmap.rows[i].rc_id
+        rel = f"sub-{sub}/ses-V02/" + files_of(sub, "V02")["fmap"].replace(".nii.gz", ".json")
+        source = store.get_bytes(f"{bids}/{rel}")
+        if bold_released:  # nothing to prune: copied byte for byte
+            assert files[f"rawdata/{rel}"] == source
+        else:
+            expected = json.loads(source)
+            assert len(expected.pop("IntendedFor")) == 2  # both point at the excluded bold
+            assert json.loads(files[f"rawdata/{rel}"]) == expected
+
     # -- derivatives: squashed, only released sessions, only the spec's pipelines
     deriv = {p for p in files if p.startswith("derivatives/bibsnet/")}
     assert deriv == {"derivatives/bibsnet/dataset_description.json"} | {

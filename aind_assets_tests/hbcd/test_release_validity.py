@@ -9,6 +9,7 @@ import pytest
 from aind_assets.hbcd.release.validity import (
     bids_path_ok,
     derivative_path_ok,
+    files_read,
     validate_release,
 )
 
@@ -159,3 +160,25 @@ def test_missing_raw_description_and_no_rawdata():
     assert _check({DERIV + "dataset_description.json": json.dumps(GEN)}) == [
         ("rawdata/", "layout", "no rawdata")
     ]
+
+
+def test_fieldmaps_must_point_at_released_files():
+    tree = _tree()
+    epi = "fmap/sub-A_ses-V02_dir-PA_run-001_epi"
+    tree[A + f"{epi}.nii.gz"] = ""
+    tree[A + "sub-A_ses-V02_scans.tsv"] += f"{epi}.nii.gz\tn/a\n"
+    sidecar = A + f"{epi}.json"
+    gone = "ses-V02/func/sub-A_ses-V02_task-rest_run-002_bold.nii.gz"
+    tree[sidecar] = json.dumps(
+        {"IntendedFor": [f"ses-V02/{BOLD}", f"bids::sub-A/ses-V02/{BOLD}", gone]}
+    )
+    assert _check(tree) == [(sidecar, "intended-for", f"IntendedFor {gone} is not in the release")]
+    tree[sidecar] = json.dumps({"IntendedFor": f"bids::sub-A/{gone}"})
+    assert _check(tree) == [
+        (sidecar, "intended-for", f"IntendedFor bids::sub-A/{gone} is not in the release")
+    ]
+    tree[sidecar] = json.dumps({"IntendedFor": f"bids:other:sub-A/{gone}"})  # not ours
+    assert _check(tree) == []
+    tree[sidecar] = "{not json"
+    assert _check(tree) == [(sidecar, "json", "not valid JSON")]
+    assert sidecar in files_read(tree) and A + BOLD not in files_read(tree)

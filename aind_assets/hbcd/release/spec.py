@@ -377,6 +377,38 @@ def rebuild_dataset_description(
     return json.dumps(desc, indent=4, sort_keys=False) + "\n"
 
 
+def prune_intended_for(sidecar: str, subject: str, removed: Iterable[str]) -> str | None:
+    """A fieldmap sidecar without the ``IntendedFor`` targets the release leaves out.
+
+    ``removed`` holds paths relative to the subject folder (``ses-V02/func/…_bold.nii.gz``);
+    targets may be written that way or as BIDS URIs (``bids::sub-X/ses-V02/func/…``). Returns
+    the new JSON, without ``IntendedFor`` when nothing is left, or ``None`` when nothing changes
+    (the file is then copied byte for byte). A dangling target is a BIDS error.
+    """
+    gone = set(removed)
+    try:
+        meta = json.loads(sidecar)
+    except ValueError:
+        return None  # not ours to fix; the validity check reports broken JSON
+    if not isinstance(meta, dict) or "IntendedFor" not in meta:
+        return None
+    targets = meta["IntendedFor"]
+    listed = [targets] if isinstance(targets, str) else list(targets or [])
+
+    def in_subject(target: Any) -> str:
+        path = str(target).removeprefix("bids::")
+        return path.removeprefix(f"{subject}/")
+
+    kept = [t for t in listed if in_subject(t) not in gone]
+    if len(kept) == len(listed):
+        return None
+    if kept:
+        meta["IntendedFor"] = kept if not isinstance(targets, str) else kept[0]
+    else:
+        del meta["IntendedFor"]
+    return json.dumps(meta, indent=4) + "\n"
+
+
 # --- squash ----------------------------------------------------------------------------------
 class SquashConflictError(ValueError):
     """Two sessions write the same derivative path with different content."""

@@ -44,6 +44,7 @@ from aind_assets.hbcd.release.spec import (
     SourceFile,
     SquashConflictError,
     load_release_spec,
+    prune_intended_for,
     rebuild_dataset_description,
     rebuild_participants_tsv,
     rebuild_scans_tsv,
@@ -52,7 +53,12 @@ from aind_assets.hbcd.release.spec import (
     texts_needed,
     validate_release_id,
 )
-from aind_assets.hbcd.release.validity import Problem, format_problems, validate_release
+from aind_assets.hbcd.release.validity import (
+    Problem,
+    files_read,
+    format_problems,
+    validate_release,
+)
 from aind_assets.resources.object_store import ObjectStoreResource, join_url, relative_key
 
 __all__ = [
@@ -261,6 +267,7 @@ def plan_staging(
         by_dest[d.dest].append(d)
 
     rebuild = [ds[0] for ds in by_dest.values() if ds[0].action == "rebuild"]
+    pruned = _pruned_fieldmaps(store, deid_root, decisions)
     texts = read_texts(store, deid_root, [d.source for d in rebuild if d.source])
     plan: list[PlannedFile] = []
     for dest, ds in sorted(by_dest.items()):
@@ -273,6 +280,8 @@ def plan_staging(
             content = rebuilt.encode("utf-8")
         elif first.action != "copy":
             raise ValueError(f"unknown action {first.action!r} for {dest}")
+        elif first.source in pruned:
+            content = pruned[first.source].encode("utf-8")
         elif len(ds) > 1:  # squashed: every session must hold the very same bytes
             ordered = sorted(ds, key=lambda d: d.source)
             first = ordered[0]
@@ -295,6 +304,34 @@ def plan_staging(
             )
         )
     return plan
+
+
+def _pruned_fieldmaps(
+    store: ObjectStoreResource, deid_root: str, decisions: Sequence[Decision]
+) -> dict[str, str]:
+    """Released fieldmap sidecars whose ``IntendedFor`` names a file left out, rewritten
+    without it (source relpath -> new JSON). Only subjects that lose raw files are read."""
+    removed: dict[str, set[str]] = defaultdict(set)
+    for d in decisions:
+        if d.kind == "raw" and not d.included and d.subject and d.source:
+            removed[d.subject].add(d.source.removeprefix(f"{RAW}/{d.subject}/"))
+    sidecars = [
+        d
+        for d in decisions
+        if d.kind == "raw"
+        and d.included
+        and d.action == "copy"
+        and d.subject in removed
+        and "/fmap/" in d.source
+        and d.source.endswith(".json")
+    ]
+    texts = read_texts(store, deid_root, [d.source for d in sidecars])
+    out = {}
+    for d in sidecars:
+        new = prune_intended_for(texts[d.source], d.subject, removed[d.subject])
+        if new is not None:
+            out[d.source] = new
+    return out
 
 
 def _rebuild(
@@ -386,13 +423,17 @@ def validate_staged(
     ignore: Sequence[str] = (),
     texts: Mapping[str, bytes] | None = None,
 ) -> list[Problem]:
-    """BIDS validity of the tree under ``hbcd_root`` (``relpaths`` relative to it)."""
-    texts = texts or {}
+    """BIDS validity of the tree under ``hbcd_root`` (``relpaths`` relative to it); the files
+    the rules read are fetched concurrently first."""
+    generated = {rel: data.decode("utf-8-sig") for rel, data in (texts or {}).items()}
     present = set(relpaths)
+    fetched = read_texts(store, hbcd_root, [p for p in files_read(relpaths) if p not in generated])
 
     def read_text(rel: str) -> str:
-        if rel in texts:
-            return texts[rel].decode("utf-8")
+        if rel in generated:
+            return generated[rel]
+        if rel in fetched:
+            return fetched[rel]
         if rel not in present:
             raise FileNotFoundError(rel)
         return store.get_bytes(join_url(hbcd_root, rel)).decode("utf-8-sig")

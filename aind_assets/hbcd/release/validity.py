@@ -19,7 +19,11 @@ A release is ``<release>/hbcd/`` holding two kinds of BIDS datasets: ``rawdata/`
 * **dataset descriptions** (``dataset-description``): ``rawdata`` has one with ``Name`` and
   ``BIDSVersion``; every derivative dataset has one with a non-empty ``GeneratedBy``;
 * **derivative sessions** (``derivative-session``): derivatives of ``sub-<A>/ses-<B>`` only for
-  sessions present in ``rawdata``.
+  sessions present in ``rawdata``;
+* **fieldmaps** (``intended-for``): every ``IntendedFor`` target of a ``fmap/`` sidecar (relative
+  to the subject folder, or a ``bids::`` URI) is a file of the release.
+
+:func:`files_read` lists the files the rules read, so a caller can fetch them concurrently.
 """
 
 from __future__ import annotations
@@ -35,12 +39,34 @@ from dataclasses import dataclass
 from aind_assets.hbcd.release.spec import DATA_EXTENSIONS
 from aind_assets.hbcd.tsv import parse_tsv
 
-__all__ = ["Problem", "bids_path_ok", "derivative_path_ok", "format_problems", "validate_release"]
+__all__ = [
+    "Problem",
+    "bids_path_ok",
+    "derivative_path_ok",
+    "files_read",
+    "format_problems",
+    "validate_release",
+]
 
 _PARTICIPANT = re.compile(r"sub-[A-Za-z0-9]+\Z")
 _SESSION = re.compile(r"ses-[A-Za-z0-9]+\Z")
 _SES_PATH = re.compile(r"(?:.*/)?sub-([A-Za-z0-9]+)/ses-([A-Za-z0-9]+)/(.+)\Z")
 _SUB_PATH = re.compile(r"(?:.*/)?sub-([A-Za-z0-9]+)/(.+)\Z")
+_FMAP_SIDECAR = re.compile(r"rawdata/(sub-[^/]+)/(?:ses-[^/]+/)?fmap/[^/]+\.json\Z")
+
+
+def files_read(paths: Iterable[str]) -> list[str]:
+    """The files :func:`validate_release` reads among ``paths``: tables, dataset descriptions,
+    ``.bidsignore`` and fieldmap sidecars."""
+    return [
+        p
+        for p in paths
+        if p.endswith(
+            ("/participants.tsv", "_sessions.tsv", "_scans.tsv", "/dataset_description.json")
+        )
+        or p.endswith("/.bidsignore")
+        or _FMAP_SIDECAR.match(p)
+    ]
 
 
 @dataclass(frozen=True)
@@ -279,6 +305,30 @@ def validate_release(
                 seen.add(v)
             for f in sorted(data - seen):
                 out.append(Problem(path, "scans", f"{f} has no row"))
+
+    # -- fieldmaps point at files of the release
+    raw_files = set(raw)
+    for p in raw:
+        full = f"rawdata/{p}"
+        if not (m := _FMAP_SIDECAR.match(full)):
+            continue
+        try:
+            meta = json.loads(read_text(full))
+        except ValueError:
+            out.append(Problem(full, "json", "not valid JSON"))
+            continue
+        targets = meta.get("IntendedFor") if isinstance(meta, dict) else None
+        for target in [targets] if isinstance(targets, str) else targets or []:
+            target = str(target)
+            if target.startswith("bids:") and not target.startswith("bids::"):
+                continue  # another dataset's file: not ours to resolve
+            rel = (
+                target.removeprefix("bids::") if target.startswith("bids::") else f"{m[1]}/{target}"
+            )
+            if rel not in raw_files:
+                out.append(
+                    Problem(full, "intended-for", f"IntendedFor {target} is not in the release")
+                )
 
     # -- derivative datasets
     raw_sessions = {f"{s}/{x}" for s in sessions for x in sessions[s]}
