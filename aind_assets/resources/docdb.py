@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +20,14 @@ from pymongo.uri_parser import parse_uri
 
 class DocDBError(RuntimeError):
     """DocDB could not be reached or used; the message names host and database, never secrets."""
+
+
+class LeaseHeldError(RuntimeError):
+    """Someone else holds the lease; ``holder`` says who."""
+
+    def __init__(self, name: str, holder: str, since: Any):
+        self.name, self.holder, self.since = name, holder, since
+        super().__init__(f"{name} is held by {holder} since {since}")
 
 
 def redact_uri(uri: str) -> str:
@@ -230,6 +240,45 @@ class DocDBResource(ConfigurableResource):
         except pymongo.errors.DuplicateKeyError:
             return False
         return True
+
+    @contextlib.contextmanager
+    def lease(
+        self,
+        name: str,
+        holder: str,
+        *,
+        is_stale: Callable[[Mapping[str, Any]], bool] = lambda _: False,
+        collection: str = "leases",
+    ) -> Iterator[None]:
+        """Hold ``name`` for the ``with`` block: one holder at a time, across processes.
+
+        The unique index on ``name`` decides between two takers. A lease left by a holder that
+        died is taken over when ``is_stale(document)`` says so (conditioned on that holder, so
+        two takers cannot both win). Raises :class:`LeaseHeldError` naming the holder.
+        """
+        mine = {"name": name, "holder": holder, "since": datetime.now(UTC)}
+        if not self.insert_unique(collection, mine):
+            current = self.find_one(collection, {"name": name}) or {}
+            if not current:  # released between our insert and our read: try once more
+                if not self.insert_unique(collection, mine):
+                    raise LeaseHeldError(name, "another holder", "just now")
+            elif not is_stale(current):
+                raise LeaseHeldError(name, str(current.get("holder")), current.get("since"))
+            elif (
+                self._call(
+                    lambda: self.collection(collection).find_one_and_replace(
+                        {"name": name, "holder": current.get("holder")}, mine
+                    )
+                )
+                is None
+            ):
+                raise LeaseHeldError(name, "another holder", "just now")
+        try:
+            yield
+        finally:
+            self._call(
+                lambda: self.collection(collection).delete_one({"name": name, "holder": holder})
+            )
 
     def delete_many(self, collection: str, filter: Mapping[str, Any]) -> int:  # noqa: A002
         return self._call(

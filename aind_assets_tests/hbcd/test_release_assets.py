@@ -7,6 +7,7 @@ the checks catch."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import dagster as dg
 import pandas as pd
@@ -78,6 +79,7 @@ def setup(s3_store: ObjectStoreResource, docdb: DocDBResource, tmp_path):
     )
     resources = {
         "hbcd_release": res,
+        "docdb": docdb,
         "io_manager": ObjectStoreIOManager(
             object_store=store, docdb=docdb, root=store.url("io"), records_collection=RECORDS
         ),
@@ -328,6 +330,32 @@ def test_identified_to_staged_release(setup):
     assert (meta["added"].value, meta["removed"].value, meta["replaced"].value) == (1, 1, 1)
 
 
+def test_one_staging_per_release_at_a_time(setup):
+    store, data, res, resources, instance, docdb = setup
+    release = _register(res, instance, SPEC_YAML)
+    # another run is staging this release right now (its lease is in DocDB)
+    other = instance.add_run(
+        dg.DagsterRun(
+            job_name="hbcd_release", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
+        )
+    )
+    lease = f"hbcd/release_staging/{release}"
+    docdb.insert_unique("leases", {"name": lease, "holder": other.run_id, "since": "now"})
+    result = _run(resources, instance, release, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert f"release {release} is being staged by run {other.run_id}" in (
+        failure.step_failure_data.error.message
+    )
+    assert staging.read_marker(store, res.staging_root, release) is None
+    assert not list(store.list(join_url(res.staging_root, release)))  # nothing written
+    # that run died: the next run takes its lease over, stages the release, and lets go
+    instance.report_run_failed(other)
+    assert _run(resources, instance, release).success
+    assert staging.read_marker(store, res.staging_root, release) is not None
+    assert docdb.count("leases", {"name": lease}) == 0
+
+
 def test_checks_catch_a_bad_name_a_missing_file_and_a_leak(setup):
     store, data, res, resources, instance, _ = setup
     release = _register(res, instance, SPEC_YAML)
@@ -385,10 +413,14 @@ def test_sensor_registers_valid_specs_and_definitions_load(
     with dg.build_sensor_context(instance=instance, resources={"hbcd_release": res}) as ctx:
         assert release_specs_sensor(ctx).dynamic_partitions_requests == []
 
+    from aind_assets.definitions import build_resources
     from aind_assets.hbcd.release.assets import build_release_definitions
     from aind_assets.settings import Settings
 
-    defs = build_release_definitions(Settings.from_env({"AIND_DATA_DIR": str(tmp_path)}))
+    settings = Settings.from_env({"AIND_DATA_DIR": str(tmp_path)})
+    defs = dg.Definitions.merge(  # with the platform's resources, as definitions.py wires it
+        dg.Definitions(resources=build_resources(settings)), build_release_definitions(settings)
+    )
     job = defs.resolve_job_def("hbcd_release")
     assert job.partitions_def == RELEASES
     assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} >= {

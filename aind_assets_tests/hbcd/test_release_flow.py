@@ -68,6 +68,7 @@ def test_deidentification_flow_then_release(
         )
         resources = {
             "hbcd_release": res,
+            "docdb": docdb,
             "io_manager": ObjectStoreIOManager(
                 object_store=w.store, docdb=docdb, root=w.io_root, records_collection=RECORDS
             ),

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pymongo
 import pytest
 
-from aind_assets.resources.docdb import DocDBResource
+from aind_assets.resources.docdb import DocDBResource, LeaseHeldError
 from aind_assets.resources.object_store import ObjectStoreResource, relative_key
 
 
@@ -118,6 +118,35 @@ def test_insert_unique_is_race_free(docdb: DocDBResource, mongo_server_uri: str)
     assert docdb.count("records", {"name": "same-hash"}) == 1
     indexes = pymongo.MongoClient(mongo_server_uri)[docdb.database]["records"].index_information()
     assert any(ix.get("unique") for ix in indexes.values())
+
+
+def test_lease_has_one_holder_and_takes_over_only_stale_ones(
+    docdb: DocDBResource, mongo_server_uri: str
+) -> None:
+    other = DocDBResource(uri=mongo_server_uri, database=docdb.database)
+    with docdb.lease("release/r1", "run-a"):
+        with (
+            pytest.raises(LeaseHeldError, match="release/r1 is held by run-a") as held,
+            other.lease("release/r1", "run-b"),
+        ):
+            pass
+        assert held.value.holder == "run-a"
+        with other.lease("release/r2", "run-b"):  # another name is another lease
+            assert docdb.count("leases", {}) == 2
+        assert docdb.find_one("leases", {"name": "release/r1"})["holder"] == "run-a"
+    assert docdb.count("leases", {}) == 0  # released on exit, errors included
+
+    # a holder that died leaves its lease; only a taker that finds it stale takes it over
+    docdb.insert_unique("leases", {"name": "release/r1", "holder": "dead-run", "since": 0})
+    with (
+        pytest.raises(LeaseHeldError, match="held by dead-run"),
+        other.lease("release/r1", "run-b"),
+    ):
+        pass
+    with other.lease("release/r1", "run-b", is_stale=lambda d: d["holder"] == "dead-run"):
+        assert docdb.find_one("leases", {"name": "release/r1"})["holder"] == "run-b"
+    assert docdb.count("leases", {}) == 0
+    other.close()
 
 
 def test_a_failed_write_leaves_no_object(store: ObjectStoreResource) -> None:

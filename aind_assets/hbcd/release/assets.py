@@ -21,6 +21,7 @@ from aind_assets.hbcd.idmap import Identifiers
 from aind_assets.hbcd.release import staging, summaries
 from aind_assets.hbcd.release.spec import RAW, ReleaseSpec
 from aind_assets.hbcd.resources import IdentityMapResource
+from aind_assets.resources.docdb import DocDBResource, LeaseHeldError
 from aind_assets.resources.object_store import ObjectStoreResource, join_url
 
 __all__ = [
@@ -166,7 +167,7 @@ class StagingConfig(dg.Config):
     partitions_def=RELEASES,
     ins={"selection": dg.AssetIn(READY_KEY)},
     group_name=GROUP,
-    # one staging at a time: `dagster instance concurrency set hbcd_release_staging 1`
+    # one staging per release at a time (a DocDB lease); the pool bounds stagings overall
     pool="hbcd_release_staging",
     code_version="1",
     metadata={lineage.META_PROCESS_TYPE: "Other"},
@@ -175,6 +176,7 @@ def release_staging(
     context: dg.AssetExecutionContext,
     config: StagingConfig,
     hbcd_release: HbcdReleaseResource,
+    docdb: DocDBResource,
     selection: pd.DataFrame,
 ) -> dict:
     """``<staging root>/<release>/hbcd/{rawdata,derivatives}``: copied through a temporary
@@ -183,17 +185,28 @@ def release_staging(
     changes nothing."""
     release = release_partition(context)
     spec = hbcd_release.spec(release)
-    result = staging.stage_release(
-        hbcd_release.object_store,
-        spec,
-        staging.frame_decisions(selection),
-        deid_root=hbcd_release.deidentified_root,
-        staging_root=hbcd_release.staging_root,
-        run_id=context.run_id,
-        identifiers=hbcd_release.identifiers(),
-        replace_complete=config.replace_complete,
-        log=context.log.info,
-    )
+    try:
+        with docdb.lease(
+            f"hbcd/release_staging/{release}",
+            context.run_id,
+            is_stale=lambda lease: _run_finished(context.instance, str(lease.get("holder"))),
+        ):
+            result = staging.stage_release(
+                hbcd_release.object_store,
+                spec,
+                staging.frame_decisions(selection),
+                deid_root=hbcd_release.deidentified_root,
+                staging_root=hbcd_release.staging_root,
+                run_id=context.run_id,
+                identifiers=hbcd_release.identifiers(),
+                replace_complete=config.replace_complete,
+                log=context.log.info,
+            )
+    except LeaseHeldError as e:
+        raise dg.Failure(
+            f"release {release} is being staged by run {e.holder} (since {e.since}): wait for "
+            "it to finish, or cancel it, then run again"
+        ) from None
     counts = result.counts
     context.add_output_metadata(
         {
@@ -214,6 +227,12 @@ def release_staging(
         }
     )
     return result.summary()
+
+
+def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """A lease whose run ended (or is unknown to this instance) was left by a dead run."""
+    run = instance.get_run_by_id(run_id)
+    return run is None or run.is_finished
 
 
 @dg.asset(
