@@ -275,10 +275,11 @@ class DocDBResource(ConfigurableResource):
                 raise LeaseHeldError(name, "another holder", "just now")
         try:
             yield
-        finally:
-            self._call(
-                lambda: self.collection(collection).delete_one({"name": name, "holder": holder})
-            )
+        finally:  # best effort: a lease left behind is taken over once its holder is stale
+            with contextlib.suppress(DocDBError):
+                self._call(
+                    lambda: self.collection(collection).delete_one({"name": name, "holder": holder})
+                )
 
     def delete_many(self, collection: str, filter: Mapping[str, Any]) -> int:  # noqa: A002
         return self._call(

@@ -402,8 +402,8 @@ def prune_intended_for(sidecar: str, subject: str, removed: Iterable[str]) -> st
     kept = [t for t in listed if in_subject(t) not in gone]
     if len(kept) == len(listed):
         return None
-    if kept:
-        meta["IntendedFor"] = kept if not isinstance(targets, str) else kept[0]
+    if kept:  # (a single string target is either kept, returned above, or gone)
+        meta["IntendedFor"] = kept
     else:
         del meta["IntendedFor"]
     return json.dumps(meta, indent=4) + "\n"
