@@ -130,6 +130,30 @@ def _ignored(path: str, patterns: Iterable[str]) -> bool:
     return False
 
 
+def _name_problems(
+    root: str,
+    path: str,
+    dataset_ignore: Sequence[str],
+    release_ignore: Sequence[str],
+    out: list[Problem],
+    *,
+    derivative: bool,
+) -> None:
+    """The name rules for one file of the dataset at ``root`` (``path`` relative to it): skipped
+    when a dot file or ignored by the dataset's ``.bidsignore`` or the release's patterns."""
+    full = f"{root}/{path}"
+    if path.rsplit("/", 1)[-1].startswith(".") or _ignored(path, dataset_ignore):
+        return
+    if _ignored(full, release_ignore):
+        return
+    if derivative and not derivative_path_ok(path):
+        out.append(Problem(full, "bids-path", "not a valid BIDS derivative path"))
+    if not derivative and not bids_path_ok(path):
+        out.append(Problem(full, "bids-path", "not a valid BIDS path (bids-validator)"))
+    if why := _label_problem(path):
+        out.append(Problem(full, "entity-labels", why))
+
+
 def _label_problem(path: str) -> str | None:
     m = _SES_PATH.match(path)
     if m:
@@ -224,15 +248,7 @@ def validate_release(
     # -- rawdata names and labels
     raw_ignore = read_ignore("rawdata")
     for p in raw:
-        full = f"rawdata/{p}"
-        if p.rsplit("/", 1)[-1].startswith(".") or _ignored(p, raw_ignore):
-            continue
-        if _ignored(full, ignore):
-            continue
-        if not bids_path_ok(p):
-            out.append(Problem(full, "bids-path", "not a valid BIDS path (bids-validator)"))
-        if why := _label_problem(p):
-            out.append(Problem(full, "entity-labels", why))
+        _name_problems("rawdata", p, raw_ignore, ignore, out, derivative=False)
     _description("rawdata/dataset_description.json", read_text, out, derivative=False)
 
     # -- tabular rules
@@ -352,14 +368,7 @@ def validate_release(
                         f"sub-{m[1]}/ses-{m[2]} is not in rawdata",
                     )
                 )
-            if p.rsplit("/", 1)[-1].startswith(".") or _ignored(p, d_ignore):
-                continue
-            if _ignored(full, ignore):
-                continue
-            if not derivative_path_ok(p):
-                out.append(Problem(full, "bids-path", "not a valid BIDS derivative path"))
-            if why := _label_problem(p):
-                out.append(Problem(full, "entity-labels", why))
+            _name_problems(root, p, d_ignore, ignore, out, derivative=True)
     return out
 
 
