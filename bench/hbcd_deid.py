@@ -8,7 +8,7 @@
 2. Uploads it with ``aws s3 sync`` (local -> S3) and copies it with ``aws s3 sync`` (S3 -> S3,
    server-side copies) on the same server: the baselines.
 3. De-identifies it (discovery, every session and the dataset-level files, with ``--workers``
-   sessions at a time as concurrent runs would) through :mod:`aind_assets.hbcd.flow`, then runs
+   sessions at a time as concurrent runs would) through :mod:`aind_assets.hbcd.deid.store`, then runs
    the leak scan (the blocking check) over the result.
 4. Changes 1 % of the sessions and runs discovery + de-identification again (vs the full run);
    ``aws s3 sync`` of the changed local tree is timed as well.
@@ -37,9 +37,9 @@ import nibabel as nib
 import numpy as np
 
 from aind_assets.demo.bids import demo_identity_rows
-from aind_assets.hbcd import flow
-from aind_assets.hbcd.discovery import plan_requests
-from aind_assets.hbcd.idmap import IdentityRow, format_identity_map, parse_identity_map
+from aind_assets.hbcd.deid import store as flow
+from aind_assets.hbcd.deid.discovery import plan_requests
+from aind_assets.hbcd.identity.idmap import IdentityRow, format_identity_map, parse_identity_map
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.servers import seaweedfs_server
 
@@ -158,8 +158,8 @@ def deidentify_all(store, layout, idmap, workers: int) -> tuple[float, int, int]
 
 _CHILD = r"""
 import json, sys, time
-from aind_assets.hbcd.idmap import parse_identity_map
-from aind_assets.hbcd import flow
+from aind_assets.hbcd.identity.idmap import parse_identity_map
+from aind_assets.hbcd.deid import store as flow
 from aind_assets.resources.object_store import ObjectStoreResource
 cfg = json.loads(sys.argv[1])
 store = ObjectStoreResource(**cfg["store"])

@@ -34,7 +34,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from aind_assets.hbcd.idmap import IdentityRow, format_identity_map
+from aind_assets.hbcd.identity.idmap import IdentityRow, format_identity_map
 
 __all__ = ["DEMO_SITES", "IDENTITY_MAP_RELPATH", "demo_identity_rows", "write_identified_bids"]
 
@@ -131,7 +131,7 @@ def write_identified_bids(
 ) -> Path:
     """Write the identified tree under ``root/assembly_bids`` and the identity map CSV under
     ``root/identifiers/release_identifiers.csv``; returns the CSV's path (its text is the
-    identity map for :func:`aind_assets.hbcd.idmap.parse_identity_map`). Deterministic."""
+    identity map for :func:`aind_assets.hbcd.identity.idmap.parse_identity_map`). Deterministic."""
     root = Path(root)
     bids = root / "assembly_bids"
     rows = demo_identity_rows(n_subjects, seed)

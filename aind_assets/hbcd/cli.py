@@ -18,7 +18,7 @@ from aind_assets.settings import Settings
 
 
 def _context(settings: Settings):  # noqa: ANN202
-    from aind_assets.hbcd.flow import HbcdLayout
+    from aind_assets.hbcd.deid.store import HbcdLayout
     from aind_assets.hbcd.resources import IdentityMapResource
 
     store = settings.object_store()
@@ -28,8 +28,8 @@ def _context(settings: Settings):  # noqa: ANN202
 
 
 def _cmd_discover(args: argparse.Namespace) -> int:
-    from aind_assets.hbcd import flow
-    from aind_assets.hbcd.discovery import plan_requests
+    from aind_assets.hbcd.deid import store as flow
+    from aind_assets.hbcd.deid.discovery import plan_requests
 
     settings = Settings.from_env()
     store, layout, idmap = _context(settings)
@@ -47,7 +47,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     if args.register:
         import dagster as dg
 
-        from aind_assets.hbcd.assets import bids_sessions
+        from aind_assets.hbcd.deid.assets import bids_sessions
 
         home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
         home.mkdir(parents=True, exist_ok=True)
@@ -69,8 +69,8 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
-    from aind_assets.hbcd import flow
-    from aind_assets.hbcd.ids import parse_session_partition_key
+    from aind_assets.hbcd.deid import store as flow
+    from aind_assets.hbcd.identity.replace import parse_session_partition_key
 
     settings = Settings.from_env()
     store, layout, idmap = _context(settings)

@@ -3,21 +3,21 @@
 
 import dagster as dg
 
-from aind_assets.hbcd.assets import (
+from aind_assets.hbcd.deid.assets import (
     cbrain_derivatives,
     deidentified_dataset,
     deidentified_session,
     reidentified_derivatives,
     session_derivatives,
 )
-from aind_assets.hbcd.checks import (
+from aind_assets.hbcd.deid.checks import (
     cbrain_derivatives_in_sync,
     dataset_has_no_identifiers,
     session_derivatives_in_sync,
     session_has_no_identifiers,
 )
+from aind_assets.hbcd.deid.sensors import JOBS, SCHEDULES, SENSORS
 from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
-from aind_assets.hbcd.sensors import JOBS, SCHEDULES, SENSORS
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.settings import Settings
 

@@ -11,8 +11,8 @@ import threading
 import dagster as dg
 from pydantic import Field
 
-from aind_assets.hbcd.flow import HbcdError, HbcdLayout
-from aind_assets.hbcd.idmap import IdentityMap, parse_identity_map
+from aind_assets.hbcd.deid.store import HbcdError, HbcdLayout
+from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
 from aind_assets.resources.object_store import ObjectStoreResource
 
 _CACHE: dict[tuple[str, str], IdentityMap] = {}

@@ -9,8 +9,8 @@ from pathlib import Path
 import nibabel as nib
 
 from aind_assets.demo.bids import write_identified_bids
-from aind_assets.hbcd.idmap import parse_identity_map
-from aind_assets.hbcd.tsv import parse_tsv
+from aind_assets.hbcd.formats.tsv import parse_tsv
+from aind_assets.hbcd.identity.idmap import parse_identity_map
 
 
 def _digests(root: Path) -> dict[str, str]:

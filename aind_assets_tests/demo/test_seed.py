@@ -10,7 +10,7 @@ import pandas as pd
 import pynwb
 
 from aind_assets.demo.seed import is_seeded, seed_demo
-from aind_assets.hbcd.idmap import parse_identity_map
+from aind_assets.hbcd.identity.idmap import parse_identity_map
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.settings import Settings

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from aind_assets.demo.bids import write_identified_bids
-from aind_assets.hbcd.idmap import IdentityMap, IdentityRow, parse_identity_map
+from aind_assets.hbcd.identity.idmap import IdentityMap, IdentityRow, parse_identity_map
 
 MAP_CSV = """DCCID,PSCID,site,release_candidate_id,anonymized_site
 123456,UMN0012,UMN,NDARINVAAAA1111,site01

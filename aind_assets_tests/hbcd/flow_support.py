@@ -13,9 +13,9 @@ import dagster as dg
 
 from aind_assets.demo.bids import write_identified_bids
 from aind_assets.hbcd.definitions import ASSETS, CHECKS, JOBS, SCHEDULES, SENSORS
-from aind_assets.hbcd.flow import HbcdLayout
-from aind_assets.hbcd.idmap import IdentityMap, parse_identity_map
-from aind_assets.hbcd.leaks import scan_for_identifiers
+from aind_assets.hbcd.deid.store import HbcdLayout
+from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
+from aind_assets.hbcd.leaks.scan import scan_for_identifiers
 from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource

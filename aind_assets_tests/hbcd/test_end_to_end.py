@@ -7,11 +7,11 @@ import gzip
 import json
 from pathlib import Path
 
-from aind_assets.hbcd.bids import deidentify_file, handler_for, reidentify_tree
-from aind_assets.hbcd.idmap import IdentityMap
-from aind_assets.hbcd.leaks import scan_for_identifiers, scan_tree
+from aind_assets.hbcd.formats.dispatch import deidentify_file, handler_for, reidentify_tree
+from aind_assets.hbcd.formats.tsv import parse_tsv
+from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.hbcd.leaks.scan import scan_for_identifiers, scan_tree
 from aind_assets.hbcd.release.spec import release_ready_files
-from aind_assets.hbcd.tsv import parse_tsv
 
 
 def _deidentify_all(src_root: Path, dst_root: Path, idmap: IdentityMap) -> list[str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from aind_assets.hbcd import flow
-from aind_assets.hbcd.assets import (
+from aind_assets.hbcd.deid import store as flow
+from aind_assets.hbcd.deid.assets import (
     CBRAIN_DERIVATIVES,
     DEIDENTIFIED_DATASET,
     DEIDENTIFIED_SESSION,
@@ -18,15 +18,15 @@ from aind_assets.hbcd.assets import (
     SESSION_DERIVATIVES,
     STALENESS_CHECK,
 )
-from aind_assets.hbcd.derivatives import DerivativeManifest
-from aind_assets.hbcd.sensors import (
+from aind_assets.hbcd.deid.sensors import (
     hbcd_cbrain_observer,
     hbcd_daily_deidentification,
     hbcd_derivatives_sensor,
     hbcd_reidentify_sensor,
     hbcd_session_discovery,
 )
-from aind_assets.hbcd.tsv import parse_tsv
+from aind_assets.hbcd.formats.tsv import parse_tsv
+from aind_assets.hbcd.processing.manifests import DerivativeManifest
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource, join_url
 from aind_assets_tests.hbcd.flow_support import (

@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import Field
 
 from aind_assets import lineage
-from aind_assets.hbcd.idmap import Identifiers
+from aind_assets.hbcd.identity.idmap import Identifiers
 from aind_assets.hbcd.release import staging, summaries
 from aind_assets.hbcd.release.spec import RAW, ReleaseSpec
 from aind_assets.hbcd.resources import IdentityMapResource

@@ -51,12 +51,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from aind_assets.hbcd.derivatives import (
+from aind_assets.hbcd.formats.tsv import parse_tsv, select_tsv_rows
+from aind_assets.hbcd.processing.manifests import (
     DEFAULT_IGNORED_SUFFIXES,
     DerivativeManifest,
     manifest_diff,
 )
-from aind_assets.hbcd.tsv import parse_tsv, select_tsv_rows
 
 __all__ = [
     "DATA_EXTENSIONS",

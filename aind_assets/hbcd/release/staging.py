@@ -11,7 +11,7 @@ Layout under the staging root::
 :func:`stage_release` copies the planned files into the temporary prefix (server-side on S3),
 writes the rebuilt TSV/JSON files there, checks that the copy is complete, that the tree is
 BIDS-valid (:mod:`aind_assets.hbcd.release.validity`) and that no file holds an identifier
-(:func:`aind_assets.hbcd.leaks.scan_for_identifiers`, which also yields each file's sha256),
+(:func:`aind_assets.hbcd.leaks.scan.scan_for_identifiers`, which also yields each file's sha256),
 then promotes it to ``<release>/hbcd/`` (removing anything else there), writes
 ``processing.json`` and finally ``_COMPLETE``. A release without ``_COMPLETE`` is incomplete,
 whatever files it has; a run that fails anywhere leaves no marker and the next run starts over.
@@ -34,8 +34,8 @@ from typing import Any, BinaryIO
 import pandas as pd
 
 from aind_assets import lineage
-from aind_assets.hbcd.idmap import Identifiers, IdentityMap
-from aind_assets.hbcd.leaks import Finding, scan_for_identifiers
+from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
+from aind_assets.hbcd.leaks.scan import Finding, scan_for_identifiers
 from aind_assets.hbcd.release.spec import (
     DERIV,
     RAW,

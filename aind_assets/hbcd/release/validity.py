@@ -36,8 +36,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from aind_assets.hbcd.formats.tsv import parse_tsv
 from aind_assets.hbcd.release.spec import DATA_EXTENSIONS
-from aind_assets.hbcd.tsv import parse_tsv
 
 __all__ = [
     "Problem",

@@ -1,0 +1,471 @@
+"""De-identification (and re-identification) of BIDS files by type (pure; no Dagster).
+
+Every handler reads a binary stream and writes a binary stream, with bounded memory except
+JSON (sidecars are parsed whole). The set of handlers is an allow-list: :func:`handler_for`
+returns ``None`` for anything the rules cannot de-identify (``.dcm``, ``.zip``, ``.pdf``,
+``.edf``, unknown binaries); such files are not copied and are reported.
+
+=========================  =================================================================
+file                       rule
+=========================  =================================================================
+``*.tsv``                  cells kept as strings; only ID columns (:data:`ID_COLUMNS`) and site
+                           columns (:data:`SITE_COLUMNS`) rewritten; rows whose
+                           ``participant_id`` is not mapped are dropped (noted)
+``*.json``                 :data:`DROP_JSON_KEYS` removed at any depth; ``IntendedFor``
+                           (string/list, ``bids::`` URIs too) as paths; every other key and
+                           string value (incl. ``Levels``) through the token rules; written
+                           back as UTF-8, 4-space indent; numbers untouched
+``*.nii`` / ``*.nii.gz``   header ``descrip``/``intent_name`` rewritten (cleared if too long),
+                           ``aux_file``/``db_name``/``data_type``/``unused_str`` cleared; text
+                           extensions rewritten, binary extensions (e.g. DICOM) dropped; voxel
+                           data streamed unchanged
+text (see TEXT_EXTENSIONS) encoding detected (BOMs, UTF-16, else UTF-8 that round-trips any
+                           byte) and kept; identifiers replaced token-wise
+``*.<allowed>.gz``         same rule inside; re-compressed without FNAME, mtime 0
+=========================  =================================================================
+
+``.csv`` is treated as free text (every token, numeric cells included), unlike ``.tsv``.
+Errors never contain identifier values: paths in messages are de-identified ones.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from aind_assets.hbcd.formats.gz import GzipFormatError, open_gzip_writer
+from aind_assets.hbcd.formats.nifti import NiftiFormatError, rewrite_nifti
+from aind_assets.hbcd.formats.text import decode_chunks, detect_encoding, open_text
+from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.hbcd.identity.replace import (
+    Translator,
+    UnmappedIdentifierError,
+    deidentifier,
+    deidentify_path,
+    reidentifier,
+    reidentify_path,
+)
+
+__all__ = [
+    "DROP_JSON_KEYS",
+    "DeidentificationError",
+    "FileHandler",
+    "ID_COLUMNS",
+    "NIFTI_CLEAR_FIELDS",
+    "SITE_COLUMNS",
+    "SkippedFile",
+    "TEXT_EXTENSIONS",
+    "TEXT_NAMES",
+    "TreeReport",
+    "UnsupportedFileType",
+    "deidentify_bytes",
+    "deidentify_file",
+    "deidentify_nifti_stream",
+    "deidentify_tree",
+    "handler_for",
+    "reidentify_bytes",
+    "reidentify_file",
+    "reidentify_tree",
+]
+
+#: TSV columns holding subject/session identifiers or paths (matched case-insensitively).
+ID_COLUMNS = frozenset(
+    {
+        "participant_id",
+        "session_id",
+        "filename",
+        "source_filename",
+        "subject_id",
+        "dccid",
+        "candid",
+        "pscid",
+    }
+)
+#: TSV columns holding site IDs (matched case-insensitively).
+SITE_COLUMNS = frozenset({"site", "site_id", "siteid", "site_name", "sitename"})
+#: JSON keys removed from sidecars (at any depth).
+DROP_JSON_KEYS = frozenset(
+    {
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+    }
+)
+#: NIfTI header string fields zeroed when de-identifying (``descrip`` and ``intent_name`` are
+#: rewritten instead, because tools use them).
+NIFTI_CLEAR_FIELDS = frozenset({"data_type", "db_name", "aux_file", "unused_str"})
+TEXT_EXTENSIONS = frozenset(
+    {".txt", ".html", ".htm", ".log", ".md", ".csv", ".toml", ".bvec", ".bval", ".svg", ".rst"}
+)
+#: Extension-less BIDS text files (lower-case).
+TEXT_NAMES = frozenset({"readme", "changes", "license", ".bidsignore"})
+
+CHUNK = 1 << 20
+
+
+class UnsupportedFileType(ValueError):
+    """Not in the allow-list: the file must not be copied (the message holds the
+    de-identified path only)."""
+
+
+class DeidentificationError(ValueError):
+    """The handler could not process the content (message holds no identifier)."""
+
+
+@dataclass
+class _Ctx:
+    translator: Translator
+    deidentify: bool
+    idmap: IdentityMap
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class FileHandler:
+    name: str
+    run: Callable[[BinaryIO, BinaryIO, _Ctx], None] = field(repr=False)
+
+
+# --- TSV ---------------------------------------------------------------------------------
+
+
+def _iter_lines(chunks: Iterable[str]) -> Iterator[str]:
+    buf = ""
+    for chunk in chunks:
+        buf += chunk
+        if "\n" not in chunk:
+            continue
+        parts = buf.split("\n")
+        for p in parts[:-1]:
+            yield p + "\n"
+        buf = parts[-1]
+    if buf:
+        yield buf
+
+
+def _unmapped_participant(value: str, idmap: IdentityMap) -> bool:
+    v = value.strip()
+    if not v or v.lower() == "n/a":
+        return False
+    label = v[4:] if v.startswith("sub-") else v
+    return not idmap.has_rc(label)
+
+
+def _run_tsv(src: BinaryIO, dst: BinaryIO, ctx: _Ctx) -> None:
+    enc, body = open_text(src)
+    dst.write(enc.bom)
+    encoder = codecs.getincrementalencoder(enc.codec)(enc.errors)
+    tr = ctx.translator.text
+    id_idx: list[int] = []
+    pid_idx: int | None = None
+    dropped = 0
+    header_done = False
+    for line in _iter_lines(decode_chunks(body, enc)):
+        ending = "\r\n" if line.endswith("\r\n") else ("\n" if line.endswith("\n") else "")
+        content = line[: len(line) - len(ending)]
+        if not header_done:
+            header_done = True
+            names = [c.strip().lower() for c in content.split("\t")]
+            id_idx = [i for i, c in enumerate(names) if c in ID_COLUMNS or c in SITE_COLUMNS]
+            pid_idx = names.index("participant_id") if "participant_id" in names else None
+            dst.write(encoder.encode(line))
+            continue
+        if not content.strip():
+            dst.write(encoder.encode(line))
+            continue
+        cells = content.split("\t")
+        for i in id_idx:
+            if i < len(cells):
+                cells[i] = tr(cells[i])
+        if (
+            ctx.deidentify
+            and pid_idx is not None
+            and pid_idx < len(cells)
+            and _unmapped_participant(cells[pid_idx], ctx.idmap)
+        ):
+            dropped += 1
+            continue
+        dst.write(encoder.encode("\t".join(cells) + ending))
+    dst.write(encoder.encode("", final=True))
+    if dropped:
+        ctx.notes.append(f"TSV: dropped {dropped} row(s) whose participant_id is not mapped")
+
+
+# --- JSON --------------------------------------------------------------------------------
+
+
+def _json_walk(obj: Any, ctx: _Ctx) -> Any:
+    tr = ctx.translator.text
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if ctx.deidentify and k in DROP_JSON_KEYS:
+                ctx.notes.append(f"JSON: dropped {k}")
+                continue
+            if k == "IntendedFor":
+                if isinstance(v, str):
+                    out[k] = ctx.translator.path(v)
+                elif isinstance(v, list):
+                    out[k] = [ctx.translator.path(p) if isinstance(p, str) else p for p in v]
+                else:
+                    out[k] = _json_walk(v, ctx)
+                continue
+            out[tr(k)] = _json_walk(v, ctx)
+        return out
+    if isinstance(obj, list):
+        return [_json_walk(v, ctx) for v in obj]
+    if isinstance(obj, str):
+        return tr(obj)
+    return obj
+
+
+def _run_json(src: BinaryIO, dst: BinaryIO, ctx: _Ctx) -> None:
+    data = src.read()
+    enc = detect_encoding(data[:64])
+    try:
+        obj = json.loads(enc.decode(data))
+    except ValueError:
+        raise DeidentificationError("invalid JSON") from None
+    out = json.dumps(_json_walk(obj, ctx), indent=4, ensure_ascii=False) + "\n"
+    dst.write(out.encode("utf-8", "surrogateescape"))
+
+
+# --- text --------------------------------------------------------------------------------
+
+
+def _run_text(src: BinaryIO, dst: BinaryIO, ctx: _Ctx) -> None:
+    enc, body = open_text(src)
+    dst.write(enc.bom)
+    encoder = codecs.getincrementalencoder(enc.codec)(enc.errors)
+    for piece in ctx.translator.iter_text(decode_chunks(body, enc)):
+        dst.write(encoder.encode(piece))
+    dst.write(encoder.encode("", final=True))
+
+
+# --- NIfTI -------------------------------------------------------------------------------
+
+
+def _nifti(src: BinaryIO, dst: BinaryIO, ctx: _Ctx) -> None:
+    rewrite_nifti(
+        src,
+        dst,
+        text=ctx.translator.text,
+        clear_fields=NIFTI_CLEAR_FIELDS if ctx.deidentify else frozenset(),
+        drop_binary_extensions=ctx.deidentify,
+        notes=ctx.notes,
+    )
+
+
+def _gz(inner: Callable[[BinaryIO, BinaryIO, _Ctx], None]):
+    def run(src: BinaryIO, dst: BinaryIO, ctx: _Ctx) -> None:
+        with gzip.GzipFile(fileobj=src, mode="rb") as plain, open_gzip_writer(dst) as out:
+            inner(plain, out, ctx)
+
+    return run
+
+
+TSV = FileHandler("tsv", _run_tsv)
+JSON = FileHandler("json", _run_json)
+TEXT = FileHandler("text", _run_text)
+NIFTI = FileHandler("nifti", _nifti)
+NIFTI_GZ = FileHandler("nifti.gz", _gz(_nifti))
+_GZ = {h.name: FileHandler(h.name + ".gz", _gz(h.run)) for h in (TSV, JSON, TEXT)}
+
+
+def _simple_handler(lower_name: str) -> FileHandler | None:
+    if lower_name.endswith(".tsv"):
+        return TSV
+    if lower_name.endswith(".json"):
+        return JSON
+    dot = lower_name.rfind(".")
+    ext = lower_name[dot:] if dot > 0 else ""
+    if ext in TEXT_EXTENSIONS or lower_name in TEXT_NAMES:
+        return TEXT
+    return None
+
+
+def handler_for(relpath: str) -> FileHandler | None:
+    """The allow-list: the handler for a file name, or ``None`` (do not copy; report)."""
+    name = relpath.rsplit("/", 1)[-1].lower()
+    if name.endswith(".nii.gz"):
+        return NIFTI_GZ
+    if name.endswith(".nii"):
+        return NIFTI
+    if name.endswith(".gz"):
+        inner = _simple_handler(name[:-3])
+        return _GZ[inner.name] if inner else None
+    return _simple_handler(name)
+
+
+# --- dispatch ----------------------------------------------------------------------------
+
+_OWN_ERRORS = (DeidentificationError, NiftiFormatError, GzipFormatError, UnmappedIdentifierError)
+
+
+def _run(handler: FileHandler, src, dst, ctx: _Ctx, shown_path: str) -> None:
+    try:
+        handler.run(src, dst, ctx)
+    except _OWN_ERRORS as e:
+        raise DeidentificationError(f"{shown_path}: {handler.name}: {e}") from None
+    except (ValueError, EOFError, OSError, zlib.error, UnicodeError) as e:
+        # foreign messages may quote content: report the type only
+        raise DeidentificationError(f"{shown_path}: {handler.name}: {type(e).__name__}") from None
+
+
+def deidentify_file(
+    relpath: str,
+    src_fileobj: BinaryIO,
+    dst_fileobj: BinaryIO,
+    idmap: IdentityMap,
+    *,
+    notes: list[str] | None = None,
+) -> str:
+    """De-identify one file; returns its de-identified relative path.
+
+    Raises :class:`UnmappedIdentifierError` (subject not in the map), :class:`UnsupportedFileType`
+    (not in the allow-list; nothing written) or :class:`DeidentificationError` (bad content;
+    ``dst`` holds partial output and must be discarded). Notes (no identifiers) about dropped
+    keys/rows/extensions are appended to ``notes``.
+    """
+    new = deidentify_path(relpath, idmap)
+    handler = handler_for(relpath)
+    if handler is None:
+        raise UnsupportedFileType(f"not in the de-identification allow-list: {new}")
+    ctx = _Ctx(deidentifier(idmap), True, idmap, notes if notes is not None else [])
+    _run(handler, src_fileobj, dst_fileobj, ctx, new)
+    return new
+
+
+def reidentify_file(
+    relpath: str,
+    src_fileobj: BinaryIO,
+    dst_fileobj: BinaryIO,
+    idmap: IdentityMap,
+    *,
+    notes: list[str] | None = None,
+) -> str:
+    """Reverse flow (de-identified derivatives -> identified side): RC -> DCCID, anonymized
+    site -> site in the path and in handled content. Files without a handler are copied
+    byte for byte (no privacy constraint in this direction). Returns the new relative path."""
+    new = reidentify_path(relpath, idmap)
+    handler = handler_for(relpath)
+    if handler is None:
+        shutil.copyfileobj(src_fileobj, dst_fileobj, CHUNK)
+        return new
+    ctx = _Ctx(reidentifier(idmap), False, idmap, notes if notes is not None else [])
+    _run(handler, src_fileobj, dst_fileobj, ctx, relpath)
+    return new
+
+
+def deidentify_nifti_stream(
+    src_fileobj: BinaryIO, dst_fileobj: BinaryIO, idmap: IdentityMap, gz: bool
+) -> list[str]:
+    """De-identify a NIfTI stream (``gz``: gzip in and out, no FNAME). Returns notes."""
+    ctx = _Ctx(deidentifier(idmap), True, idmap, [])
+    _run(NIFTI_GZ if gz else NIFTI, src_fileobj, dst_fileobj, ctx, "<nifti stream>")
+    return ctx.notes
+
+
+def deidentify_bytes(relpath: str, data: bytes, idmap: IdentityMap) -> tuple[str, bytes]:
+    """Convenience for small files: ``(new_relpath, new_bytes)``."""
+    out = io.BytesIO()
+    new = deidentify_file(relpath, io.BytesIO(data), out, idmap)
+    return new, out.getvalue()
+
+
+def reidentify_bytes(relpath: str, data: bytes, idmap: IdentityMap) -> tuple[str, bytes]:
+    out = io.BytesIO()
+    new = reidentify_file(relpath, io.BytesIO(data), out, idmap)
+    return new, out.getvalue()
+
+
+# --- local trees (demo, tests, local processing) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str  # de-identified path, or "<unmapped:hash>" when the path itself can't be
+    reason: str
+
+
+@dataclass
+class TreeReport:
+    written: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _path_token(relpath: str) -> str:
+    return "<unmapped:" + hashlib.sha256(relpath.encode()).hexdigest()[:12] + ">"
+
+
+def _walk(root: Path) -> Iterator[str]:
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            yield p.relative_to(root).as_posix()
+
+
+def deidentify_tree(src_root: Path, dst_root: Path, idmap: IdentityMap) -> TreeReport:
+    """De-identify every file under ``src_root`` into ``dst_root`` (local paths). Unsupported,
+    unmapped, colliding or unreadable files are skipped and reported; a failed file leaves
+    nothing behind."""
+    report = TreeReport()
+    seen: set[str] = set()
+    for rel in _walk(src_root):
+        try:
+            new = deidentify_path(rel, idmap)
+        except UnmappedIdentifierError:
+            report.skipped.append(SkippedFile(_path_token(rel), "subject not in identity map"))
+            continue
+        if handler_for(rel) is None:
+            report.skipped.append(SkippedFile(new, "file type not in allow-list"))
+            continue
+        if new in seen:
+            report.skipped.append(SkippedFile(new, "collides with another de-identified file"))
+            continue
+        seen.add(new)
+        target = dst_root / new
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".partial")
+        notes: list[str] = []
+        try:
+            with open(src_root / rel, "rb") as src, open(tmp, "wb") as dst:
+                deidentify_file(rel, src, dst, idmap, notes=notes)
+        except (DeidentificationError, OSError) as e:
+            tmp.unlink(missing_ok=True)
+            # OSError messages quote the identified path: report the type only
+            reason = str(e) if isinstance(e, DeidentificationError) else type(e).__name__
+            report.skipped.append(SkippedFile(new, reason))
+            continue
+        tmp.replace(target)
+        report.written.append(new)
+        if notes:
+            report.notes[new] = notes
+    return report
+
+
+def reidentify_tree(src_root: Path, dst_root: Path, idmap: IdentityMap) -> TreeReport:
+    report = TreeReport()
+    for rel in _walk(src_root):
+        new = reidentify_path(rel, idmap)
+        target = dst_root / new
+        target.parent.mkdir(parents=True, exist_ok=True)
+        notes: list[str] = []
+        with open(src_root / rel, "rb") as src, open(target, "wb") as dst:
+            reidentify_file(rel, src, dst, idmap, notes=notes)
+        report.written.append(new)
+        if notes:
+            report.notes[new] = notes
+    return report
