@@ -38,7 +38,8 @@ from dagster import EnvVar
 from pydantic import BaseModel
 
 from aind_assets.resources.docdb import DocDBResource
-from aind_assets.resources.object_store import ObjectStoreResource, join_url
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import join_url
 
 DEFAULT_EMBEDDED_DOCDB_PORT = 27027
 

@@ -37,9 +37,15 @@ import nibabel as nib
 import numpy as np
 
 from aind_assets.demo.bids import demo_identity_rows
-from aind_assets.hbcd.deid import store as flow
 from aind_assets.hbcd.deid.discovery import plan_requests
+from aind_assets.hbcd.deid.store import (
+    deidentify_dataset,
+    deidentify_session,
+    discover_sessions,
+    scan_objects,
+)
 from aind_assets.hbcd.identity.idmap import IdentityRow, format_identity_map, parse_identity_map
+from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.servers import seaweedfs_server
 
@@ -143,14 +149,14 @@ def deidentify_all(store, layout, idmap, workers: int) -> tuple[float, int, int]
     """Discovery and every session to de-identify (``workers`` at a time). Returns seconds,
     sessions done and files written."""
     t = time.perf_counter()
-    found = flow.discover_sessions(store, layout, idmap)
+    found = discover_sessions(store, layout, idmap)
     plan = plan_requests(found.discovery, found.ledger, idmap)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(
-            pool.map(lambda k: flow.deidentify_session(store, layout, idmap, k), plan.sessions)
+            pool.map(lambda k: deidentify_session(store, layout, idmap, k), plan.sessions)
         )
     if plan.dataset:
-        results.append(flow.deidentify_dataset(store, layout, idmap))
+        results.append(deidentify_dataset(store, layout, idmap))
     elapsed = time.perf_counter() - t
     assert all(r.ok for r in results), [r.failed for r in results if not r.ok]
     return elapsed, len(plan.sessions), sum(len(r.written) for r in results)
@@ -159,14 +165,13 @@ def deidentify_all(store, layout, idmap, workers: int) -> tuple[float, int, int]
 _CHILD = r"""
 import json, sys, time
 from aind_assets.hbcd.identity.idmap import parse_identity_map
-from aind_assets.hbcd.deid import store as flow
 from aind_assets.resources.object_store import ObjectStoreResource
 cfg = json.loads(sys.argv[1])
 store = ObjectStoreResource(**cfg["store"])
 idmap = parse_identity_map(open(cfg["map"]).read())
-layout = flow.HbcdLayout(cfg["identified"], cfg["deidentified"])
+layout = HbcdLayout(cfg["identified"], cfg["deidentified"])
 t = time.perf_counter()
-result = flow.deidentify_session(store, layout, idmap, cfg["key"])
+result = deidentify_session(store, layout, idmap, cfg["key"])
 assert result.ok, result.failed
 # VmHWM: this process's own peak (ru_maxrss would include the parent's, kept across exec)
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
             }
             store = ObjectStoreResource(**store_cfg)
             store.ensure_root()
-            layout = flow.HbcdLayout(f"s3://{BUCKET}/pr", f"s3://{BUCKET}/deid")
+            layout = HbcdLayout(f"s3://{BUCKET}/pr", f"s3://{BUCKET}/deid")
 
             t_upload = _aws(endpoint, "sync", str(bids), f"{layout.identified_bids}/")
             t_copy = _aws(
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
             t_full, n_full, files_full = deidentify_all(store, layout, idmap, args.workers)
             print(f"de-identified {n_full} sessions ({files_full} files) in {t_full:.1f} s")
             t = time.perf_counter()
-            scan = flow.scan_objects(
+            scan = scan_objects(
                 store, store.list(layout.deidentified_bids), layout.deidentified_bids, idmap
             )
             t_scan = time.perf_counter() - t

@@ -15,7 +15,8 @@ from pathlib import Path
 from aind_assets.demo.bids import write_identified_bids
 from aind_assets.demo.records import demo_asset_records, write_demo_files
 from aind_assets.resources.docdb import DocDBResource
-from aind_assets.resources.object_store import ObjectStoreResource, join_url
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import join_url
 from aind_assets.settings import Settings
 
 DEMO_ASSETS = 24

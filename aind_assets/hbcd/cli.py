@@ -14,11 +14,18 @@ import argparse
 import os
 from pathlib import Path
 
+from aind_assets.hbcd.deid.store import (
+    discover_sessions,
+    scan_objects,
+    scan_session,
+    write_discovery_report,
+)
+from aind_assets.hbcd.identity.scrub import scrubbed_errors
 from aind_assets.settings import Settings
 
 
 def _context(settings: Settings):  # noqa: ANN202
-    from aind_assets.hbcd.deid.store import HbcdLayout
+    from aind_assets.hbcd.layout import HbcdLayout
     from aind_assets.hbcd.resources import IdentityMapResource
 
     store = settings.object_store()
@@ -28,14 +35,13 @@ def _context(settings: Settings):  # noqa: ANN202
 
 
 def _cmd_discover(args: argparse.Namespace) -> int:
-    from aind_assets.hbcd.deid import store as flow
     from aind_assets.hbcd.deid.discovery import plan_requests
 
     settings = Settings.from_env()
     store, layout, idmap = _context(settings)
-    with flow.scrubbed_errors(idmap, "discovery"):
-        result = flow.discover_sessions(store, layout, idmap)
-        flow.write_discovery_report(store, layout, result)
+    with scrubbed_errors(idmap, "discovery"):
+        result = discover_sessions(store, layout, idmap)
+        write_discovery_report(store, layout, result)
     d = result.discovery
     plan = plan_requests(d, result.ledger, idmap)
     print(
@@ -47,7 +53,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     if args.register:
         import dagster as dg
 
-        from aind_assets.hbcd.deid.assets import bids_sessions
+        from aind_assets.hbcd.keys import bids_sessions
 
         home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
         home.mkdir(parents=True, exist_ok=True)
@@ -69,18 +75,17 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
-    from aind_assets.hbcd.deid import store as flow
     from aind_assets.hbcd.identity.replace import parse_session_partition_key
 
     settings = Settings.from_env()
     store, layout, idmap = _context(settings)
     if args.session:
         parse_session_partition_key(args.session)
-        results = [flow.scan_session(store, layout, idmap, args.session)]
+        results = [scan_session(store, layout, idmap, args.session)]
     else:
-        with flow.scrubbed_errors(idmap, "scan"):
+        with scrubbed_errors(idmap, "scan"):
             infos = store.list(layout.deidentified_root)
-            results = [flow.scan_objects(store, infos, layout.deidentified_root, idmap)]
+            results = [scan_objects(store, infos, layout.deidentified_root, idmap)]
     scanned = sum(r.scanned for r in results)
     findings = [f for r in results for f in r.findings]
     for f in findings:

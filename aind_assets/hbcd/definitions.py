@@ -1,22 +1,34 @@
-"""Everything the HBCD flow adds to the platform's definitions (wired in
-:mod:`aind_assets.definitions`)."""
+"""Everything the HBCD flow adds to the platform's definitions, stage by stage (wired in
+:mod:`aind_assets.definitions`). Release staging wires itself in
+:func:`aind_assets.hbcd.release.assets.build_release_definitions`."""
 
 import dagster as dg
 
-from aind_assets.hbcd.deid.assets import (
-    cbrain_derivatives,
-    deidentified_dataset,
-    deidentified_session,
-    reidentified_derivatives,
-    session_derivatives,
+from aind_assets.hbcd.deid.assets import deidentified_dataset, deidentified_session
+from aind_assets.hbcd.deid.checks import dataset_has_no_identifiers, session_has_no_identifiers
+from aind_assets.hbcd.deid.sensors import (
+    dataset_job,
+    hbcd_daily_deidentification,
+    hbcd_session_discovery,
+    session_job,
 )
-from aind_assets.hbcd.deid.checks import (
+from aind_assets.hbcd.processing.assets import cbrain_derivatives, session_derivatives
+from aind_assets.hbcd.processing.checks import (
     cbrain_derivatives_in_sync,
-    dataset_has_no_identifiers,
     session_derivatives_in_sync,
-    session_has_no_identifiers,
 )
-from aind_assets.hbcd.deid.sensors import JOBS, SCHEDULES, SENSORS
+from aind_assets.hbcd.processing.sensors import (
+    cbrain_check_job,
+    hbcd_cbrain_observer,
+    hbcd_derivatives_sensor,
+    processing_job,
+)
+from aind_assets.hbcd.reid.assets import reidentified_derivatives
+from aind_assets.hbcd.reid.sensors import (
+    hbcd_daily_reidentification,
+    hbcd_reidentify_sensor,
+    reidentify_job,
+)
 from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.settings import Settings
@@ -34,16 +46,14 @@ CHECKS = [
     session_derivatives_in_sync,
     cbrain_derivatives_in_sync,
 ]
-
-__all__ = [
-    "ASSETS",
-    "CHECKS",
-    "JOBS",
-    "SCHEDULES",
-    "SENSORS",
-    "build_hbcd_definitions",
-    "hbcd_resources",
+SENSORS = [
+    hbcd_session_discovery,
+    hbcd_derivatives_sensor,
+    hbcd_cbrain_observer,
+    hbcd_reidentify_sensor,
 ]
+SCHEDULES = [hbcd_daily_deidentification, hbcd_daily_reidentification]
+JOBS = [session_job, dataset_job, processing_job, reidentify_job, cbrain_check_job]
 
 
 def hbcd_resources(settings: Settings, store: ObjectStoreResource) -> dict[str, object]:

@@ -11,8 +11,9 @@ import threading
 import dagster as dg
 from pydantic import Field
 
-from aind_assets.hbcd.deid.store import HbcdError, HbcdLayout
 from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
+from aind_assets.hbcd.identity.scrub import HbcdError
+from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.resources.object_store import ObjectStoreResource
 
 _CACHE: dict[tuple[str, str], IdentityMap] = {}

@@ -8,12 +8,10 @@ credentials; ``url(*parts)`` builds URLs under the resource's own ``root``.
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -23,47 +21,13 @@ from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 from upath import UPath
 
+from aind_assets.resources.urls import ObjectInfo, is_s3, join_url
+
 CHUNK = 8 * 2**20
 _XATTR_PREFIX = "user.aind."
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """What the store knows about one object.
-
-    ``etag`` is the S3 ETag; on a local disk it is a version token from mtime and size (cheap,
-    and it changes whenever the file does). ``metadata`` is S3 user metadata, or extended
-    attributes on a local disk.
-    """
-
-    url: str
-    size: int
-    etag: str | None
-    last_modified: datetime
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-    def relative_to(self, prefix: str) -> str:
-        return relative_key(self.url, prefix)
-
-
-def is_s3(url: str) -> bool:
-    return url.startswith("s3://")
-
-
-def join_url(base: str, *parts: str) -> str:
-    """Join key parts onto a URL or path with ``/``, ignoring empty parts."""
-    parts = tuple(p.strip("/") for p in parts if p and p.strip("/"))
-    return posixpath.join(base.rstrip("/"), *parts) if parts else base.rstrip("/")
-
-
-def relative_key(url: str, prefix: str) -> str:
-    prefix = prefix.rstrip("/") + "/"
-    if not url.startswith(prefix):
-        raise ValueError(f"{url!r} is not under {prefix!r}")
-    return url[len(prefix) :]
 
 
 class ObjectStoreResource(ConfigurableResource):

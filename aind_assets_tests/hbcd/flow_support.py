@@ -13,13 +13,14 @@ import dagster as dg
 
 from aind_assets.demo.bids import write_identified_bids
 from aind_assets.hbcd.definitions import ASSETS, CHECKS, JOBS, SCHEDULES, SENSORS
-from aind_assets.hbcd.deid.store import HbcdLayout
 from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
+from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.hbcd.leaks.scan import scan_for_identifiers
 from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource
-from aind_assets.resources.object_store import ObjectStoreResource, join_url
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import join_url
 
 RECORDS = "processing_records"
 

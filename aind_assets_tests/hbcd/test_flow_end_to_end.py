@@ -9,8 +9,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from aind_assets.hbcd.deid import store as flow
-from aind_assets.hbcd.deid.assets import (
+from aind_assets.hbcd.deid.sensors import hbcd_daily_deidentification, hbcd_session_discovery
+from aind_assets.hbcd.formats.tsv import parse_tsv
+from aind_assets.hbcd.keys import (
     CBRAIN_DERIVATIVES,
     DEIDENTIFIED_DATASET,
     DEIDENTIFIED_SESSION,
@@ -18,17 +19,13 @@ from aind_assets.hbcd.deid.assets import (
     SESSION_DERIVATIVES,
     STALENESS_CHECK,
 )
-from aind_assets.hbcd.deid.sensors import (
-    hbcd_cbrain_observer,
-    hbcd_daily_deidentification,
-    hbcd_derivatives_sensor,
-    hbcd_reidentify_sensor,
-    hbcd_session_discovery,
-)
-from aind_assets.hbcd.formats.tsv import parse_tsv
-from aind_assets.hbcd.processing.manifests import DerivativeManifest
+from aind_assets.hbcd.manifests import DerivativeManifest
+from aind_assets.hbcd.processing.sensors import hbcd_cbrain_observer, hbcd_derivatives_sensor
+from aind_assets.hbcd.processing.store import session_listing
+from aind_assets.hbcd.reid.sensors import hbcd_reidentify_sensor
 from aind_assets.resources.docdb import DocDBResource
-from aind_assets.resources.object_store import ObjectStoreResource, join_url
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import join_url
 from aind_assets_tests.hbcd.flow_support import (
     RECORDS,
     World,
@@ -92,9 +89,7 @@ def _write_cbrain_output(w: World, row, ses: str) -> str:  # noqa: ANN001 - Iden
         join_url(out, f"ses-{ses}/anat/sub-{rc}_ses-{ses}_desc-aseg_dseg.txt"),
         f"segmentation of sub-{rc}\n".encode(),
     )
-    anat = [
-        i for i in flow.session_listing(w.store, layout, rc, ses) if f"/ses-{ses}/anat/" in i.url
-    ]
+    anat = [i for i in session_listing(w.store, layout, rc, ses) if f"/ses-{ses}/anat/" in i.url]
     manifest = [
         {
             "Key": "bucket-prefix/" + i.relative_to(layout.deidentified_root),
@@ -196,9 +191,7 @@ def test_full_flow_on_s3(
         assert proc["images"] == 3 and proc["qc"]
         manifest_url = w.layout.manifest_url(row0.rc_id, "V02", "imagestats")
         manifest = DerivativeManifest.parse(w.store.get_bytes(manifest_url))
-        assert len(manifest.entries) == len(
-            flow.session_listing(w.store, w.layout, row0.rc_id, "V02")
-        )
+        assert len(manifest.entries) == len(session_listing(w.store, w.layout, row0.rc_id, "V02"))
         description = json.loads(
             w.store.get_bytes(
                 f"{w.layout.deidentified_derivatives}/ses-V02/imagestats/dataset_description.json"

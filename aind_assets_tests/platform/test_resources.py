@@ -7,7 +7,8 @@ import pymongo
 import pytest
 
 from aind_assets.resources.docdb import DocDBResource, LeaseHeldError
-from aind_assets.resources.object_store import ObjectStoreResource, relative_key
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import relative_key
 
 
 def test_object_store_operations(

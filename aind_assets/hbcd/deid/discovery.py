@@ -22,11 +22,8 @@ which sessions are done. It lives on the identified side next to the discovery r
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import re
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -43,10 +40,8 @@ __all__ = [
     "RequestPlan",
     "SessionSource",
     "SourceObject",
-    "decode_cursor",
     "digest_files",
     "discover",
-    "encode_cursor",
     "ledger_name",
     "parse_ledger_names",
     "plan_requests",
@@ -288,25 +283,3 @@ def plan_requests(
     if dataset_changed and not dataset_pending and has_dataset:
         plan.dataset = discovery.dataset_digest
     return plan
-
-
-# --- sensor cursor -----------------------------------------------------------------------
-
-
-def encode_cursor(state: Mapping[str, str]) -> str:
-    """Compact cursor text for ``{unit: digest}`` (RC-keyed; zlib + base64 JSON)."""
-    raw = json.dumps(dict(sorted(state.items())), separators=(",", ":")).encode()
-    return "z1:" + base64.b64encode(zlib.compress(raw, 9)).decode()
-
-
-def decode_cursor(cursor: str | None) -> dict[str, str]:
-    """Inverse of :func:`encode_cursor`; an empty or unreadable cursor is an empty state (the
-    ledger, not the cursor, is the truth, so this only causes duplicate requests)."""
-    if not cursor:
-        return {}
-    try:
-        if cursor.startswith("z1:"):
-            return dict(json.loads(zlib.decompress(base64.b64decode(cursor[3:]))))
-        return dict(json.loads(cursor))
-    except (ValueError, zlib.error, TypeError):
-        return {}

@@ -1,4 +1,5 @@
-"""De-identification (and re-identification) of BIDS files by type (pure; no Dagster).
+"""Which handler de-identifies (and re-identifies) a BIDS file, by type (pure; no Dagster).
+Each format lives in its own module of this package; this one picks between them.
 
 Every handler reads a binary stream and writes a binary stream, with bounded memory except
 JSON (sidecars are parsed whole). The set of handlers is an allow-list: :func:`handler_for`
@@ -30,24 +31,33 @@ Errors never contain identifier values: paths in messages are de-identified ones
 
 from __future__ import annotations
 
-import codecs
-import gzip
 import hashlib
 import io
-import json
 import shutil
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from aind_assets.hbcd.formats.gz import GzipFormatError, open_gzip_writer
-from aind_assets.hbcd.formats.nifti import NiftiFormatError, rewrite_nifti
-from aind_assets.hbcd.formats.text import decode_chunks, detect_encoding, open_text
+from aind_assets.hbcd.formats.base import (
+    CHUNK,
+    DeidentificationError,
+    FileHandler,
+    FormatContext,
+    UnsupportedFileType,
+)
+from aind_assets.hbcd.formats.gz import GzipFormatError, gzipped
+from aind_assets.hbcd.formats.json_sidecar import JSON
+from aind_assets.hbcd.formats.nifti import NIFTI, NiftiFormatError, run_nifti
+from aind_assets.hbcd.formats.text import (
+    TEXT,
+    TEXT_EXTENSIONS,
+    TEXT_NAMES,
+)
+from aind_assets.hbcd.formats.tsv import TSV
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.identity.replace import (
-    Translator,
     UnmappedIdentifierError,
     deidentifier,
     deidentify_path,
@@ -55,233 +65,8 @@ from aind_assets.hbcd.identity.replace import (
     reidentify_path,
 )
 
-__all__ = [
-    "DROP_JSON_KEYS",
-    "DeidentificationError",
-    "FileHandler",
-    "ID_COLUMNS",
-    "NIFTI_CLEAR_FIELDS",
-    "SITE_COLUMNS",
-    "SkippedFile",
-    "TEXT_EXTENSIONS",
-    "TEXT_NAMES",
-    "TreeReport",
-    "UnsupportedFileType",
-    "deidentify_bytes",
-    "deidentify_file",
-    "deidentify_nifti_stream",
-    "deidentify_tree",
-    "handler_for",
-    "reidentify_bytes",
-    "reidentify_file",
-    "reidentify_tree",
-]
-
-#: TSV columns holding subject/session identifiers or paths (matched case-insensitively).
-ID_COLUMNS = frozenset(
-    {
-        "participant_id",
-        "session_id",
-        "filename",
-        "source_filename",
-        "subject_id",
-        "dccid",
-        "candid",
-        "pscid",
-    }
-)
-#: TSV columns holding site IDs (matched case-insensitively).
-SITE_COLUMNS = frozenset({"site", "site_id", "siteid", "site_name", "sitename"})
-#: JSON keys removed from sidecars (at any depth).
-DROP_JSON_KEYS = frozenset(
-    {
-        "PatientName",
-        "PatientID",
-        "PatientBirthDate",
-        "InstitutionName",
-        "InstitutionAddress",
-        "InstitutionalDepartmentName",
-    }
-)
-#: NIfTI header string fields zeroed when de-identifying (``descrip`` and ``intent_name`` are
-#: rewritten instead, because tools use them).
-NIFTI_CLEAR_FIELDS = frozenset({"data_type", "db_name", "aux_file", "unused_str"})
-TEXT_EXTENSIONS = frozenset(
-    {".txt", ".html", ".htm", ".log", ".md", ".csv", ".toml", ".bvec", ".bval", ".svg", ".rst"}
-)
-#: Extension-less BIDS text files (lower-case).
-TEXT_NAMES = frozenset({"readme", "changes", "license", ".bidsignore"})
-
-CHUNK = 1 << 20
-
-
-class UnsupportedFileType(ValueError):
-    """Not in the allow-list: the file must not be copied (the message holds the
-    de-identified path only)."""
-
-
-class DeidentificationError(ValueError):
-    """The handler could not process the content (message holds no identifier)."""
-
-
-@dataclass
-class _Ctx:
-    translator: Translator
-    deidentify: bool
-    idmap: IdentityMap
-    notes: list[str]
-
-
-@dataclass(frozen=True)
-class FileHandler:
-    name: str
-    run: Callable[[BinaryIO, BinaryIO, _Ctx], None] = field(repr=False)
-
-
-# --- TSV ---------------------------------------------------------------------------------
-
-
-def _iter_lines(chunks: Iterable[str]) -> Iterator[str]:
-    buf = ""
-    for chunk in chunks:
-        buf += chunk
-        if "\n" not in chunk:
-            continue
-        parts = buf.split("\n")
-        for p in parts[:-1]:
-            yield p + "\n"
-        buf = parts[-1]
-    if buf:
-        yield buf
-
-
-def _unmapped_participant(value: str, idmap: IdentityMap) -> bool:
-    v = value.strip()
-    if not v or v.lower() == "n/a":
-        return False
-    label = v[4:] if v.startswith("sub-") else v
-    return not idmap.has_rc(label)
-
-
-def _run_tsv(src: BinaryIO, dst: BinaryIO, ctx: _Ctx) -> None:
-    enc, body = open_text(src)
-    dst.write(enc.bom)
-    encoder = codecs.getincrementalencoder(enc.codec)(enc.errors)
-    tr = ctx.translator.text
-    id_idx: list[int] = []
-    pid_idx: int | None = None
-    dropped = 0
-    header_done = False
-    for line in _iter_lines(decode_chunks(body, enc)):
-        ending = "\r\n" if line.endswith("\r\n") else ("\n" if line.endswith("\n") else "")
-        content = line[: len(line) - len(ending)]
-        if not header_done:
-            header_done = True
-            names = [c.strip().lower() for c in content.split("\t")]
-            id_idx = [i for i, c in enumerate(names) if c in ID_COLUMNS or c in SITE_COLUMNS]
-            pid_idx = names.index("participant_id") if "participant_id" in names else None
-            dst.write(encoder.encode(line))
-            continue
-        if not content.strip():
-            dst.write(encoder.encode(line))
-            continue
-        cells = content.split("\t")
-        for i in id_idx:
-            if i < len(cells):
-                cells[i] = tr(cells[i])
-        if (
-            ctx.deidentify
-            and pid_idx is not None
-            and pid_idx < len(cells)
-            and _unmapped_participant(cells[pid_idx], ctx.idmap)
-        ):
-            dropped += 1
-            continue
-        dst.write(encoder.encode("\t".join(cells) + ending))
-    dst.write(encoder.encode("", final=True))
-    if dropped:
-        ctx.notes.append(f"TSV: dropped {dropped} row(s) whose participant_id is not mapped")
-
-
-# --- JSON --------------------------------------------------------------------------------
-
-
-def _json_walk(obj: Any, ctx: _Ctx) -> Any:
-    tr = ctx.translator.text
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if ctx.deidentify and k in DROP_JSON_KEYS:
-                ctx.notes.append(f"JSON: dropped {k}")
-                continue
-            if k == "IntendedFor":
-                if isinstance(v, str):
-                    out[k] = ctx.translator.path(v)
-                elif isinstance(v, list):
-                    out[k] = [ctx.translator.path(p) if isinstance(p, str) else p for p in v]
-                else:
-                    out[k] = _json_walk(v, ctx)
-                continue
-            out[tr(k)] = _json_walk(v, ctx)
-        return out
-    if isinstance(obj, list):
-        return [_json_walk(v, ctx) for v in obj]
-    if isinstance(obj, str):
-        return tr(obj)
-    return obj
-
-
-def _run_json(src: BinaryIO, dst: BinaryIO, ctx: _Ctx) -> None:
-    data = src.read()
-    enc = detect_encoding(data[:64])
-    try:
-        obj = json.loads(enc.decode(data))
-    except ValueError:
-        raise DeidentificationError("invalid JSON") from None
-    out = json.dumps(_json_walk(obj, ctx), indent=4, ensure_ascii=False) + "\n"
-    dst.write(out.encode("utf-8", "surrogateescape"))
-
-
-# --- text --------------------------------------------------------------------------------
-
-
-def _run_text(src: BinaryIO, dst: BinaryIO, ctx: _Ctx) -> None:
-    enc, body = open_text(src)
-    dst.write(enc.bom)
-    encoder = codecs.getincrementalencoder(enc.codec)(enc.errors)
-    for piece in ctx.translator.iter_text(decode_chunks(body, enc)):
-        dst.write(encoder.encode(piece))
-    dst.write(encoder.encode("", final=True))
-
-
-# --- NIfTI -------------------------------------------------------------------------------
-
-
-def _nifti(src: BinaryIO, dst: BinaryIO, ctx: _Ctx) -> None:
-    rewrite_nifti(
-        src,
-        dst,
-        text=ctx.translator.text,
-        clear_fields=NIFTI_CLEAR_FIELDS if ctx.deidentify else frozenset(),
-        drop_binary_extensions=ctx.deidentify,
-        notes=ctx.notes,
-    )
-
-
-def _gz(inner: Callable[[BinaryIO, BinaryIO, _Ctx], None]):
-    def run(src: BinaryIO, dst: BinaryIO, ctx: _Ctx) -> None:
-        with gzip.GzipFile(fileobj=src, mode="rb") as plain, open_gzip_writer(dst) as out:
-            inner(plain, out, ctx)
-
-    return run
-
-
-TSV = FileHandler("tsv", _run_tsv)
-JSON = FileHandler("json", _run_json)
-TEXT = FileHandler("text", _run_text)
-NIFTI = FileHandler("nifti", _nifti)
-NIFTI_GZ = FileHandler("nifti.gz", _gz(_nifti))
-_GZ = {h.name: FileHandler(h.name + ".gz", _gz(h.run)) for h in (TSV, JSON, TEXT)}
+NIFTI_GZ = FileHandler("nifti.gz", gzipped(run_nifti))
+_GZ = {h.name: FileHandler(h.name + ".gz", gzipped(h.run)) for h in (TSV, JSON, TEXT)}
 
 
 def _simple_handler(lower_name: str) -> FileHandler | None:
@@ -314,7 +99,7 @@ def handler_for(relpath: str) -> FileHandler | None:
 _OWN_ERRORS = (DeidentificationError, NiftiFormatError, GzipFormatError, UnmappedIdentifierError)
 
 
-def _run(handler: FileHandler, src, dst, ctx: _Ctx, shown_path: str) -> None:
+def _run(handler: FileHandler, src, dst, ctx: FormatContext, shown_path: str) -> None:
     try:
         handler.run(src, dst, ctx)
     except _OWN_ERRORS as e:
@@ -343,7 +128,7 @@ def deidentify_file(
     handler = handler_for(relpath)
     if handler is None:
         raise UnsupportedFileType(f"not in the de-identification allow-list: {new}")
-    ctx = _Ctx(deidentifier(idmap), True, idmap, notes if notes is not None else [])
+    ctx = FormatContext(deidentifier(idmap), True, idmap, notes if notes is not None else [])
     _run(handler, src_fileobj, dst_fileobj, ctx, new)
     return new
 
@@ -364,7 +149,7 @@ def reidentify_file(
     if handler is None:
         shutil.copyfileobj(src_fileobj, dst_fileobj, CHUNK)
         return new
-    ctx = _Ctx(reidentifier(idmap), False, idmap, notes if notes is not None else [])
+    ctx = FormatContext(reidentifier(idmap), False, idmap, notes if notes is not None else [])
     _run(handler, src_fileobj, dst_fileobj, ctx, relpath)
     return new
 
@@ -373,7 +158,7 @@ def deidentify_nifti_stream(
     src_fileobj: BinaryIO, dst_fileobj: BinaryIO, idmap: IdentityMap, gz: bool
 ) -> list[str]:
     """De-identify a NIfTI stream (``gz``: gzip in and out, no FNAME). Returns notes."""
-    ctx = _Ctx(deidentifier(idmap), True, idmap, [])
+    ctx = FormatContext(deidentifier(idmap), True, idmap, [])
     _run(NIFTI_GZ if gz else NIFTI, src_fileobj, dst_fileobj, ctx, "<nifti stream>")
     return ctx.notes
 

@@ -9,9 +9,11 @@ import gzip
 import io
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from aind_assets.hbcd.formats.base import FormatContext
 
 __all__ = [
     "GZIP_MAGIC",
@@ -209,3 +211,11 @@ class GzipContentStream(io.RawIOBase):
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
+
+
+def gzipped(inner: Callable[[BinaryIO, BinaryIO, FormatContext], None]):
+    def run(src: BinaryIO, dst: BinaryIO, ctx: FormatContext) -> None:
+        with gzip.GzipFile(fileobj=src, mode="rb") as plain, open_gzip_writer(dst) as out:
+            inner(plain, out, ctx)
+
+    return run

@@ -20,6 +20,7 @@ from nibabel.nifti1 import extension_codes
 from nibabel.nifti1 import header_dtype as _nifti1_dtype
 from nibabel.nifti2 import header_dtype as _nifti2_dtype
 
+from aind_assets.hbcd.formats.base import FileHandler, FormatContext
 from aind_assets.hbcd.formats.text import read_exact_or_less
 
 __all__ = [
@@ -228,3 +229,25 @@ def rewrite_nifti(
         dst.write(b)
     shutil.copyfileobj(src, dst, CHUNK)
     return NiftiInfo(info.version, info.endian, info.size, vox_offset)
+
+
+#: NIfTI header string fields zeroed when de-identifying (``descrip`` and ``intent_name`` are
+#: rewritten instead, because tools use them).
+NIFTI_CLEAR_FIELDS = frozenset({"data_type", "db_name", "aux_file", "unused_str"})
+
+
+# --- NIfTI -------------------------------------------------------------------------------
+
+
+def run_nifti(src: BinaryIO, dst: BinaryIO, ctx: FormatContext) -> None:
+    rewrite_nifti(
+        src,
+        dst,
+        text=ctx.translator.text,
+        clear_fields=NIFTI_CLEAR_FIELDS if ctx.deidentify else frozenset(),
+        drop_binary_extensions=ctx.deidentify,
+        notes=ctx.notes,
+    )
+
+
+NIFTI = FileHandler("nifti", run_nifti)

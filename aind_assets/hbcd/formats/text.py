@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from aind_assets.hbcd.formats.base import FileHandler, FormatContext
+
 __all__ = [
     "PrefixedReader",
     "TextEncoding",
@@ -126,3 +128,25 @@ def decode_chunks(stream: BinaryIO, enc: TextEncoding, chunk: int = CHUNK) -> It
     tail = dec.decode(b"", final=True)
     if tail:
         yield tail
+
+
+TEXT_EXTENSIONS = frozenset(
+    {".txt", ".html", ".htm", ".log", ".md", ".csv", ".toml", ".bvec", ".bval", ".svg", ".rst"}
+)
+#: Extension-less BIDS text files (lower-case).
+TEXT_NAMES = frozenset({"readme", "changes", "license", ".bidsignore"})
+
+
+# --- text --------------------------------------------------------------------------------
+
+
+def _run_text(src: BinaryIO, dst: BinaryIO, ctx: FormatContext) -> None:
+    enc, body = open_text(src)
+    dst.write(enc.bom)
+    encoder = codecs.getincrementalencoder(enc.codec)(enc.errors)
+    for piece in ctx.translator.iter_text(decode_chunks(body, enc)):
+        dst.write(encoder.encode(piece))
+    dst.write(encoder.encode("", final=True))
+
+
+TEXT = FileHandler("text", _run_text)

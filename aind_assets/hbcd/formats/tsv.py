@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import codecs
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from aind_assets.hbcd.formats.base import FileHandler, FormatContext
+from aind_assets.hbcd.formats.text import decode_chunks, open_text
+from aind_assets.hbcd.identity.idmap import IdentityMap
 
 __all__ = ["Tsv", "merge_tsv_rows", "parse_tsv", "select_tsv_rows"]
 
@@ -82,3 +88,88 @@ def merge_tsv_rows(existing: str | None, new: str, key: str) -> str:
 def rows_where(tsv: Tsv, column: str, values: Iterable[str]) -> list[dict[str, str]]:
     wanted = set(values)
     return [r for r in tsv.rows if r.get(column) in wanted]
+
+
+#: TSV columns holding subject/session identifiers or paths (matched case-insensitively).
+ID_COLUMNS = frozenset(
+    {
+        "participant_id",
+        "session_id",
+        "filename",
+        "source_filename",
+        "subject_id",
+        "dccid",
+        "candid",
+        "pscid",
+    }
+)
+#: TSV columns holding site IDs (matched case-insensitively).
+SITE_COLUMNS = frozenset({"site", "site_id", "siteid", "site_name", "sitename"})
+
+
+# --- TSV ---------------------------------------------------------------------------------
+
+
+def _iter_lines(chunks: Iterable[str]) -> Iterator[str]:
+    buf = ""
+    for chunk in chunks:
+        buf += chunk
+        if "\n" not in chunk:
+            continue
+        parts = buf.split("\n")
+        for p in parts[:-1]:
+            yield p + "\n"
+        buf = parts[-1]
+    if buf:
+        yield buf
+
+
+def _unmapped_participant(value: str, idmap: IdentityMap) -> bool:
+    v = value.strip()
+    if not v or v.lower() == "n/a":
+        return False
+    label = v[4:] if v.startswith("sub-") else v
+    return not idmap.has_rc(label)
+
+
+def _run_tsv(src: BinaryIO, dst: BinaryIO, ctx: FormatContext) -> None:
+    enc, body = open_text(src)
+    dst.write(enc.bom)
+    encoder = codecs.getincrementalencoder(enc.codec)(enc.errors)
+    tr = ctx.translator.text
+    id_idx: list[int] = []
+    pid_idx: int | None = None
+    dropped = 0
+    header_done = False
+    for line in _iter_lines(decode_chunks(body, enc)):
+        ending = "\r\n" if line.endswith("\r\n") else ("\n" if line.endswith("\n") else "")
+        content = line[: len(line) - len(ending)]
+        if not header_done:
+            header_done = True
+            names = [c.strip().lower() for c in content.split("\t")]
+            id_idx = [i for i, c in enumerate(names) if c in ID_COLUMNS or c in SITE_COLUMNS]
+            pid_idx = names.index("participant_id") if "participant_id" in names else None
+            dst.write(encoder.encode(line))
+            continue
+        if not content.strip():
+            dst.write(encoder.encode(line))
+            continue
+        cells = content.split("\t")
+        for i in id_idx:
+            if i < len(cells):
+                cells[i] = tr(cells[i])
+        if (
+            ctx.deidentify
+            and pid_idx is not None
+            and pid_idx < len(cells)
+            and _unmapped_participant(cells[pid_idx], ctx.idmap)
+        ):
+            dropped += 1
+            continue
+        dst.write(encoder.encode("\t".join(cells) + ending))
+    dst.write(encoder.encode("", final=True))
+    if dropped:
+        ctx.notes.append(f"TSV: dropped {dropped} row(s) whose participant_id is not mapped")
+
+
+TSV = FileHandler("tsv", _run_tsv)

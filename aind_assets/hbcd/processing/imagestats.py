@@ -26,6 +26,8 @@ import numpy as np
 from nibabel.nifti1 import Nifti1Header
 from nibabel.nifti2 import Nifti2Header
 
+from aind_assets.hbcd.identity.scrub import IdentifierFreeError
+
 __all__ = [
     "PIPELINE",
     "ImageStatsError",
@@ -50,7 +52,7 @@ _QC_COLUMNS = (
 )
 
 
-class ImageStatsError(ValueError):
+class ImageStatsError(IdentifierFreeError, ValueError):
     """The image cannot be read (the message holds no path or content)."""
 
 

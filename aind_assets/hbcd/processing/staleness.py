@@ -18,11 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aind_assets.hbcd.processing.manifests import DerivativeManifest, ManifestEntry, manifest_diff
+from aind_assets.hbcd.layout import BIDS_FOLDER
+from aind_assets.hbcd.manifests import DerivativeManifest, ManifestEntry, manifest_diff
 
 __all__ = ["BIDS_FOLDER", "Staleness", "normalise_key", "session_prefix", "staleness"]
-
-BIDS_FOLDER = "assembly_bids"
 
 
 def session_prefix(rc_id: str, session: str) -> str:

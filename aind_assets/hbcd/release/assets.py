@@ -22,7 +22,8 @@ from aind_assets.hbcd.release import staging, summaries
 from aind_assets.hbcd.release.spec import RAW, ReleaseSpec
 from aind_assets.hbcd.resources import IdentityMapResource
 from aind_assets.resources.docdb import DocDBResource, LeaseHeldError
-from aind_assets.resources.object_store import ObjectStoreResource, join_url
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import join_url
 
 __all__ = [
     "HbcdReleaseResource",

@@ -17,7 +17,7 @@ import dagster as dg
 from aind_assets.hbcd.release import staging, summaries
 from aind_assets.hbcd.release.assets import STAGING_KEY, HbcdReleaseResource
 from aind_assets.hbcd.release.validity import Problem
-from aind_assets.resources.object_store import join_url, relative_key
+from aind_assets.resources.urls import join_url, relative_key
 
 __all__ = ["release_bids_valid", "release_no_identifiers"]
 

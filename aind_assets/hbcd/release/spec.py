@@ -52,7 +52,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aind_assets.hbcd.formats.tsv import parse_tsv, select_tsv_rows
-from aind_assets.hbcd.processing.manifests import (
+from aind_assets.hbcd.manifests import (
     DEFAULT_IGNORED_SUFFIXES,
     DerivativeManifest,
     manifest_diff,

@@ -59,7 +59,8 @@ from aind_assets.hbcd.release.validity import (
     format_problems,
     validate_release,
 )
-from aind_assets.resources.object_store import ObjectStoreResource, join_url, relative_key
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import join_url, relative_key
 
 __all__ = [
     "DECISION_COLUMNS",

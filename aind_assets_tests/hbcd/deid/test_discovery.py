@@ -8,15 +8,14 @@ from aind_assets.hbcd.deid.discovery import (
     Ledger,
     LedgerEntry,
     SourceObject,
-    decode_cursor,
     discover,
-    encode_cursor,
     ledger_name,
     parse_ledger_names,
     plan_requests,
     unit_digest,
 )
 from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.hbcd.keys import decode_cursor, encode_cursor
 
 
 def _listing(idmap: IdentityMap) -> list[SourceObject]:

@@ -8,15 +8,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aind_assets.hbcd.deid import store as flow
-from aind_assets.hbcd.deid.assets import DEIDENTIFIED_SESSION, SESSION_DERIVATIVES
 from aind_assets.hbcd.deid.discovery import plan_requests
 from aind_assets.hbcd.deid.sensors import (
-    LEAK_CHECK_KEY,
     hbcd_daily_deidentification,
     hbcd_session_discovery,
     session_request,
 )
+from aind_assets.hbcd.deid.store import discover_sessions, read_ledger
+from aind_assets.hbcd.keys import DEIDENTIFIED_SESSION, LEAK_CHECK_KEY, SESSION_DERIVATIVES
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets_tests.hbcd.flow_support import World, make_world, scan_instance_storage
 
@@ -76,7 +75,7 @@ def test_planted_leak_fails_the_check_and_blocks_downstream(world: World) -> Non
     }
     assert materialized == {DEIDENTIFIED_SESSION}
     assert not w.store.exists(url)
-    assert key not in flow.read_ledger(w.store, w.layout).entries
+    assert key not in read_ledger(w.store, w.layout).entries
     # processing refuses a session whose latest leak check failed
     refused = w.run(dg.RunRequest(partition_key=key, asset_selection=[SESSION_DERIVATIVES]))
     assert not refused.success
@@ -132,7 +131,7 @@ def test_bad_source_file_fails_clearly_without_identifiers(world: World) -> None
     # the copy of the old source version is not left as if current, and the session is still
     # due (the ledger was not updated), so the daily schedule retries it
     assert not w.store.exists(old_copy)
-    found = flow.discover_sessions(w.store, w.layout, w.idmap)
+    found = discover_sessions(w.store, w.layout, w.idmap)
     assert key in plan_requests(found.discovery, found.ledger, w.idmap).sessions
     _, hits = scan_instance_storage(Path(w.instance.root_directory), w.idmap)
     assert hits == []

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from aind_assets.hbcd.deid.discovery import RULES_VERSION, SourceObject
-from aind_assets.hbcd.deid.plan import (
+from aind_assets.hbcd.copies import (
     META_DEID_RULES,
     META_SOURCE_ETAG,
     META_SOURCE_LAST_MODIFIED,
     DestObject,
-    ReidLedgerEntry,
     Write,
-    in_session_scope,
     iso,
-    plan_reidentify,
-    plan_session_sync,
     verified_unchanged,
 )
+from aind_assets.hbcd.deid.discovery import RULES_VERSION, SourceObject
+from aind_assets.hbcd.deid.plan import in_session_scope, plan_session_sync
 from aind_assets.hbcd.identity.idmap import IdentityMap
-from aind_assets.hbcd.processing.manifests import DerivativeManifest
+from aind_assets.hbcd.manifests import DerivativeManifest
 from aind_assets.hbcd.processing.staleness import staleness
+from aind_assets.hbcd.reid.plan import ReidLedgerEntry, plan_reidentify
 
 
 def _meta(etag: str, rules: str = RULES_VERSION) -> dict[str, str]:

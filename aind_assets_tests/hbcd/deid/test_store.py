@@ -8,15 +8,17 @@ import json
 
 import pytest
 
-from aind_assets.hbcd.deid import store as flow
 from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.hbcd.identity.scrub import HbcdError, scrubbed_errors
+from aind_assets.hbcd.layout import HbcdLayout
+from aind_assets.hbcd.reid.store import reidentify_derivatives
 from aind_assets.hbcd.resources import IdentityMapResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets_tests.hbcd.conftest import MAP_CSV
 
 
 def test_flow_writes_keep_nothing_half_written(store: ObjectStoreResource) -> None:
-    layout = flow.HbcdLayout(store.url("pr"), store.url("deid"))
+    layout = HbcdLayout(store.url("pr"), store.url("deid"))
     url = store.url("deid/assembly_bids/x.bin")
     store.put_bytes(url, b"old version")
     big = b"x" * (12 << 20)  # several multipart parts on S3
@@ -38,7 +40,7 @@ def test_flow_writes_keep_nothing_half_written(store: ObjectStoreResource) -> No
 def test_identity_map_resource(store: ObjectStoreResource, idmap: IdentityMap) -> None:
     url = store.url("pr/identifiers/release_identifiers.csv")
     res = IdentityMapResource(object_store=store, url=url)
-    with pytest.raises(flow.HbcdError, match="identity map not found at"):
+    with pytest.raises(HbcdError, match="identity map not found at"):
         res.load()
     store.put_bytes(url, MAP_CSV.encode())
     loaded = res.load()
@@ -47,18 +49,18 @@ def test_identity_map_resource(store: ObjectStoreResource, idmap: IdentityMap) -
     assert "123456" not in repr(loaded)
     bad = MAP_CSV + "123456,UMN0099,UMN,NDARINVDDDD4444,site01\n"
     store.put_bytes(url, bad.encode())
-    with pytest.raises(flow.HbcdError) as e:
+    with pytest.raises(HbcdError) as e:
         res.load()
     assert "row 5: duplicate DCCID (same as row 2)" in str(e.value)
     assert "123456" not in str(e.value)
     store.put_bytes(url, MAP_CSV.replace("UCSD0034", "").encode())
-    with pytest.raises(flow.HbcdError, match="row 3: missing PSCID"):
+    with pytest.raises(HbcdError, match="row 3: missing PSCID"):
         res.load()
 
 
 def test_scrubbed_errors_hide_identifiers(idmap: IdentityMap) -> None:
     row = idmap.rows[0]
-    with pytest.raises(flow.HbcdError) as e, flow.scrubbed_errors(idmap, "copying"):
+    with pytest.raises(HbcdError) as e, scrubbed_errors(idmap, "copying"):
         raise FileNotFoundError(f"s3://pr/assembly_bids/sub-{row.dccid}%2F{row.pscid}x/{row.site}")
     assert (
         str(e.value)
@@ -70,7 +72,7 @@ def test_scrubbed_errors_hide_identifiers(idmap: IdentityMap) -> None:
 def test_reidentify_new_newer_orphan_unchanged(
     store: ObjectStoreResource, idmap: IdentityMap
 ) -> None:
-    layout = flow.HbcdLayout(store.url("pr"), store.url("deid"))
+    layout = HbcdLayout(store.url("pr"), store.url("deid"))
     row = idmap.rows[0]
     rc, d = row.rc_id, row.dccid
     deid = layout.deidentified_derivatives
@@ -85,7 +87,7 @@ def test_reidentify_new_newer_orphan_unchanged(
     for rel, data in files.items():
         store.put_bytes(f"{deid}/{rel}", data)
     store.put_bytes(f"{layout.identified_derivatives}/ses-V02/p/sub-{d}/old.txt", b"orphan")
-    first = flow.reidentify_derivatives(store, layout, idmap)
+    first = reidentify_derivatives(store, layout, idmap)
     assert (len(first.new), len(first.newer), first.orphans_deleted) == (4, 0, 1)
     ident = layout.identified_derivatives
     html = store.get_bytes(f"{ident}/ses-V02/p/sub-{d}/ses-V02/sub-{d}_report.html").decode()
@@ -98,7 +100,7 @@ def test_reidentify_new_newer_orphan_unchanged(
     assert store.info(nii).metadata["source-last-modified"] == src_info.last_modified.isoformat()
 
     # nothing changed: all recognised from listings and the ledger
-    second = flow.reidentify_derivatives(store, layout, idmap)
+    second = reidentify_derivatives(store, layout, idmap)
     assert (len(second.new), len(second.newer), second.orphans_deleted, second.unchanged) == (
         0,
         0,
@@ -107,13 +109,13 @@ def test_reidentify_new_newer_orphan_unchanged(
     )
     # without the ledger, the copies' metadata proves them current
     store.delete(layout.reid_ledger)
-    third = flow.reidentify_derivatives(store, layout, idmap)
+    third = reidentify_derivatives(store, layout, idmap)
     assert (len(third.new), len(third.newer), third.unchanged) == (0, 0, 4)
     # a newer source replaces its copy
     store.put_bytes(
         f"{deid}/ses-V02/p/dataset_description.json", json.dumps({"Name": "p2"}).encode()
     )
-    fourth = flow.reidentify_derivatives(store, layout, idmap)
+    fourth = reidentify_derivatives(store, layout, idmap)
     assert fourth.newer == ["ses-V02/p/dataset_description.json"] and fourth.unchanged == 3
     assert json.loads(store.get_bytes(f"{ident}/ses-V02/p/dataset_description.json")) == {
         "Name": "p2"

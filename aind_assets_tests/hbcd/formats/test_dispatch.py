@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from aind_assets.hbcd.formats.base import DeidentificationError, UnsupportedFileType
 from aind_assets.hbcd.formats.dispatch import (
-    DeidentificationError,
-    UnsupportedFileType,
     deidentify_bytes,
     deidentify_file,
     deidentify_tree,

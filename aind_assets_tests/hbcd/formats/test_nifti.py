@@ -10,11 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from aind_assets.hbcd.formats.dispatch import (
-    DeidentificationError,
-    deidentify_bytes,
-    deidentify_nifti_stream,
-)
+from aind_assets.hbcd.formats.base import DeidentificationError
+from aind_assets.hbcd.formats.dispatch import deidentify_bytes, deidentify_nifti_stream
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.leaks.scan import scan_for_identifiers
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from aind_assets.hbcd.processing.manifests import (
+from aind_assets.hbcd.manifests import (
     DerivativeManifest,
     manifest_diff,
     manifest_is_stale,

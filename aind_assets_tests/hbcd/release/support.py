@@ -38,8 +38,9 @@ import numpy as np
 from aind_assets.demo.bids import write_identified_bids
 from aind_assets.hbcd.formats.dispatch import deidentify_tree
 from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
-from aind_assets.hbcd.processing.manifests import DerivativeManifest, manifest_relpath
-from aind_assets.resources.object_store import ObjectStoreResource, join_url, relative_key
+from aind_assets.hbcd.manifests import DerivativeManifest, manifest_relpath
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import join_url, relative_key
 
 SESSIONS = ("V02", "V03")
 QC: dict[tuple[int, str], dict[str, tuple[str, str]] | None] = {

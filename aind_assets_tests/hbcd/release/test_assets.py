@@ -33,7 +33,8 @@ from aind_assets.hbcd.release.spec import load_release_spec
 from aind_assets.hbcd.resources import IdentityMapResource
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource
-from aind_assets.resources.object_store import ObjectStoreResource, join_url, relative_key
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import join_url, relative_key
 from aind_assets_tests.hbcd.release.support import (
     SPEC_YAML,
     build_release_data,

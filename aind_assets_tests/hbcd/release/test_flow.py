@@ -10,11 +10,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aind_assets.hbcd.deid.sensors import hbcd_derivatives_sensor, hbcd_session_discovery
+from aind_assets.hbcd.deid.sensors import hbcd_session_discovery
+from aind_assets.hbcd.processing.sensors import hbcd_derivatives_sensor
 from aind_assets.hbcd.release.assets import HbcdReleaseResource
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource
-from aind_assets.resources.object_store import ObjectStoreResource, join_url
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import join_url
 from aind_assets_tests.hbcd.flow_support import make_world
 from aind_assets_tests.hbcd.release.support import SPEC_YAML, plant_identified_qc, write_bibsnet
 from aind_assets_tests.hbcd.release.test_assets import (

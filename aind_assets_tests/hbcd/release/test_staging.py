@@ -11,7 +11,8 @@ from pydantic import PrivateAttr
 
 from aind_assets.hbcd.release import staging
 from aind_assets.hbcd.release.spec import SquashConflictError, load_release_spec
-from aind_assets.resources.object_store import ObjectStoreResource, join_url, relative_key
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import join_url, relative_key
 from aind_assets_tests.hbcd.release.support import SPEC_YAML, ReleaseData, build_release_data
 
 SPEC = load_release_spec(SPEC_YAML, "test spec")

@@ -1,0 +1,77 @@
+"""The re-identification asset ``hbcd/reidentified_derivatives``: derivatives copied back to the
+identified side (thin: the work is in :mod:`aind_assets.hbcd.reid.store`). Its value and record
+hold de-identified paths and counts only.
+"""
+
+import dagster as dg
+from pydantic import BaseModel
+
+from aind_assets import lineage
+from aind_assets.hbcd.keys import (
+    CBRAIN_DERIVATIVES,
+    GROUP,
+    REIDENTIFIED_DERIVATIVES,
+    SESSION_DERIVATIVES,
+)
+from aind_assets.hbcd.reid.store import reidentify_derivatives
+from aind_assets.hbcd.resources import HbcdResource
+
+
+class ReidentifiedDerivatives(BaseModel):
+    """Counts and de-identified paths of what was synced (identified paths are never stored)."""
+
+    new: list[str]
+    newer: list[str]
+    orphans_deleted: int
+    unchanged: int
+    unmapped: list[str]
+
+
+@dg.asset(
+    key=REIDENTIFIED_DERIVATIVES,
+    deps=[SESSION_DERIVATIVES, CBRAIN_DERIVATIVES],
+    group_name=GROUP,
+    code_version="1",
+    kinds={"python"},
+    tags={"aind/flow": "hbcd"},
+    pool="hbcd_reidentify",
+    description=(
+        "derivatives/ synced from the de-identified side to the identified side with "
+        "release-candidate IDs replaced by DCCIDs (and anonymized sites by sites) in names and "
+        "in .csv .html .json .txt .toml .tsv .log contents; orphans deleted, changed sources "
+        "replaced, new ones copied, the rest untouched."
+    ),
+)
+def reidentified_derivatives(
+    context: dg.AssetExecutionContext, hbcd: HbcdResource
+) -> ReidentifiedDerivatives:
+    idmap = hbcd.idmap()
+    result = reidentify_derivatives(hbcd.store, hbcd.layout, idmap)
+    context.add_output_metadata(
+        {
+            "new": len(result.new),
+            "newer (replaced)": len(result.newer),
+            "orphans deleted": result.orphans_deleted,
+            "unchanged": result.unchanged,
+            "bytes copied": result.bytes_copied,
+            "not copied: subject not in the identity map": len(result.unmapped),
+            lineage.META_INPUTS: [hbcd.layout.deidentified_derivatives],
+            lineage.META_PARAMETERS: {"identified_root": hbcd.identified_root},
+        }
+    )
+    if result.failed:
+        shown = "; ".join(f"{k}: {v}" for k, v in sorted(result.failed.items())[:20])
+        raise dg.Failure(
+            description=(
+                f"{len(result.failed)} derivative file(s) could not be re-identified "
+                f"(the others were synced): {shown}"
+            ),
+            allow_retries=False,
+        )
+    return ReidentifiedDerivatives(
+        new=result.new,
+        newer=result.newer,
+        orphans_deleted=result.orphans_deleted,
+        unchanged=result.unchanged,
+        unmapped=result.unmapped,
+    )
