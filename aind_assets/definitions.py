@@ -6,7 +6,7 @@ import dagster as dg
 
 from aind_assets.analysis.defs import build_analysis_definitions
 from aind_assets.hbcd.definitions import build_hbcd_definitions
-from aind_assets.hbcd.release.assets import build_release_definitions
+from aind_assets.hbcd.release.definitions import build_release_definitions
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.settings import Settings
 

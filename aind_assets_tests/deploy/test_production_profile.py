@@ -131,7 +131,7 @@ def test_shipped_profile_validates_and_reads_everything_from_env(
     # every env var the file names is documented in the operations chapter
     names = {n["env"] for n in walk(config) if isinstance(n, dict) and set(n) == {"env"}}
     assert names == set(PROFILE_ENV)
-    ops = (PROJECT / "README.md").read_text()
+    ops = (PROJECT / "docs" / "operations.md").read_text()
     assert all(name in ops for name in names), sorted(n for n in names if n not in ops)
     # no secret-looking literal anywhere
     text = PROFILE.read_text().lower()

@@ -11,7 +11,7 @@ from aind_assets.hbcd.formats.dispatch import deidentify_file, handler_for, reid
 from aind_assets.hbcd.formats.tsv import parse_tsv
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.leaks.scan import scan_for_identifiers, scan_tree
-from aind_assets.hbcd.release.spec import release_ready_files
+from aind_assets.hbcd.release.qc import release_ready_files
 
 
 def _deidentify_all(src_root: Path, dst_root: Path, idmap: IdentityMap) -> list[str]:

@@ -1,4 +1,4 @@
-"""HBCD release staging in Dagster (thin: the logic is in release.py, staging.py, summaries.py).
+"""HBCD release staging in Dagster (thin: the logic is in spec, selection, plan, staging and summaries).
 
 Assets, all partitioned by the dynamic partitions ``hbcd_releases`` (one key per release
 identifier, registered by ``aind-assets release register`` or by the ``hbcd_release_specs``
@@ -7,7 +7,7 @@ sensor from the specs under ``<io root>/hbcd/release_specs/``):
 * ``hbcd/release_ready_sessions``: the selection table (one row per session, session and
   pipeline, and file, with the reason for everything left out);
 * ``hbcd/release_staging``: the staged release under ``<staging root>/<release>/`` with its
-  ``_COMPLETE`` marker (checked by the blocking checks in :mod:`.release_checks`);
+  ``_COMPLETE`` marker (checked by the blocking checks in :mod:`~aind_assets.hbcd.release.checks`);
 * ``hbcd/release_summary``: derivative outputs per subject, session and pipeline, and the changes
   since the previous release, as Parquet and CSV under ``<staging root>/<release>/loris/``.
 """
@@ -17,32 +17,20 @@ import pandas as pd
 from pydantic import Field
 
 from aind_assets import lineage
-from aind_assets.hbcd.identity.idmap import Identifiers
-from aind_assets.hbcd.release import staging, summaries
-from aind_assets.hbcd.release.spec import RAW, ReleaseSpec
-from aind_assets.hbcd.resources import IdentityMapResource
+from aind_assets.hbcd.release import plan, specs, staging, summaries
+from aind_assets.hbcd.release.resources import (
+    GROUP,
+    READY_KEY,
+    RELEASES,
+    STAGING_KEY,
+    SUMMARY_KEY,
+    HbcdReleaseResource,
+    release_partition,
+)
+from aind_assets.hbcd.release.spec import RAW
 from aind_assets.resources.docdb import DocDBResource, LeaseHeldError
-from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import join_url
 
-__all__ = [
-    "HbcdReleaseResource",
-    "READY_KEY",
-    "RELEASES",
-    "STAGING_KEY",
-    "SUMMARY_KEY",
-    "build_release_definitions",
-    "release_ready_sessions",
-    "release_specs_sensor",
-    "release_staging",
-    "release_summary",
-]
-
-RELEASES = dg.DynamicPartitionsDefinition(name="hbcd_releases")
-READY_KEY = dg.AssetKey(["hbcd", "release_ready_sessions"])
-STAGING_KEY = dg.AssetKey(["hbcd", "release_staging"])
-SUMMARY_KEY = dg.AssetKey(["hbcd", "release_summary"])
-GROUP = "hbcd_release"
 #: Upstream assets of the de-identification flow (read directly from the de-identified root):
 #: every session's de-identified data and derivatives, the dataset-level files, CBRAIN outputs.
 UPSTREAM = [
@@ -57,39 +45,6 @@ UPSTREAM = [
 ]
 LORIS_DIR = "loris"
 METADATA_ROWS = 100
-
-
-class HbcdReleaseResource(dg.ConfigurableResource):
-    """Where releases come from and go, and the identity map for the leak checks."""
-
-    object_store: ObjectStoreResource
-    deidentified_root: str = Field(description="De-identified side (assembly_bids/, derivatives/)")
-    staging_root: str = Field(description="Release staging root: <root>/<release>/hbcd/...")
-    specs_root: str = Field(description="Registered release specs: <root>/<release>.yaml")
-    identity_map: IdentityMapResource = Field(
-        description="The identity map (identified side; for the leak checks, never logged)"
-    )
-
-    def spec(self, release: str) -> ReleaseSpec:
-        return staging.read_spec(self.object_store, self.specs_root, release)
-
-    def identifiers(self) -> Identifiers:
-        """The DCCIDs, PSCIDs and sites to look for (values never leave this process)."""
-        return self.identity_map.load().identifiers()
-
-    def release_url(self, release: str) -> str:
-        return staging.release_url(self.staging_root, release)
-
-
-def release_partition(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> str:
-    op = (
-        context.op_execution_context
-        if isinstance(context, dg.AssetCheckExecutionContext)
-        else context
-    )
-    if not op.has_partition_key:
-        raise dg.Failure("run it for one release: a partition of hbcd_releases")
-    return op.partition_key
 
 
 @dg.asset(
@@ -107,10 +62,10 @@ def release_ready_sessions(
     (QC criteria, minimum file age, missing scans.tsv, stale or unused derivatives...)."""
     release = release_partition(context)
     spec = hbcd_release.spec(release)
-    decisions = staging.select_sessions(
+    decisions = plan.select_sessions(
         hbcd_release.object_store, spec, hbcd_release.deidentified_root
     )
-    df = staging.decisions_frame(decisions)
+    df = plan.decisions_frame(decisions)
     sessions = df[df["kind"] == "session"]
     files = df[df["kind"].isin(["raw", "derivative"])]
     excluded = pd.concat(
@@ -148,7 +103,7 @@ def release_ready_sessions(
             lineage.META_INPUTS: [
                 join_url(hbcd_release.deidentified_root, RAW),
                 join_url(hbcd_release.deidentified_root, "derivatives"),
-                staging.spec_url(hbcd_release.specs_root, release),
+                specs.spec_url(hbcd_release.specs_root, release),
             ],
         }
     )
@@ -195,7 +150,7 @@ def release_staging(
             result = staging.stage_release(
                 hbcd_release.object_store,
                 spec,
-                staging.frame_decisions(selection),
+                plan.frame_decisions(selection),
                 deid_root=hbcd_release.deidentified_root,
                 staging_root=hbcd_release.staging_root,
                 run_id=context.run_id,
@@ -253,7 +208,7 @@ def release_summary(
     release = release_partition(context)
     store = hbcd_release.object_store
     spec = hbcd_release.spec(release)
-    markers = staging.complete_releases(store, hbcd_release.staging_root)
+    markers = specs.complete_releases(store, hbcd_release.staging_root)
     if release not in markers:
         raise dg.Failure(f"release {release} is not complete (no _COMPLETE marker)")
     previous = summaries.previous_release(markers, release, spec.previous_release)
@@ -291,55 +246,3 @@ def release_summary(
         }
     )
     return changes
-
-
-@dg.sensor(
-    name="hbcd_release_specs",
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds an hbcd_releases partition for every valid spec under the specs root",
-)
-def release_specs_sensor(
-    context: dg.SensorEvaluationContext, hbcd_release: HbcdReleaseResource
-) -> dg.SensorResult:
-    specs, errors = staging.list_specs(hbcd_release.object_store, hbcd_release.specs_root)
-    for url, error in sorted(errors.items()):
-        context.log.warning(f"skipping invalid release spec {url}: {error}")
-    known = set(context.instance.get_dynamic_partitions(RELEASES.name))
-    new = sorted(set(specs) - known)
-    if not new:
-        return dg.SensorResult(skip_reason=f"no new release spec ({len(specs)} registered)")
-    context.log.info(f"registering release partition(s): {', '.join(new)}")
-    return dg.SensorResult(dynamic_partitions_requests=[RELEASES.build_add_request(new)])
-
-
-def build_release_resource(settings, *, for_dagster: bool = True) -> HbcdReleaseResource:  # noqa: ANN001
-    """The release resource from :class:`aind_assets.settings.Settings`."""
-    store = settings.object_store(for_dagster=for_dagster)
-    return HbcdReleaseResource(
-        object_store=store,
-        deidentified_root=settings.hbcd_deidentified_root,
-        staging_root=settings.hbcd_staging_root,
-        specs_root=join_url(settings.io_root, "hbcd", "release_specs"),
-        identity_map=IdentityMapResource(object_store=store, url=settings.hbcd_identity_map),
-    )
-
-
-def build_release_definitions(settings) -> dg.Definitions:  # noqa: ANN001
-    """Release assets, checks, the spec sensor and the ``hbcd_release`` resource."""
-    from aind_assets.hbcd.release.checks import release_bids_valid, release_no_identifiers
-
-    return dg.Definitions(
-        assets=[release_ready_sessions, release_staging, release_summary],
-        asset_checks=[release_bids_valid, release_no_identifiers],
-        sensors=[release_specs_sensor],
-        jobs=[
-            dg.define_asset_job(
-                "hbcd_release",
-                selection=dg.AssetSelection.assets(READY_KEY, STAGING_KEY, SUMMARY_KEY),
-                partitions_def=RELEASES,
-                description="Select, stage, check and summarize one release",
-            )
-        ],
-        resources={"hbcd_release": build_release_resource(settings)},
-    )

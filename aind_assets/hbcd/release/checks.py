@@ -15,7 +15,7 @@ manifest. Blocking: a failure stops ``hbcd/release_summary`` in the same run.
 import dagster as dg
 
 from aind_assets.hbcd.release import staging, summaries
-from aind_assets.hbcd.release.assets import STAGING_KEY, HbcdReleaseResource
+from aind_assets.hbcd.release.resources import STAGING_KEY, HbcdReleaseResource
 from aind_assets.hbcd.release.validity import Problem
 from aind_assets.resources.urls import join_url, relative_key
 

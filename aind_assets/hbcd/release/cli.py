@@ -52,8 +52,8 @@ def add_release_partition(release: str, home: Path) -> bool:
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
-    from aind_assets.hbcd.release.assets import build_release_resource
-    from aind_assets.hbcd.release.staging import write_spec
+    from aind_assets.hbcd.release.resources import build_release_resource
+    from aind_assets.hbcd.release.specs import write_spec
 
     settings = Settings.from_env()
     spec = _load(args.spec)
@@ -78,8 +78,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from aind_assets.hbcd.release.assets import build_release_resource
-    from aind_assets.hbcd.release.staging import complete_releases, list_specs
+    from aind_assets.hbcd.release.resources import build_release_resource
+    from aind_assets.hbcd.release.specs import complete_releases, list_specs
 
     res = build_release_resource(Settings.from_env(), for_dagster=False)
     specs, errors = list_specs(res.object_store, res.specs_root)

@@ -26,339 +26,47 @@ import hashlib
 import io
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
-
-import pandas as pd
 
 from aind_assets import lineage
 from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
 from aind_assets.hbcd.leaks.scan import Finding, scan_for_identifiers
+from aind_assets.hbcd.release.decisions import Decision
+from aind_assets.hbcd.release.errors import (
+    ReleaseAlreadyCompleteError,
+    ReleaseLeakError,
+    ReleaseValidationError,
+    SourceChangedError,
+    StagingError,
+)
+from aind_assets.hbcd.release.plan import (
+    CHUNK,
+    HBCD,
+    MARKER,
+    RECORD,
+    TEMP_PREFIX,
+    PlannedFile,
+    list_deidentified,
+    plan_fingerprint,
+    plan_staging,
+    read_texts,
+)
 from aind_assets.hbcd.release.spec import (
     DERIV,
     RAW,
-    Decision,
     ReleaseSpec,
-    SourceFile,
-    SquashConflictError,
-    load_release_spec,
-    prune_intended_for,
-    rebuild_dataset_description,
-    rebuild_participants_tsv,
-    rebuild_scans_tsv,
-    rebuild_sessions_tsv,
-    select_release,
-    texts_needed,
     validate_release_id,
 )
 from aind_assets.hbcd.release.validity import (
     Problem,
     files_read,
-    format_problems,
     validate_release,
 )
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import join_url, relative_key
-
-__all__ = [
-    "DECISION_COLUMNS",
-    "MARKER",
-    "PlannedFile",
-    "ReleaseAlreadyCompleteError",
-    "ReleaseLeakError",
-    "ReleaseValidationError",
-    "SourceChangedError",
-    "StagingError",
-    "StagingResult",
-    "decisions_frame",
-    "frame_decisions",
-    "list_deidentified",
-    "plan_fingerprint",
-    "plan_staging",
-    "read_marker",
-    "read_texts",
-    "release_url",
-    "scan_release",
-    "select_sessions",
-    "stage_release",
-    "validate_staged",
-]
-
-MARKER = "_COMPLETE"
-RECORD = "processing.json"
-TEMP_PREFIX = ".staging-"
-HBCD = "hbcd"
-CHUNK = 1 << 20
-GENERATED_BY = {
-    "Name": "aind-assets hbcd/release_staging",
-    "Description": "HBCD release staging: QC selection, rebuilt TSVs, squashed derivatives",
-    "CodeURL": lineage.CODE_URL,
-}
-
-DECISION_COLUMNS = [
-    "kind",
-    "session",
-    "subject",
-    "session_label",
-    "pipeline",
-    "source",
-    "dest",
-    "size",
-    "etag",
-    "last_modified",
-    "included",
-    "action",
-    "reason",
-]
-
-
-class StagingError(RuntimeError):
-    """Staging could not complete; no completion marker was written."""
-
-
-class SourceChangedError(StagingError):
-    """A source changed or disappeared between the selection and the staging."""
-
-
-class ReleaseAlreadyCompleteError(StagingError):
-    """The release is complete and the release-ready data now differ."""
-
-
-class ReleaseValidationError(StagingError):
-    def __init__(self, release: str, problems: Sequence[Problem]):
-        self.problems = list(problems)
-        super().__init__(
-            f"release {release} is not BIDS-valid ({len(problems)} problem(s)); nothing was "
-            f"promoted:\n{format_problems(problems)}"
-        )
-
-
-class ReleaseLeakError(StagingError):
-    def __init__(self, release: str, findings: Sequence[Finding]):
-        self.findings = list(findings)
-        shown = "\n".join(str(f) for f in findings[:20])  # paths are redacted by the scanner
-        super().__init__(
-            f"release {release}: {len(findings)} identifier finding(s) in the staged files; "
-            f"nothing was promoted and the temporary copy was deleted:\n{shown}"
-        )
-
-
-# --- reading the de-identified side ----------------------------------------------------------
-def list_deidentified(store: ObjectStoreResource, deid_root: str) -> list[SourceFile]:
-    """Every object under ``<deid>/assembly_bids/`` and ``<deid>/derivatives/``."""
-    prefixes = [join_url(deid_root, RAW), join_url(deid_root, DERIV)]
-    out = []
-    for infos in store.list_many(prefixes).values():
-        for i in infos:
-            out.append(SourceFile(relative_key(i.url, deid_root), i.size, i.etag, i.last_modified))
-    return out
-
-
-def read_texts(store: ObjectStoreResource, root: str, relpaths: Sequence[str]) -> dict[str, str]:
-    """UTF-8 text of small files (concurrently); an undecodable one is an error naming it."""
-
-    def one(rel: str) -> str:
-        data = store.get_bytes(join_url(root, rel))
-        try:
-            return data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ValueError(f"{rel} is not UTF-8 text") from None
-
-    return dict(zip(relpaths, store.map_concurrently(one, list(relpaths)), strict=True))
-
-
-def select_sessions(
-    store: ObjectStoreResource,
-    spec: ReleaseSpec,
-    deid_root: str,
-    now: datetime | None = None,
-) -> list[Decision]:
-    """List the de-identified root, read what the selection needs, and select."""
-    files = list_deidentified(store, deid_root)
-    texts = read_texts(store, deid_root, texts_needed(files, spec))
-    return select_release(spec, files, texts, now=now)
-
-
-def decisions_frame(decisions: Iterable[Decision]) -> pd.DataFrame:
-    rows = [d.as_row() for d in decisions]
-    df = pd.DataFrame(rows, columns=DECISION_COLUMNS)
-    df["size"] = df["size"].astype("int64")
-    df["included"] = df["included"].astype(bool)
-    df["last_modified"] = pd.to_datetime(df["last_modified"], utc=True)
-    for c in DECISION_COLUMNS:
-        if c not in ("size", "included", "last_modified"):
-            df[c] = df[c].fillna("").astype(str)
-    return df
-
-
-def frame_decisions(df: pd.DataFrame) -> list[Decision]:
-    missing = [c for c in DECISION_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"release selection table lacks column(s) {', '.join(missing)}")
-    out = []
-    for r in df[DECISION_COLUMNS].to_dict("records"):
-        lm = r["last_modified"]
-        r["last_modified"] = None if pd.isna(lm) else pd.Timestamp(lm).to_pydatetime()
-        r["size"] = int(r["size"])
-        r["included"] = bool(r["included"])
-        out.append(Decision(**r))
-    return out
-
-
-# --- the plan ---------------------------------------------------------------------------------
-@dataclass
-class PlannedFile:
-    """One file of the release; ``dest`` relative to ``<release>/hbcd/``. Copied files have a
-    ``source`` (relative to the de-identified root); generated ones have ``content``."""
-
-    dest: str
-    source: str = ""
-    size: int = 0
-    etag: str = ""
-    last_modified: datetime | None = None
-    content: bytes | None = None
-    identical_sources: list[str] = field(default_factory=list)
-
-    def fingerprint(self) -> dict[str, Any]:
-        if self.content is not None:
-            return {"dest": self.dest, "sha256": hashlib.sha256(self.content).hexdigest()}
-        return {"dest": self.dest, "source": self.source, "size": self.size, "etag": self.etag}
-
-
-def _sha256_of(store: ObjectStoreResource, url: str) -> str:
-    h = hashlib.sha256()
-    with store.open(url, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def plan_staging(
-    store: ObjectStoreResource,
-    spec: ReleaseSpec,
-    decisions: Sequence[Decision],
-    deid_root: str,
-) -> list[PlannedFile]:
-    """Files of the release from the selection: copies, and rebuilt ``participants.tsv``,
-    ``sessions.tsv``, ``scans.tsv`` and ``dataset_description.json`` (read from the sources
-    now). Several sources of one destination must have identical bytes
-    (:class:`~aind_assets.hbcd.release.SquashConflictError` otherwise)."""
-    included = [d for d in decisions if d.included and d.kind in ("raw", "derivative")]
-    released_sessions = [d for d in decisions if d.kind == "session" and d.included]
-    if not released_sessions:
-        raise StagingError(
-            f"no session is release-ready for release {spec.release}: see the reasons in "
-            "hbcd/release_ready_sessions"
-        )
-    labels_by_subject: dict[str, set[str]] = defaultdict(set)
-    for d in released_sessions:
-        labels_by_subject[d.subject].add(d.session_label)
-    files_by_session: dict[str, set[str]] = defaultdict(set)
-    for d in included:
-        if d.kind == "raw" and d.session and d.action == "copy":
-            prefix = f"rawdata/{d.subject}/{d.session_label}/"
-            files_by_session[d.session].add(d.dest[len(prefix) :])
-
-    by_dest: dict[str, list[Decision]] = defaultdict(list)
-    for d in included:
-        if not d.dest:
-            raise ValueError(f"selection row for {d.source or d.kind} is included without dest")
-        by_dest[d.dest].append(d)
-
-    rebuild = [ds[0] for ds in by_dest.values() if ds[0].action == "rebuild"]
-    pruned = _pruned_fieldmaps(store, deid_root, decisions)
-    texts = read_texts(store, deid_root, [d.source for d in rebuild if d.source])
-    plan: list[PlannedFile] = []
-    for dest, ds in sorted(by_dest.items()):
-        first = ds[0]
-        content: bytes | None = None
-        others: list[str] = []
-        if first.action == "rebuild":
-            text = texts.get(first.source) if first.source else None
-            rebuilt = _rebuild(spec, first, text, labels_by_subject, files_by_session)
-            content = rebuilt.encode("utf-8")
-        elif first.action != "copy":
-            raise ValueError(f"unknown action {first.action!r} for {dest}")
-        elif first.source in pruned:
-            content = pruned[first.source].encode("utf-8")
-        elif len(ds) > 1:  # squashed: every session must hold the very same bytes
-            ordered = sorted(ds, key=lambda d: d.source)
-            first = ordered[0]
-            digest = _sha256_of(store, join_url(deid_root, first.source))
-            for d in ordered[1:]:
-                if d.size != first.size or _sha256_of(store, join_url(deid_root, d.source)) != (
-                    digest
-                ):
-                    raise SquashConflictError(dest, [first.source, d.source])
-                others.append(d.source)
-        plan.append(
-            PlannedFile(
-                dest=dest,
-                source=first.source,
-                size=first.size,
-                etag=first.etag,
-                last_modified=first.last_modified,
-                content=content,
-                identical_sources=others,
-            )
-        )
-    return plan
-
-
-def _pruned_fieldmaps(
-    store: ObjectStoreResource, deid_root: str, decisions: Sequence[Decision]
-) -> dict[str, str]:
-    """Released fieldmap sidecars whose ``IntendedFor`` names a file left out, rewritten
-    without it (source relpath -> new JSON). Only subjects that lose raw files are read."""
-    removed: dict[str, set[str]] = defaultdict(set)
-    for d in decisions:
-        if d.kind == "raw" and not d.included and d.subject and d.source:
-            removed[d.subject].add(d.source.removeprefix(f"{RAW}/{d.subject}/"))
-    sidecars = [
-        d
-        for d in decisions
-        if d.kind == "raw"
-        and d.included
-        and d.action == "copy"
-        and d.subject in removed
-        and "/fmap/" in d.source
-        and d.source.endswith(".json")
-    ]
-    texts = read_texts(store, deid_root, [d.source for d in sidecars])
-    out = {}
-    for d in sidecars:
-        new = prune_intended_for(texts[d.source], d.subject, removed[d.subject])
-        if new is not None:
-            out[d.source] = new
-    return out
-
-
-def _rebuild(
-    spec: ReleaseSpec,
-    d: Decision,
-    text: str | None,
-    labels_by_subject: Mapping[str, set[str]],
-    files_by_session: Mapping[str, set[str]],
-) -> str:
-    name = d.dest.rsplit("/", 1)[-1]
-    if d.dest == "rawdata/dataset_description.json":
-        return rebuild_dataset_description(text, spec, GENERATED_BY)
-    if text is None:
-        raise ValueError(f"no source to rebuild {d.dest} from")
-    if d.dest == "rawdata/participants.tsv":
-        return rebuild_participants_tsv(text, labels_by_subject)
-    if name.endswith("_sessions.tsv"):
-        return rebuild_sessions_tsv(text, labels_by_subject.get(d.subject, set()))
-    if name.endswith("_scans.tsv"):
-        return rebuild_scans_tsv(text, files_by_session.get(d.session, set()))
-    raise ValueError(f"do not know how to rebuild {d.dest}")
-
-
-def plan_fingerprint(plan: Sequence[PlannedFile]) -> str:
-    body = json.dumps([p.fingerprint() for p in sorted(plan, key=lambda p: p.dest)])
-    return hashlib.sha256(body.encode()).hexdigest()
 
 
 # --- checks on a staged tree ------------------------------------------------------------------
@@ -694,79 +402,3 @@ def stage_release(
     store.delete(join_url(rel_url, f"{TEMP_PREFIX}{run_id}"), recursive=True)
     log(f"release {release} complete: {counts['files']} files, {counts['bytes']} bytes")
     return StagingResult(release, rel_url, status, marker)
-
-
-# --- release specs and complete releases ------------------------------------------------------
-SPEC_SUFFIX = ".yaml"
-
-
-def spec_url(specs_root: str, release: str) -> str:
-    return join_url(specs_root, validate_release_id(release) + SPEC_SUFFIX)
-
-
-def read_spec(store: ObjectStoreResource, specs_root: str, release: str) -> ReleaseSpec:
-    """The registered spec of ``release``; errors name the spec's URL."""
-    url = spec_url(specs_root, release)
-    if not store.exists(url):
-        raise FileNotFoundError(
-            f"release {release} has no registered spec at {url}: register it with "
-            "`aind-assets release register SPEC.yaml`"
-        )
-    spec = load_release_spec(store.get_bytes(url), url)
-    if spec.release != release:
-        raise ValueError(f"{url}: declares release {spec.release!r}, not {release!r}")
-    return spec
-
-
-def list_specs(
-    store: ObjectStoreResource, specs_root: str
-) -> tuple[dict[str, ReleaseSpec], dict[str, str]]:
-    """Registered specs by release, and the errors of the invalid ones (by URL)."""
-    specs: dict[str, ReleaseSpec] = {}
-    errors: dict[str, str] = {}
-    for info in store.list(specs_root):
-        if not info.url.endswith(SPEC_SUFFIX):
-            continue
-        name = info.url.rsplit("/", 1)[-1][: -len(SPEC_SUFFIX)]
-        try:
-            spec = load_release_spec(store.get_bytes(info.url), info.url)
-            if spec.release != name:
-                raise ValueError(f"{info.url}: declares release {spec.release!r}, not {name!r}")
-        except ValueError as e:
-            errors[info.url] = str(e)
-            continue
-        specs[name] = spec
-    return specs, errors
-
-
-def write_spec(
-    store: ObjectStoreResource,
-    specs_root: str,
-    staging_root: str,
-    spec: ReleaseSpec,
-    *,
-    force: bool = False,
-) -> str:
-    """Register ``spec`` (as YAML under ``specs_root``). Changing the spec of a complete release
-    needs ``force``. Returns the spec's URL."""
-    url = spec_url(specs_root, spec.release)
-    if store.exists(url) and not force:
-        old = load_release_spec(store.get_bytes(url), url)
-        if old != spec and read_marker(store, staging_root, spec.release) is not None:
-            raise ReleaseAlreadyCompleteError(
-                f"release {spec.release} is complete and registered with a different spec; "
-                "use a new release identifier (or force)"
-            )
-    store.put_bytes(url, spec.to_yaml().encode())
-    return url
-
-
-def complete_releases(store: ObjectStoreResource, staging_root: str) -> dict[str, dict]:
-    """``{release: marker}`` of every complete release under the staging root."""
-    out = {}
-    for url in store.glob(join_url(staging_root, "*", MARKER)):
-        name = url.rsplit("/", 2)[-2]
-        marker = read_marker(store, staging_root, name)
-        if marker is not None:
-            out[name] = marker
-    return out

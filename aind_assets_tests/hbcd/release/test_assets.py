@@ -16,19 +16,17 @@ from aind_data_schema.core.processing import Processing
 
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.leaks.scan import scan_for_identifiers
-from aind_assets.hbcd.release import staging
-from aind_assets.hbcd.release.assets import (
+from aind_assets.hbcd.release import specs, staging
+from aind_assets.hbcd.release.assets import release_ready_sessions, release_staging, release_summary
+from aind_assets.hbcd.release.checks import release_bids_valid, release_no_identifiers
+from aind_assets.hbcd.release.resources import (
     READY_KEY,
     RELEASES,
     STAGING_KEY,
     SUMMARY_KEY,
     HbcdReleaseResource,
-    release_ready_sessions,
-    release_specs_sensor,
-    release_staging,
-    release_summary,
 )
-from aind_assets.hbcd.release.checks import release_bids_valid, release_no_identifiers
+from aind_assets.hbcd.release.sensors import release_specs_sensor
 from aind_assets.hbcd.release.spec import load_release_spec
 from aind_assets.hbcd.resources import IdentityMapResource
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
@@ -91,7 +89,7 @@ def setup(s3_store: ObjectStoreResource, docdb: DocDBResource, tmp_path):
 
 def _register(res: HbcdReleaseResource, instance: dg.DagsterInstance, yaml_text: str) -> str:
     spec = load_release_spec(yaml_text, "test spec")
-    staging.write_spec(res.object_store, res.specs_root, res.staging_root, spec)
+    specs.write_spec(res.object_store, res.specs_root, res.staging_root, spec)
     # the sensor turns registered specs into partitions (Dagster does not apply them in tests)
     with dg.build_sensor_context(instance=instance, resources={"hbcd_release": res}) as ctx:
         result = release_specs_sensor(ctx)
@@ -415,7 +413,7 @@ def test_sensor_registers_valid_specs_and_definitions_load(
         assert release_specs_sensor(ctx).dynamic_partitions_requests == []
 
     from aind_assets.definitions import build_resources
-    from aind_assets.hbcd.release.assets import build_release_definitions
+    from aind_assets.hbcd.release.definitions import build_release_definitions
     from aind_assets.settings import Settings
 
     settings = Settings.from_env({"AIND_DATA_DIR": str(tmp_path)})

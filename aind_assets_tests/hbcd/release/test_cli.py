@@ -10,8 +10,10 @@ import dagster as dg
 import pytest
 
 from aind_assets.hbcd.release import cli as release_cli
+from aind_assets.hbcd.release.errors import ReleaseAlreadyCompleteError
+from aind_assets.hbcd.release.plan import MARKER
 from aind_assets.hbcd.release.spec import load_release_spec
-from aind_assets.hbcd.release.staging import MARKER, ReleaseAlreadyCompleteError, read_spec
+from aind_assets.hbcd.release.specs import read_spec
 from aind_assets.resources.object_store import ObjectStoreResource
 
 EXAMPLE = Path(release_cli.__file__).parent / "examples" / "release.yaml"

@@ -12,7 +12,7 @@ import pytest
 
 from aind_assets.hbcd.deid.sensors import hbcd_session_discovery
 from aind_assets.hbcd.processing.sensors import hbcd_derivatives_sensor
-from aind_assets.hbcd.release.assets import HbcdReleaseResource
+from aind_assets.hbcd.release.resources import HbcdReleaseResource
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource

@@ -8,22 +8,21 @@ import pytest
 
 from aind_assets.hbcd.formats.tsv import merge_tsv_rows, parse_tsv
 from aind_assets.hbcd.release import spec as release_module
-from aind_assets.hbcd.release.spec import (
-    SourceFile,
+from aind_assets.hbcd.release.decisions import SourceFile
+from aind_assets.hbcd.release.qc import passes_qc, qc_failures, release_ready_files
+from aind_assets.hbcd.release.selection import select_release, texts_needed
+from aind_assets.hbcd.release.spec import load_release_spec
+from aind_assets.hbcd.release.squash import (
     SquashConflictError,
-    load_release_spec,
-    passes_qc,
+    release_prefixes,
+    squash_derivatives,
+)
+from aind_assets.hbcd.release.tables import (
     prune_intended_for,
-    qc_failures,
     rebuild_dataset_description,
     rebuild_participants_tsv,
     rebuild_scans_tsv,
     rebuild_sessions_tsv,
-    release_prefixes,
-    release_ready_files,
-    select_release,
-    squash_derivatives,
-    texts_needed,
 )
 
 CRITERIA = {"HBCD_compliant": ["Yes", "equals"], "QU_motion": [2, "less_than"]}

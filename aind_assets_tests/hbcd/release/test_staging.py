@@ -9,8 +9,9 @@ import pytest
 from aind_data_schema.core.processing import Processing
 from pydantic import PrivateAttr
 
-from aind_assets.hbcd.release import staging
-from aind_assets.hbcd.release.spec import SquashConflictError, load_release_spec
+from aind_assets.hbcd.release import plan, staging
+from aind_assets.hbcd.release.spec import load_release_spec
+from aind_assets.hbcd.release.squash import SquashConflictError
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import join_url, relative_key
 from aind_assets_tests.hbcd.release.support import SPEC_YAML, ReleaseData, build_release_data
@@ -45,7 +46,7 @@ def _roots(store: ObjectStoreResource, data: ReleaseData) -> tuple[str, str]:
 
 
 def _stage(store, data, deid, staging_root, run_id, decisions=None, **kw):
-    decisions = decisions or staging.select_sessions(store, SPEC, deid)
+    decisions = decisions or plan.select_sessions(store, SPEC, deid)
     return staging.stage_release(
         store,
         SPEC,
@@ -93,7 +94,7 @@ def test_failure_midway_leaves_no_marker_and_rerun_completes(
 ):
     store = s3_store
     deid, staging_root = _roots(store, data)
-    decisions = staging.select_sessions(store, SPEC, deid)
+    decisions = plan.select_sessions(store, SPEC, deid)
     flaky = FailingCopyStore(
         root=store.root,
         endpoint_url=store.endpoint_url,
@@ -149,7 +150,7 @@ def test_complete_release_is_not_changed_in_place(s3_store: ObjectStoreResource,
 def test_source_changed_after_selection(s3_store: ObjectStoreResource, data: ReleaseData):
     store = s3_store
     deid, staging_root = _roots(store, data)
-    decisions = staging.select_sessions(store, SPEC, deid)
+    decisions = plan.select_sessions(store, SPEC, deid)
     rc = data.rc(0)
     t1 = f"assembly_bids/sub-{rc}/ses-V02/anat/sub-{rc}_ses-V02_run-001_T1w.json"
     store.put_bytes(join_url(deid, t1), b'{"changed": true}\n')
