@@ -17,8 +17,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # settings pulls in Dagster; ``python -m aind_assets.servers`` stays light
+    from aind_assets.settings import Settings
 
 
 def free_port() -> int:
@@ -119,6 +124,26 @@ def mongoeco_server(db_path: Path | str, port: int, log_path: Path) -> ManagedSe
         port,
         log_path,
     )
+
+
+@contextlib.contextmanager
+def embedded_docdb(settings: Settings, needed: bool = True) -> Iterator[ManagedServer | None]:
+    """The embedded DocDB for the length of a command, if ``needed`` and not already running.
+
+    Commands that use DocDB outside ``aind-assets dev`` (seeding, partition sync, queries) work
+    on their own this way; a DocDB already serving the port (the platform's) is used as it is.
+    Yields the server started here, or None when none was.
+    """
+    port = settings.embedded_docdb_port
+    if not needed or port_open(port):
+        yield None
+        return
+    server = mongoeco_server(
+        settings.embedded_docdb_path, port, settings.data_dir / "logs" / "docdb.log"
+    ).start()
+    print(f"embedded DocDB on 127.0.0.1:{port} ({settings.embedded_docdb_path})")
+    with server:
+        yield server
 
 
 def mongod_server(data_dir: Path, port: int, log_path: Path) -> ManagedServer | None:

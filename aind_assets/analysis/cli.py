@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from aind_assets.analysis.config import AnalysisSettings
 from aind_assets.analysis.queries import parse_query
 from aind_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from aind_assets.servers import ManagedServer
 
 ADD_CHUNK = 1000
 
@@ -25,10 +29,10 @@ def _settings() -> tuple[Settings, AnalysisSettings]:
     return Settings.from_env(), AnalysisSettings.from_env()
 
 
-def _embedded(settings: Settings):
-    from aind_assets.cli import _embedded_docdb
+def _embedded(settings: Settings) -> AbstractContextManager[ManagedServer | None]:
+    from aind_assets.servers import embedded_docdb
 
-    return _embedded_docdb(settings, needed=settings.embedded)
+    return embedded_docdb(settings, needed=settings.embedded)
 
 
 def _instance():

@@ -11,7 +11,14 @@ import pytest
 
 from aind_assets.cli import _only_instance, main
 from aind_assets.resources.object_store import ObjectStoreResource
-from aind_assets.servers import ManagedServer, free_port, port_open, seaweedfs_server
+from aind_assets.servers import (
+    ManagedServer,
+    embedded_docdb,
+    free_port,
+    port_open,
+    seaweedfs_server,
+)
+from aind_assets.settings import Settings
 
 # weed mini's defaults for the services it must not start or must not put on a fixed port
 WEED_DEFAULT_PORTS = {6060, 7333, 8181, 8333, 8888, 9101, 9333, 9340, 23646, 33646}
@@ -33,6 +40,21 @@ def test_managed_server_starts_exactly_once(tmp_path: Path) -> None:
         with server:  # entering a started server does not start another one
             assert server.proc.pid == pid
     assert not server.running
+
+
+def test_embedded_docdb_starts_only_when_needed_and_absent(tmp_path: Path) -> None:
+    port = free_port()
+    settings = Settings.from_env(
+        {"AIND_DATA_DIR": str(tmp_path / "data"), "AIND_EMBEDDED_DOCDB_PORT": str(port)}
+    )
+    with embedded_docdb(settings, needed=False) as none:
+        assert none is None and not port_open(port)
+    with embedded_docdb(settings) as server:
+        assert server is not None and port_open(port)
+        with embedded_docdb(settings) as again:  # the one already serving the port is used
+            assert again is None
+        assert server.running
+    assert not server.running and settings.embedded_docdb_path.exists()
 
 
 @pytest.fixture
