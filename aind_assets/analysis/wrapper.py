@@ -374,7 +374,7 @@ def run_job(
                 )
             )
     try:
-        if not dry_run and store.list(results_url):
+        if not dry_run and store.list_objects(results_url):
             raise ResultsExistError(
                 f"results path {results_url} already exists but DocDB has no record {name}: "
                 "refusing to overwrite it (a previous run may have died after uploading; "

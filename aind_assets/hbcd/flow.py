@@ -300,7 +300,7 @@ def list_identified_bids(store: ObjectStoreResource, layout: HbcdLayout) -> list
 
 def read_ledger(store: ObjectStoreResource, layout: HbcdLayout) -> Ledger:
     root = layout.ledger_root
-    infos = store.list(root)
+    infos = store.list_objects(root)
     return parse_ledger_names((_rel(i, root), i.last_modified.timestamp()) for i in infos)
 
 
@@ -316,14 +316,14 @@ def write_ledger_entry(
     name = ledger_name(unit, session_digest, subject_digest)
     url = join_url(layout.ledger_root, name)
     store.put_bytes(url, json.dumps(body, indent=1).encode())
-    old = [i.url for i in store.list(join_url(layout.ledger_root, unit)) if i.url != url]
+    old = [i.url for i in store.list_objects(join_url(layout.ledger_root, unit)) if i.url != url]
     if old:
         store.delete(old)
 
 
 def forget_ledger_entry(store: ObjectStoreResource, layout: HbcdLayout, unit: str) -> None:
     """Mark a unit as not done (e.g. its leak check failed), so the daily schedule redoes it."""
-    store.delete([i.url for i in store.list(join_url(layout.ledger_root, unit))])
+    store.delete([i.url for i in store.list_objects(join_url(layout.ledger_root, unit))])
 
 
 @dataclass
@@ -605,7 +605,7 @@ def scan_session(
         root = layout.deidentified_bids
         infos = [
             i
-            for i in store.list(join_url(root, f"sub-{rc}"))
+            for i in store.list_objects(join_url(root, f"sub-{rc}"))
             if in_session_scope(_rel(i, root), rc, ses)
         ]
         return scan_objects(store, infos, root, idmap)
@@ -627,7 +627,7 @@ def scan_dataset(store: ObjectStoreResource, layout: HbcdLayout, idmap: Identity
 def session_listing(
     store: ObjectStoreResource, layout: HbcdLayout, rc: str, ses: str
 ) -> list[ObjectInfo]:
-    return store.list(join_url(layout.deidentified_bids, f"sub-{rc}", f"ses-{ses}"))
+    return store.list_objects(join_url(layout.deidentified_bids, f"sub-{rc}", f"ses-{ses}"))
 
 
 def manifest_entries(infos: Iterable[ObjectInfo], layout: HbcdLayout) -> list[ManifestEntry]:
@@ -716,7 +716,7 @@ def process_session(
         # the old manifest no longer describes what is being written
         manifest_url = layout.manifest_url(rc, ses, PIPELINE)
         store.delete(manifest_url)
-        old = store.list(layout.derivative_folder(rc, ses, PIPELINE))
+        old = store.list_objects(layout.derivative_folder(rc, ses, PIPELINE))
         sizes = {i.url: i.size for i in old}
 
         def put_if_changed(item: tuple[str, bytes]) -> None:
@@ -814,7 +814,7 @@ def delete_derivative(
     """Delete a session's derivative outputs of one pipeline, then its manifest. Returns the
     number of objects deleted."""
     rc, ses = parse_session_partition_key(partition_key)
-    outputs = store.list(layout.derivative_folder(rc, ses, pipeline))
+    outputs = store.list_objects(layout.derivative_folder(rc, ses, pipeline))
     if outputs:
         store.delete([i.url for i in outputs])
     store.delete(layout.manifest_url(rc, ses, pipeline))

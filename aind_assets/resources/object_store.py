@@ -152,7 +152,7 @@ class ObjectStoreResource(ConfigurableResource):
             _local_meta(path),
         )
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
         """Every object under ``prefix`` (recursive), sorted by URL; empty if none."""
         fs = self.fs_for(prefix)
         path = self._path(prefix)
@@ -168,7 +168,7 @@ class ObjectStoreResource(ConfigurableResource):
     def list_many(self, prefixes: Iterable[str]) -> dict[str, list[ObjectInfo]]:
         """List several prefixes concurrently (one request stream each)."""
         prefixes = list(prefixes)
-        return dict(zip(prefixes, self.map_concurrently(self.list, prefixes), strict=True))
+        return dict(zip(prefixes, self.map_concurrently(self.list_objects, prefixes), strict=True))
 
     def glob(self, pattern: str) -> list[str]:
         fs = self.fs_for(pattern)
