@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,7 +40,10 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 @dataclass
 class ManagedServer:
-    """A child process in its own session, stopped (with its children) by ``stop``."""
+    """A child process in its own session, stopped (with its children) by ``stop``.
+
+    Ready once ``ready_check`` answers True (default: ``port`` accepts connections).
+    """
 
     name: str
     args: list[str]
@@ -48,7 +51,8 @@ class ManagedServer:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     stop_timeout: float = 10.0
-    proc: subprocess.Popen | None = None
+    ready_check: Callable[[], bool] | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def running(self) -> bool:
@@ -56,7 +60,7 @@ class ManagedServer:
 
     def start(self, timeout: float = 60.0) -> ManagedServer:
         """Start the process and wait until it is ready; a second start is an error."""
-        if self.running:
+        if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError(f"{self.name} is already running (pid {self.proc.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
@@ -82,7 +86,7 @@ class ManagedServer:
         raise TimeoutError(f"{self.name} did not start on port {self.port} within {timeout} s")
 
     def ready(self) -> bool:
-        return port_open(self.port)
+        return self.ready_check() if self.ready_check is not None else port_open(self.port)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -223,9 +227,9 @@ def seaweedfs_server(
         "-master.telemetry=false",
     ]
     env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
-    server = ManagedServer("seaweedfs", args, s3_port, log_path, env)
-    server.ready = lambda: _s3_answers(s3_port)  # type: ignore[method-assign]
-    return server
+    return ManagedServer(
+        "seaweedfs", args, s3_port, log_path, env, ready_check=lambda: _s3_answers(s3_port)
+    )
 
 
 def _s3_answers(port: int) -> bool:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Literal, TypeVar, cast, overload
 
 import fsspec
 from dagster import ConfigurableResource
@@ -187,14 +187,27 @@ class ObjectStoreResource(ConfigurableResource):
         return self.fs_for(url).exists(self._path(url))
 
     # -- reading and writing ------------------------------------------------------------------
-    def open(self, url: str, mode: str = "rb", metadata: Mapping[str, str] | None = None) -> IO:
+    @overload
+    def open(
+        self,
+        url: str,
+        mode: Literal["rb", "wb"] = "rb",
+        metadata: Mapping[str, str] | None = None,
+    ) -> IO[bytes]: ...
+    @overload
+    def open(self, url: str, mode: str, metadata: Mapping[str, str] | None = None) -> IO[Any]: ...
+    def open(
+        self, url: str, mode: str = "rb", metadata: Mapping[str, str] | None = None
+    ) -> IO[Any]:
         """Open for streaming. Writes are all-or-nothing: the object appears only when the
         handle is closed after a clean ``with`` block; an exception inside it discards the
         upload (S3) or the temporary file (local), so a half-written object never exists.
-        User metadata is attached to the object."""
+        User metadata is attached to the object. ``"rb"`` and ``"wb"`` give ``IO[bytes]``."""
         if "w" not in mode:
             return self.fs_for(url).open(self._path(url), mode)
-        return _AtomicWriter(self.fs_for(url), self._path(url), mode, metadata, is_s3(url))
+        # the writer has write/close/with itself and hands every other file method to the file
+        writer = _AtomicWriter(self.fs_for(url), self._path(url), mode, metadata, is_s3(url))
+        return cast(IO[Any], writer)
 
     def put_bytes(self, url: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
         with self.open(url, "wb", metadata) as f:
@@ -219,13 +232,15 @@ class ObjectStoreResource(ConfigurableResource):
         )
         return dests
 
-    def copy(
+    # BaseModel.copy is pydantic's deprecated v1 model copy (model_copy replaces it); on this
+    # resource ``copy`` copies objects, as the rest of the object-store interface reads.
+    def copy(  # type: ignore[override]
         self,
         src: str,
         dst: str,
         *,
         metadata: Mapping[str, str] | None = None,
-        transform: Callable[[IO, IO], None] | None = None,
+        transform: Callable[[IO[bytes], IO[bytes]], None] | None = None,
     ) -> None:
         """Stream ``src`` to ``dst`` in chunks (bounded memory), between any two roots.
 
