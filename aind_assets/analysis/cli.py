@@ -12,11 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from aind_assets.analysis.config import AnalysisSettings
 from aind_assets.analysis.queries import parse_query
 from aind_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+    from aind_assets.servers import ManagedServer
 
 ADD_CHUNK = 1000
 
@@ -25,13 +31,13 @@ def _settings() -> tuple[Settings, AnalysisSettings]:
     return Settings.from_env(), AnalysisSettings.from_env()
 
 
-def _embedded(settings: Settings):
-    from aind_assets.cli import _embedded_docdb
+def _embedded(settings: Settings) -> AbstractContextManager[ManagedServer | None]:
+    from aind_assets.servers import embedded_docdb
 
-    return _embedded_docdb(settings, needed=settings.embedded)
+    return embedded_docdb(settings, needed=settings.embedded)
 
 
-def _instance():
+def _instance() -> DagsterInstance:
     import dagster as dg
 
     try:
@@ -43,7 +49,7 @@ def _instance():
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from aind_assets.analysis.assets import DATA_ASSETS
+    from aind_assets.analysis.assets import DATA_ASSETS_PARTITIONS
     from aind_assets.analysis.discovery import (
         KnownPartitions,
         PartitionMap,
@@ -73,8 +79,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             records = 0
             registered = (
                 KnownPartitions(
-                    lambda k: instance.has_dynamic_partition(DATA_ASSETS.name, k),
-                    lambda: instance.get_dynamic_partitions(DATA_ASSETS.name),
+                    lambda k: instance.has_dynamic_partition(DATA_ASSETS_PARTITIONS, k),
+                    lambda: instance.get_dynamic_partitions(DATA_ASSETS_PARTITIONS),
                 )
                 if instance is not None
                 else None
@@ -95,7 +101,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                     page_new = [k for k, known in exists.items() if not known]
                     for start in range(0, len(page_new), ADD_CHUNK):
                         instance.add_dynamic_partitions(
-                            DATA_ASSETS.name, page_new[start : start + ADD_CHUNK]
+                            DATA_ASSETS_PARTITIONS, page_new[start : start + ADD_CHUNK]
                         )
                     new.extend(page_new)
                 keys.extend(p.key for p in page.partitions if p.key not in keys)
@@ -106,8 +112,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                     entries = [e for chunk in chunks for e in chunk.get("entries") or []]
                     gone = find_gone(docdb, settings.assets_collection, spec, entries)
                     for key in pmap.remove(spec.name, gone):
-                        if instance.has_dynamic_partition(DATA_ASSETS.name, key):
-                            instance.delete_dynamic_partition(DATA_ASSETS.name, key)
+                        if instance.has_dynamic_partition(DATA_ASSETS_PARTITIONS, key):
+                            instance.delete_dynamic_partition(DATA_ASSETS_PARTITIONS, key)
                         deleted.append(key)
                     after = chunks[-1]["_id"]
             summary["specs"][spec.name] = {
@@ -139,9 +145,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from aind_assets.analysis.assets import DATA_ASSETS
+    from aind_assets.analysis.assets import DATA_ASSETS_PARTITIONS
 
-    keys = list(_instance().get_dynamic_partitions(DATA_ASSETS.name))
+    keys = list(_instance().get_dynamic_partitions(DATA_ASSETS_PARTITIONS))
     if args.json:
         print(json.dumps(keys))
     else:

@@ -254,8 +254,8 @@ def _describe_errors(path: Path, specs: list[Any], error: ValidationError) -> st
     for err in error.errors():
         loc = list(err["loc"])
         where = ""
-        if loc and isinstance(loc[0], int):
-            index = loc.pop(0)
+        if loc and isinstance(index := loc[0], int):
+            loc.pop(0)
             name = specs[index].get("name") if isinstance(specs[index], dict) else None
             where = f"specs[{index}]" + (f" ({name})" if name else "")
         field = ".".join(str(p) for p in loc)

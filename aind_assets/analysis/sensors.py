@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from aind_assets.analysis import queries
-from aind_assets.analysis.assets import DATA_ASSETS, DISPATCH_KEY
+from aind_assets.analysis.assets import DATA_ASSETS, DATA_ASSETS_PARTITIONS, DISPATCH_KEY
 from aind_assets.analysis.discovery import (
     SAME,
     DiscoveredPartition,
@@ -181,10 +181,10 @@ def build_discovery_sensor(
         instance = context.instance
 
         def has(key: str) -> bool:
-            return instance.has_dynamic_partition(DATA_ASSETS.name, key)
+            return instance.has_dynamic_partition(DATA_ASSETS_PARTITIONS, key)
 
         def every() -> list[str]:
-            return list(instance.get_dynamic_partitions(DATA_ASSETS.name))
+            return list(instance.get_dynamic_partitions(DATA_ASSETS_PARTITIONS))
 
         plan = plan_tick(analysis, dispatch_config[spec.name], context.cursor, has, every)
         context.log.info(

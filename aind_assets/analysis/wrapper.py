@@ -125,7 +125,7 @@ class AnalysisContext:
         self.analysis = analysis
         self.log = log or logger
 
-    def open(self, url: str, mode: str = "rb") -> IO:
+    def open(self, url: str, mode: str = "rb") -> IO[Any]:
         """Open an input file of the object store (streamed)."""
         try:
             return self.store.open(url, mode)
@@ -358,23 +358,23 @@ def run_job(
         claimed, holder = _claim(docdb, claims, name, token, run_id, claim_timeout_s)
         if not claimed:
             done = docdb.find_one(results_collection, {"_id": name})
-            note = (
+            reason = (
                 f"already done: record {name} exists"
                 if done
                 else f"in progress in run {holder.get('run_id') if holder else '?'}: "
                 f"record {name} will be written by that run"
             )
-            log.info("%s: %s: skipping (%s)", definition.name, note, _describe(task))
+            log.info("%s: %s: skipping (%s)", definition.name, reason, _describe(task))
             return JobOutcome(
                 JobResult(
                     status="skipped",
                     results_location=done.get("location") if done else results_url,
-                    note=note,
+                    note=reason,
                     **base,
                 )
             )
     try:
-        if not dry_run and store.list(results_url):
+        if not dry_run and store.list_objects(results_url):
             raise ResultsExistError(
                 f"results path {results_url} already exists but DocDB has no record {name}: "
                 "refusing to overwrite it (a previous run may have died after uploading; "

@@ -34,7 +34,7 @@ class SeedReport:
 def is_seeded(settings: Settings, docdb: DocDBResource, store: ObjectStoreResource) -> bool:
     """True when both flows already have their demo data (the run command seeds only if not)."""
     has_records = docdb.count(settings.assets_collection) > 0
-    has_bids = bool(store.list(join_url(settings.hbcd_identified_root, BIDS_PREFIX)))
+    has_bids = bool(store.list_objects(join_url(settings.hbcd_identified_root, BIDS_PREFIX)))
     return has_records and has_bids
 
 

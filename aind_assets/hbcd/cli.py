@@ -84,7 +84,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         results = [scan_session(store, layout, idmap, args.session)]
     else:
         with scrubbed_errors(idmap, "scan"):
-            infos = store.list(layout.deidentified_root)
+            infos = store.list_objects(layout.deidentified_root)
             results = [scan_objects(store, infos, layout.deidentified_root, idmap)]
     scanned = sum(r.scanned for r in results)
     findings = [f for r in results for f in r.findings]

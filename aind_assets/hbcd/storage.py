@@ -35,7 +35,7 @@ def list_children(store: ObjectStoreResource, url: str) -> tuple[list[ObjectInfo
         if raw.get("type") == "directory":
             dirs.append(full)
         else:
-            files.append(store._info(url, raw))  # noqa: SLF001 - same conversion as list()
+            files.append(store.object_info(url, raw))  # same conversion as list_objects()
     return files, dirs
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Literal, TypeVar, cast, overload
 
 import fsspec
 from dagster import ConfigurableResource
@@ -99,7 +99,7 @@ class ObjectStoreResource(ConfigurableResource):
             os.makedirs(self._path(url), exist_ok=True)
 
     # -- listing ------------------------------------------------------------------------------
-    def _info(self, url_like: str, raw: Mapping[str, Any]) -> ObjectInfo:
+    def object_info(self, url_like: str, raw: Mapping[str, Any]) -> ObjectInfo:
         path = raw["name"]
         url = self._url(path, url_like)
         if is_s3(url_like):
@@ -116,7 +116,7 @@ class ObjectStoreResource(ConfigurableResource):
             _local_meta(path),
         )
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
+    def list_objects(self, prefix: str) -> list[ObjectInfo]:
         """Every object under ``prefix`` (recursive), sorted by URL; empty if none."""
         fs = self.fs_for(prefix)
         path = self._path(prefix)
@@ -125,14 +125,16 @@ class ObjectStoreResource(ConfigurableResource):
         except FileNotFoundError:
             return []
         infos = [
-            self._info(prefix, raw) for raw in found.values() if raw.get("type") != "directory"
+            self.object_info(prefix, raw)
+            for raw in found.values()
+            if raw.get("type") != "directory"
         ]
         return sorted(infos, key=lambda i: i.url)
 
     def list_many(self, prefixes: Iterable[str]) -> dict[str, list[ObjectInfo]]:
         """List several prefixes concurrently (one request stream each)."""
         prefixes = list(prefixes)
-        return dict(zip(prefixes, self.map_concurrently(self.list, prefixes), strict=True))
+        return dict(zip(prefixes, self.map_concurrently(self.list_objects, prefixes), strict=True))
 
     def glob(self, pattern: str) -> list[str]:
         fs = self.fs_for(pattern)
@@ -141,7 +143,7 @@ class ObjectStoreResource(ConfigurableResource):
     def info(self, url: str) -> ObjectInfo:
         fs = self.fs_for(url)
         raw = fs.info(self._path(url))
-        info = self._info(url, raw)
+        info = self.object_info(url, raw)
         if is_s3(url):
             meta = fs.metadata(self._path(url))
             info = ObjectInfo(info.url, info.size, info.etag, info.last_modified, dict(meta))
@@ -151,14 +153,27 @@ class ObjectStoreResource(ConfigurableResource):
         return self.fs_for(url).exists(self._path(url))
 
     # -- reading and writing ------------------------------------------------------------------
-    def open(self, url: str, mode: str = "rb", metadata: Mapping[str, str] | None = None) -> IO:
+    @overload
+    def open(
+        self,
+        url: str,
+        mode: Literal["rb", "wb"] = "rb",
+        metadata: Mapping[str, str] | None = None,
+    ) -> IO[bytes]: ...
+    @overload
+    def open(self, url: str, mode: str, metadata: Mapping[str, str] | None = None) -> IO[Any]: ...
+    def open(
+        self, url: str, mode: str = "rb", metadata: Mapping[str, str] | None = None
+    ) -> IO[Any]:
         """Open for streaming. Writes are all-or-nothing: the object appears only when the
         handle is closed after a clean ``with`` block; an exception inside it discards the
         upload (S3) or the temporary file (local), so a half-written object never exists.
-        User metadata is attached to the object."""
+        User metadata is attached to the object. ``"rb"`` and ``"wb"`` give ``IO[bytes]``."""
         if "w" not in mode:
             return self.fs_for(url).open(self._path(url), mode)
-        return _AtomicWriter(self.fs_for(url), self._path(url), mode, metadata, is_s3(url))
+        # the writer has write/close/with itself and hands every other file method to the file
+        writer = _AtomicWriter(self.fs_for(url), self._path(url), mode, metadata, is_s3(url))
+        return cast(IO[Any], writer)
 
     def put_bytes(self, url: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
         with self.open(url, "wb", metadata) as f:
@@ -183,13 +198,15 @@ class ObjectStoreResource(ConfigurableResource):
         )
         return dests
 
-    def copy(
+    # BaseModel.copy is pydantic's deprecated v1 model copy (model_copy replaces it); on this
+    # resource ``copy`` copies objects, as the rest of the object-store interface reads.
+    def copy(  # type: ignore[override]
         self,
         src: str,
         dst: str,
         *,
         metadata: Mapping[str, str] | None = None,
-        transform: Callable[[IO, IO], None] | None = None,
+        transform: Callable[[IO[bytes], IO[bytes]], None] | None = None,
     ) -> None:
         """Stream ``src`` to ``dst`` in chunks (bounded memory), between any two roots.
 

@@ -215,7 +215,7 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
         assert job.parameters["min_spikes"] == 50  # fixed parameter of the spec
         assert job.outputs["n_units"] == 8
         assert job.outputs["n_passing"] < 8  # every third unit violates the refractory period
-        files = {i.url.rsplit("/", 1)[-1] for i in world.store.list(job.results_location)}
+        files = {i.url.rsplit("/", 1)[-1] for i in world.store.list_objects(job.results_location)}
         assert files == {METADATA_FILE, "unit_metrics.csv", "unit_quality.png"}
         png = world.store.get_bytes(f"{job.results_location}/unit_quality.png")
         assert png.startswith(b"\x89PNG")
@@ -310,7 +310,7 @@ def test_asset_without_files_gives_an_empty_dispatch_and_a_warning(world, instan
     no_nwb = next(
         r
         for r in world.records
-        if r["name"].startswith("ecephys_") and not world.store.list(r["location"])
+        if r["name"].startswith("ecephys_") and not world.store.list_objects(r["location"])
     )
     key = queries.partition_key_for(no_nwb["name"])
     result = materialize(world, instance, key)
@@ -379,7 +379,7 @@ def test_dry_run_writes_nothing(world, instance):
     assert out.status == "dry_run" and len(out.jobs) == 2
     assert out.jobs[0].outputs["n_units"] == 8 and out.jobs[0].plots == ["unit_quality.png"]
     assert world.docdb.count(RESULTS) == 0
-    assert world.store.list(world.resource.results_root) == []
+    assert world.store.list_objects(world.resource.results_root) == []
     assert "](data:image/png;base64," in meta(materialization(result, "unit_quality"), "plot")
 
 

@@ -94,7 +94,9 @@ def test_completed_then_skipped_and_a_parameter_change_is_new(store, docdb):
     assert first.result.status == "completed"
     name = first.result.record_name
     assert first.result.results_location == store.url("results", name)
-    listed = sorted(i.url.rsplit("/", 1)[-1] for i in store.list(first.result.results_location))
+    listed = sorted(
+        i.url.rsplit("/", 1)[-1] for i in store.list_objects(first.result.results_location)
+    )
     assert listed == [METADATA_FILE, "total.txt"]
     doc = docdb.find_one(RESULTS, {"_id": name})
     code = doc["processing"]["data_processes"][0]["code"]
@@ -198,7 +200,7 @@ def test_dry_run_writes_nothing(local_store, docdb):
     assert outcome.result.status == "dry_run"
     assert outcome.result.outputs == {"total": 10}
     assert docdb.count(RESULTS) == 0 and docdb.count(claims_collection(RESULTS)) == 0
-    assert local_store.list(local_store.url("results")) == []
+    assert local_store.list_objects(local_store.url("results")) == []
 
 
 def test_outputs_that_do_not_validate_fail_without_a_record(local_store, docdb):
@@ -206,7 +208,7 @@ def test_outputs_that_do_not_validate_fail_without_a_record(local_store, docdb):
     with pytest.raises(AnalysisOutputError, match="CountOutputs"):
         job(local_store, docdb, task, analysis="bad_outputs")()
     assert docdb.count(RESULTS) == 0
-    assert local_store.list(local_store.url("results")) == []
+    assert local_store.list_objects(local_store.url("results")) == []
 
 
 def test_a_missing_input_file_is_named(local_store, docdb):

@@ -51,7 +51,7 @@ def test_seed_fills_docdb_and_the_object_store(
 
     # HBCD: identified BIDS tree (>= 5 subjects x 2 sessions) and the identifier map
     bids = f"{settings.hbcd_identified_root}/assembly_bids"
-    keys = [i.relative_to(bids) for i in s3_store.list(bids)]
+    keys = [i.relative_to(bids) for i in s3_store.list_objects(bids)]
     assert {"participants.tsv", "dataset_description.json"} <= set(keys)
     sessions = {tuple(k.split("/")[:2]) for k in keys if k.startswith("sub-") and "/ses-" in k}
     assert len({s for s, _ in sessions}) >= 5 and len(sessions) >= 10

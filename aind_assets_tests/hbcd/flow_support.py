@@ -213,7 +213,7 @@ def scan_store(
 ) -> tuple[int, list[str]]:
     """Names and contents of every object under ``prefix`` with the leak scanner."""
     hits: list[str] = []
-    infos = store.list(prefix)
+    infos = store.list_objects(prefix)
     for info in infos:
         rel = info.relative_to(prefix)
         with store.open(info.url, "rb") as f:

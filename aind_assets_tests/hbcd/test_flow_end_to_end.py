@@ -130,7 +130,7 @@ def test_full_flow_on_s3(
         # nothing identifying anywhere on the de-identified side
         n, hits = scan_store(w.store, w.layout.deidentified_root, w.idmap)
         assert n > 30 and hits == []
-        assert not w.store.list(w.layout.deidentified_bids + "/sub-999999")
+        assert not w.store.list_objects(w.layout.deidentified_bids + "/sub-999999")
 
         # what was kept: numeric codes, integers, UTF-16, structure
         bids = w.layout.deidentified_bids
@@ -212,7 +212,7 @@ def test_full_flow_on_s3(
         assert len(tick.run_requests) == 1
         _ok(w.run_all(tick.run_requests))
         reid = _metadata(w, REIDENTIFIED_DERIVATIVES)
-        n_derivatives = len(w.store.list(w.layout.deidentified_derivatives))
+        n_derivatives = len(w.store.list_objects(w.layout.deidentified_derivatives))
         assert reid["new"] == n_derivatives and reid["orphans deleted"] == 0
         ident = w.layout.identified_derivatives
         stats = json.loads(
@@ -253,7 +253,7 @@ def test_full_flow_on_s3(
         assert failed == {(SESSION_DERIVATIVES, key0), (CBRAIN_DERIVATIVES, None)}
         assert all(e.check_name == STALENESS_CHECK for e in tick.asset_events)
         assert not w.store.exists(manifest_url) and not w.store.exists(cbrain_manifest)
-        assert not w.store.list(w.layout.derivative_folder(row0.rc_id, "V02", "bibsnet"))
+        assert not w.store.list_objects(w.layout.derivative_folder(row0.rc_id, "V02", "bibsnet"))
         history = w.instance.event_log_storage.get_asset_check_execution_history(
             dg.AssetCheckKey(SESSION_DERIVATIVES, STALENESS_CHECK), limit=1
         )
@@ -275,7 +275,7 @@ def test_full_flow_on_s3(
         # the stale derivative was deleted and made again: its 2 statistics, QC table, manifest
         assert reid["newer (replaced)"] == 4
         assert reid["orphans deleted"] == 3  # epi statistics, CBRAIN output and manifest
-        assert reid["unchanged"] == len(w.store.list(w.layout.deidentified_derivatives)) - 5
+        assert reid["unchanged"] == len(w.store.list_objects(w.layout.deidentified_derivatives)) - 5
         assert not w.store.exists(
             f"{ident}/ses-V02/cbrain_misc/sub-{row0.dccid}_bibsnet_ses-V02.json"
         )

@@ -68,7 +68,9 @@ def test_round_trip_partitioned_and_not(store: ObjectStoreResource, docdb: DocDB
     # layout: <root>/<asset key>/<partition key>/..., with processing.json beside the value
     value = json.loads(store.get_bytes(f"{root}/summary/s1/value.json"))
     assert value == {"subject": "s1", "units": 14}
-    table_listing = [i.url.rsplit("/", 1)[1] for i in store.list(f"{root}/summary_table/s2")]
+    table_listing = [
+        i.url.rsplit("/", 1)[1] for i in store.list_objects(f"{root}/summary_table/s2")
+    ]
     assert table_listing == ["processing.json", "value.parquet"]
     assert json.loads(store.get_bytes(f"{root}/all_subjects/value.json"))["total_units"] == 28
 
@@ -180,7 +182,7 @@ def test_files_and_folders_are_stored_as_themselves(
     )
     assert result.success
     names = sorted(
-        i.relative_to(f"{root}/report_folder") for i in store.list(f"{root}/report_folder")
+        i.relative_to(f"{root}/report_folder") for i in store.list_objects(f"{root}/report_folder")
     )
     assert names == ["data/report/plots/rates.png", "data/report/summary.txt", "processing.json"]
     assert store.get_bytes(f"{root}/report_folder/data/report/summary.txt") == b"3 units\n"

@@ -20,7 +20,7 @@ def test_object_store_operations(
     store.put_bytes(store.url("a/y/deep/3.nwb"), b"three", metadata={"source-etag": "abc123"})
     store.put_bytes(store.url("b/4.nwb"), b"4")
 
-    listed = store.list(store.url("a"))
+    listed = store.list_objects(store.url("a"))
     assert [relative_key(i.url, store.url("a")) for i in listed] == [
         "x/1.nwb",
         "x/2.txt",
@@ -28,7 +28,7 @@ def test_object_store_operations(
     ]
     assert [i.size for i in listed] == [3, 4, 5]
     assert all(i.last_modified >= before and i.etag for i in listed)
-    assert store.list(store.url("missing")) == []
+    assert store.list_objects(store.url("missing")) == []
 
     assert store.glob(store.url("a/**/*.nwb")) == [
         store.url("a/x/1.nwb"),
@@ -66,7 +66,7 @@ def test_object_store_operations(
     store.delete([store.url("c/4.nwb"), store.url("c/never-was")])
     assert not store.exists(store.url("c/4.nwb")) and store.exists(store.url("c/2.txt"))
     store.delete(store.url("a"), recursive=True)
-    assert store.list(store.url("a")) == []
+    assert store.list_objects(store.url("a")) == []
 
 
 def test_docdb_operations(docdb: DocDBResource) -> None:

@@ -198,6 +198,6 @@ def run(
             round(float(table["isi_violation_ratio"].median()), 6) if n else None
         ),
         passing_units=[f"{r.file}#{r.unit_id}" for r in table.itertuples() if r.passed],
-        units=[UnitRow(**r) for r in table.to_dict(orient="records")],
+        units=[UnitRow.model_validate(r) for r in table.to_dict(orient="records")],
         files_without_units=no_units,
     )

@@ -69,7 +69,7 @@ def list_identified_bids(store: ObjectStoreResource, layout: HbcdLayout) -> list
 
 def read_ledger(store: ObjectStoreResource, layout: HbcdLayout) -> Ledger:
     root = layout.ledger_root
-    infos = store.list(root)
+    infos = store.list_objects(root)
     return parse_ledger_names((relpath_of(i, root), i.last_modified.timestamp()) for i in infos)
 
 
@@ -85,14 +85,14 @@ def write_ledger_entry(
     name = ledger_name(unit, session_digest, subject_digest)
     url = join_url(layout.ledger_root, name)
     store.put_bytes(url, json.dumps(body, indent=1).encode())
-    old = [i.url for i in store.list(join_url(layout.ledger_root, unit)) if i.url != url]
+    old = [i.url for i in store.list_objects(join_url(layout.ledger_root, unit)) if i.url != url]
     if old:
         store.delete(old)
 
 
 def forget_ledger_entry(store: ObjectStoreResource, layout: HbcdLayout, unit: str) -> None:
     """Mark a unit as not done (e.g. its leak check failed), so the daily schedule redoes it."""
-    store.delete([i.url for i in store.list(join_url(layout.ledger_root, unit))])
+    store.delete([i.url for i in store.list_objects(join_url(layout.ledger_root, unit))])
 
 
 @dataclass
@@ -374,7 +374,7 @@ def scan_session(
         root = layout.deidentified_bids
         infos = [
             i
-            for i in store.list(join_url(root, f"sub-{rc}"))
+            for i in store.list_objects(join_url(root, f"sub-{rc}"))
             if in_session_scope(relpath_of(i, root), rc, ses)
         ]
         return scan_objects(store, infos, root, idmap)

@@ -38,7 +38,7 @@ from aind_assets.resources.urls import ObjectInfo, join_url
 def session_listing(
     store: ObjectStoreResource, layout: HbcdLayout, rc: str, ses: str
 ) -> list[ObjectInfo]:
-    return store.list(join_url(layout.deidentified_bids, f"sub-{rc}", f"ses-{ses}"))
+    return store.list_objects(join_url(layout.deidentified_bids, f"sub-{rc}", f"ses-{ses}"))
 
 
 def manifest_entries(infos: Iterable[ObjectInfo], layout: HbcdLayout) -> list[ManifestEntry]:
@@ -129,7 +129,7 @@ def process_session(
         # the old manifest no longer describes what is being written
         manifest_url = layout.manifest_url(rc, ses, PIPELINE)
         store.delete(manifest_url)
-        old = store.list(layout.derivative_folder(rc, ses, PIPELINE))
+        old = store.list_objects(layout.derivative_folder(rc, ses, PIPELINE))
         sizes = {i.url: i.size for i in old}
 
         def put_if_changed(item: tuple[str, bytes]) -> None:
@@ -227,7 +227,7 @@ def delete_derivative(
     """Delete a session's derivative outputs of one pipeline, then its manifest. Returns the
     number of objects deleted."""
     rc, ses = parse_session_partition_key(partition_key)
-    outputs = store.list(layout.derivative_folder(rc, ses, pipeline))
+    outputs = store.list_objects(layout.derivative_folder(rc, ses, pipeline))
     if outputs:
         store.delete([i.url for i in outputs])
     store.delete(layout.manifest_url(rc, ses, pipeline))

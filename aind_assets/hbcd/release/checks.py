@@ -42,7 +42,7 @@ def _promoted(hbcd_release: HbcdReleaseResource, release: str):
     store = hbcd_release.object_store
     marker = staging.read_marker(store, hbcd_release.staging_root, release)
     root = join_url(hbcd_release.release_url(release), staging.HBCD)
-    files = {relative_key(i.url, root): i.size for i in store.list(root)}
+    files = {relative_key(i.url, root): i.size for i in store.list_objects(root)}
     problems: list[Problem] = []
     if marker is None:
         problems.append(Problem(staging.MARKER, "complete", "no completion marker"))

@@ -43,7 +43,7 @@ def list_specs(
     """Registered specs by release, and the errors of the invalid ones (by URL)."""
     specs: dict[str, ReleaseSpec] = {}
     errors: dict[str, str] = {}
-    for info in store.list(specs_root):
+    for info in store.list_objects(specs_root):
         if not info.url.endswith(SPEC_SUFFIX):
             continue
         name = info.url.rsplit("/", 1)[-1][: -len(SPEC_SUFFIX)]

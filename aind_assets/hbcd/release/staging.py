@@ -252,7 +252,7 @@ def stage_release(
 
     plan = plan_staging(store, spec, decisions, deid_root)
     fingerprint = plan_fingerprint(plan)
-    listing = {relative_key(i.url, rel_url): i for i in store.list(rel_url)}
+    listing = {relative_key(i.url, rel_url): i for i in store.list_objects(rel_url)}
     marker = read_marker(store, staging_root, release)
     status = "staged"
     if marker is not None:
@@ -310,7 +310,7 @@ def stage_release(
             sorted(generated.items()),
         )
         # 4. complete?
-        staged = {relative_key(i.url, temp): i.size for i in store.list(temp)}
+        staged = {relative_key(i.url, temp): i.size for i in store.list_objects(temp)}
         want = {p.dest: (p.size if p.content is None else len(p.content)) for p in plan}
         if staged != want:
             missing = sorted(want.keys() - staged.keys())
@@ -335,14 +335,14 @@ def stage_release(
         raise
 
     # 7. promote: remove what is not in the plan, copy the temporary tree over
-    final_now = {relative_key(i.url, final) for i in store.list(final)}
+    final_now = {relative_key(i.url, final) for i in store.list_objects(final)}
     extra = sorted(final_now - want.keys())
     if extra:
         log(f"removing {len(extra)} file(s) of an earlier staging not in this plan")
         store.delete([join_url(final, e) for e in extra])
     log(f"promoting {len(want)} file(s) to {final}")
     store.copy_many([(join_url(temp, d), join_url(final, d)) for d in sorted(want)])
-    promoted = {relative_key(i.url, final): i.size for i in store.list(final)}
+    promoted = {relative_key(i.url, final): i.size for i in store.list_objects(final)}
     if promoted != want:
         raise StagingError(f"promotion of release {release} is incomplete; re-run the staging")
 

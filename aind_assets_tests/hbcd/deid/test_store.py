@@ -34,7 +34,7 @@ def test_flow_writes_keep_nothing_half_written(store: ObjectStoreResource) -> No
     info = store.info(url)
     assert info.size == len(big) and info.metadata["source-etag"] == "new"
     # no stray temporary objects under the tree
-    assert [i.url for i in store.list(layout.deidentified_bids)] == [url]
+    assert [i.url for i in store.list_objects(layout.deidentified_bids)] == [url]
 
 
 def test_identity_map_resource(store: ObjectStoreResource, idmap: IdentityMap) -> None:

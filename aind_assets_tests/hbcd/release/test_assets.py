@@ -58,7 +58,7 @@ def _tsv_lines(text: str, keep) -> str:  # noqa: ANN001
 
 
 def _release_files(store: ObjectStoreResource, url: str) -> dict[str, bytes]:
-    return {relative_key(i.url, url): store.get_bytes(i.url) for i in store.list(url)}
+    return {relative_key(i.url, url): store.get_bytes(i.url) for i in store.list_objects(url)}
 
 
 @pytest.fixture
@@ -286,14 +286,18 @@ def test_identified_to_staged_release(setup):
 
     # -- re-running the complete release changes nothing
     before = {
-        i.url: (i.etag, i.last_modified) for i in store.list(rel_url) if "/loris/" not in i.url
+        i.url: (i.etag, i.last_modified)
+        for i in store.list_objects(rel_url)
+        if "/loris/" not in i.url
     }
     again = _run(resources, instance, release)
     assert again.success
     staged = again.asset_materializations_for_node("hbcd__release_staging")[0].metadata
     assert staged["status"].value == "unchanged"
     assert {
-        i.url: (i.etag, i.last_modified) for i in store.list(rel_url) if "/loris/" not in i.url
+        i.url: (i.etag, i.last_modified)
+        for i in store.list_objects(rel_url)
+        if "/loris/" not in i.url
     } == before
 
     # -- a second release: one session's derivatives removed, one replaced, one added
@@ -347,7 +351,7 @@ def test_one_staging_per_release_at_a_time(setup):
         failure.step_failure_data.error.message
     )
     assert staging.read_marker(store, res.staging_root, release) is None
-    assert not list(store.list(join_url(res.staging_root, release)))  # nothing written
+    assert not list(store.list_objects(join_url(res.staging_root, release)))  # nothing written
     # that run died: the next run takes its lease over, stages the release, and lets go
     instance.report_run_failed(other)
     assert _run(resources, instance, release).success

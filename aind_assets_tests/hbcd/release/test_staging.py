@@ -60,7 +60,9 @@ def _stage(store, data, deid, staging_root, run_id, decisions=None, **kw):
 
 
 def _state(store: ObjectStoreResource, url: str) -> dict[str, tuple]:
-    return {relative_key(i.url, url): (i.size, i.etag, i.last_modified) for i in store.list(url)}
+    return {
+        relative_key(i.url, url): (i.size, i.etag, i.last_modified) for i in store.list_objects(url)
+    }
 
 
 def test_stage_then_rerun_changes_nothing(store: ObjectStoreResource, data: ReleaseData):
