@@ -9,6 +9,8 @@ import pytest
 from aind_assets.cli import _only_instance, main
 from aind_assets.servers import ManagedServer, free_port, port_open
 
+pytestmark = pytest.mark.servers  # starts server processes (and the dev command) itself
+
 
 def test_managed_server_starts_exactly_once(tmp_path: Path) -> None:
     port = free_port()
