@@ -47,7 +47,7 @@ def test_identity_map_resource(store: ObjectStoreResource, idmap: IdentityMap) -
     assert "123456" not in repr(loaded)
     bad = MAP_CSV + "123456,UMN0099,UMN,NDARINVDDDD4444,site01\n"
     store.put_bytes(url, bad.encode())
-    with pytest.raises(flow.HbcdError) as e:
+    with pytest.raises(flow.HbcdError, match=r"release_identifiers\.csv: row 5") as e:
         res.load()
     assert "row 5: duplicate DCCID (same as row 2)" in str(e.value)
     assert "123456" not in str(e.value)
@@ -58,7 +58,10 @@ def test_identity_map_resource(store: ObjectStoreResource, idmap: IdentityMap) -
 
 def test_scrubbed_errors_hide_identifiers(idmap: IdentityMap) -> None:
     row = idmap.rows[0]
-    with pytest.raises(flow.HbcdError) as e, flow.scrubbed_errors(idmap, "copying"):
+    with (
+        pytest.raises(flow.HbcdError, match="^copying: FileNotFoundError: ") as e,
+        flow.scrubbed_errors(idmap, "copying"),
+    ):
         raise FileNotFoundError(f"s3://pr/assembly_bids/sub-{row.dccid}%2F{row.pscid}x/{row.site}")
     assert (
         str(e.value)

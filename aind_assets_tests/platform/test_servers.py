@@ -45,8 +45,12 @@ def test_dev_refuses_a_second_platform_on_one_home(dev_env: Path) -> None:
         pytest.raises(SystemExit, match=f"already running with DAGSTER_HOME={dev_env}"),
     ):
         main(["dev", "--port", str(free_port()), "--no-seed"])
-    # once the first one is gone the home is free again
-    with _only_instance(dev_env, "127.0.0.1", free_port()):
+    # once the first one is gone the home is free again, and the new holder refuses others
+    with (
+        _only_instance(dev_env, "127.0.0.1", free_port()),
+        pytest.raises(SystemExit, match="already running"),
+        _only_instance(dev_env, "127.0.0.1", free_port()),
+    ):
         pass
 
 

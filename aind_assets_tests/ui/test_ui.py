@@ -189,7 +189,8 @@ def _open(driver: webdriver.Chrome, url: str, wait_for_text: list[str], shot: st
     _skip_welcome(driver)
     try:
         WebDriverWait(driver, 60).until(
-            lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in wait_for_text)
+            lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in wait_for_text),
+            message=f"{url} did not show all of {wait_for_text} within 60 s",
         )
     finally:
         driver.save_screenshot(str(ARTIFACTS / f"{shot}.png"))
@@ -214,18 +215,21 @@ def test_asset_graph_shows_both_flows(platform: Platform, browser: webdriver.Chr
         "asset-graph",
     )
     group = f"{platform.url}/locations/__repository__@aind_assets.definitions/asset-groups"
-    _open(
+    analysis = _open(
         browser,
         f"{group}/aind_analysis/lineage",
         ["analysis_dispatch", "unit_quality", "behavior_performance"],
         "asset-graph-analysis",
     )
-    _open(
+    hbcd = _open(
         browser,
         f"{group}/hbcd/lineage",
         ["deidentified_session", "session_derivatives", "reidentified_derivatives"],
         "asset-graph-hbcd",
     )
+    # each group's lineage shows its own flow, not the other one
+    assert "deidentified_session" not in analysis, analysis
+    assert "analysis_dispatch" not in hbcd and "unit_quality" not in hbcd, hbcd
 
 
 def test_partitions_page_lists_demo_partitions(
