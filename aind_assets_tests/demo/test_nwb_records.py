@@ -98,7 +98,7 @@ def test_behavior_only_nwb_has_no_units(tmp_path):
 
 
 def test_nwb_rejects_bad_sizes(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n_trials >= 1"):
         write_demo_nwb(tmp_path / "x.nwb", subject_id="1", session_start=START, seed=1, n_trials=0)
 
 

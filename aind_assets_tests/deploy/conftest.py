@@ -3,8 +3,8 @@
 ``initdb`` and ``pg_ctl`` come from ``/usr/lib/postgresql/*/bin`` (or PATH); as root they run as
 the ``postgres`` user. The server listens on a free port with password (SCRAM) authentication
 and a unix socket in its own temporary directory, and is stopped whatever happens. Without the
-binaries the tests are skipped, except in CI (``CI`` set), where ``scripts/install-system`` must
-have installed them and the fixture fails instead.
+binaries the tests are skipped, except in CI (``CI`` true), where ``scripts/install-system`` must
+have installed them and the fixture fails instead (``aind_assets_tests.support.missing_tool``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import psycopg2
 import pytest
 
 from aind_assets.servers import free_port
+from aind_assets_tests.support import missing_tool, require_servers_mark
 
 PG_USER = "dagster"
 
@@ -86,18 +87,12 @@ def postgres_bin_dir() -> Path | None:
     return None
 
 
-def _missing(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI must install it: scripts/install-system)")
-    pytest.skip(f"{message}; run scripts/install-system to install PostgreSQL")
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
+    require_servers_mark("postgres_server")
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        _missing("PostgreSQL's initdb/pg_ctl not found in /usr/lib/postgresql/*/bin or on PATH")
-    assert bin_dir is not None
+        missing_tool("PostgreSQL's initdb/pg_ctl not found in /usr/lib/postgresql/*/bin or on PATH")
 
     run_as: dict[str, object] = {}
     owner: pwd.struct_passwd | None = None
@@ -105,8 +100,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            _missing("running as root but there is no 'postgres' user")
-        assert owner is not None
+            missing_tool("running as root but there is no 'postgres' user (PostgreSQL's package)")
         run_as = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
 
     root = Path(tempfile.mkdtemp(prefix="aind-pg-"))  # under /tmp: reachable by the postgres user

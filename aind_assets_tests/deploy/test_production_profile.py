@@ -1,10 +1,12 @@
 """The production profile (deploy/dagster.yaml) for real: PostgreSQL, the run queue, S3 logs.
 
-The shipped file is validated as is (every setting from the environment, no secret). ECS is
-not available here, so the end-to-end test uses the same profile with only ``run_launcher``
-swapped for the ``DefaultRunLauncher``: a ``dagster-daemon`` on a real PostgreSQL dequeues the
-runs of a ``dagster job backfill``, and the test proves they all succeed, that no more ran at
-once than the tag concurrency limits allow, and that their compute logs landed in (real) S3.
+The shipped file is validated as is (every setting from the environment, no secret), section by
+section against the schemas of the classes it names, without a server; the test on PostgreSQL
+then opens it whole (Dagster's instance schema, the concurrency settings). ECS is not available
+here, so the end-to-end test uses the same profile with only ``run_launcher`` swapped for the
+``DefaultRunLauncher``: a ``dagster-daemon`` on a real PostgreSQL dequeues the runs of a
+``dagster job backfill``, and the test proves they all succeed, that no more ran at once than the
+tag concurrency limits allow, and that their compute logs landed in (real) S3.
 """
 
 from __future__ import annotations
@@ -21,12 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
 import pytest
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._config import process_config
-from dagster._core.instance.config import dagster_instance_config
-from dagster._serdes import ConfigurableClassData
 
 from aind_assets.servers import ManagedServer
 from aind_assets_tests.deploy.conftest import PostgresServer
@@ -71,14 +71,32 @@ def with_default_launcher(profile: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def configurable_class(class_data: Mapping[str, Any]) -> type:
+    """The class a profile section names, through public imports only."""
+    module, name = class_data["module"], class_data["class"]
+    if module.startswith("dagster.core."):  # Dagster's own classes are exported at the top level
+        return getattr(dg, name)
+    return getattr(importlib.import_module(module), name)
+
+
 def resolve(class_data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A configurable class's config resolved against its own schema (``env:`` values read)."""
-    # ConfigurableClassData maps the public module names (dagster.core.…) to dagster._core.…
-    module = ConfigurableClassData(class_data["module"], class_data["class"], "").module_name
-    cls = getattr(importlib.import_module(module), class_data["class"])
-    result = process_config(cls.config_type(), class_data.get("config", {}))
-    assert result.success, [e.message for e in result.errors or []]
-    return result.value or {}
+    """A configurable class's config resolved against its own schema (``env:`` values read).
+
+    The schema becomes an op's config schema, so Dagster's public ``validate_run_config`` checks
+    it, fills the defaults and reads the ``env:`` values exactly as the instance would; an
+    invalid config raises ``DagsterInvalidConfigError``.
+    """
+    cls = configurable_class(class_data)
+
+    @dg.op(name="section", config_schema=cls.config_type())
+    def section() -> None: ...
+
+    @dg.job(name="profile_section")
+    def profile_section() -> None:
+        section()
+
+    run_config = {"ops": {"section": {"config": class_data.get("config", {})}}}
+    return dg.validate_run_config(profile_section, run_config)["ops"]["section"]["config"]
 
 
 def limit_for(profile: Mapping[str, Any], tags: Mapping[str, str]) -> int:
@@ -116,8 +134,8 @@ def test_shipped_profile_validates_and_reads_everything_from_env(
 ) -> None:
     for name, value in PROFILE_ENV.items():
         monkeypatch.setenv(name, value)
-    config, custom_class = dagster_instance_config(str(PROFILE.parent))
-    assert custom_class is None
+    config = load_profile()
+    assert "instance_class" not in config  # the standard DagsterInstance
 
     pg = config["storage"]["postgres"]["postgres_db"]
     assert all(isinstance(v, dict) and set(v) == {"env"} for v in pg.values()), pg
@@ -164,12 +182,20 @@ def test_shipped_profile_validates_and_reads_everything_from_env(
     assert config["compute_logs"]["class"] == "S3ComputeLogManager"
     assert logs["bucket"] == "aind-dagster-logs"
     assert logs["endpoint_url"] == PROFILE_ENV["DAGSTER_COMPUTE_LOGS_ENDPOINT_URL"]
-    resolve(config["run_coordinator"])
+    coordinator = resolve(config["run_coordinator"])
+    assert coordinator["dequeue_interval_seconds"] == 5
+    postgres = {"module": "dagster_postgres", "class": "DagsterPostgresStorage"}
+    storage = resolve({**postgres, "config": config["storage"]["postgres"]})  # storage: postgres
+    assert storage["postgres_db"]["hostname"] == PROFILE_ENV["DAGSTER_PG_HOST"]
+    assert storage["postgres_db"]["port"] == int(PROFILE_ENV["DAGSTER_PG_PORT"])
     assert "K8sRunLauncher" in PROFILE.read_text()  # the documented alternative
 
     # a missing variable is an error, not a silent default
     monkeypatch.delenv("DAGSTER_ECS_CLUSTER")
-    with pytest.raises(Exception, match="DAGSTER_ECS_CLUSTER"):
+    with pytest.raises(
+        dg.DagsterInvalidConfigError,
+        match=r'environment variable "DAGSTER_ECS_CLUSTER" which is not set',
+    ):
         resolve(config["run_launcher"])
 
 

@@ -15,10 +15,21 @@ PROJECT = Path(__file__).resolve().parents[2]
 def test_definitions_load_and_resolve() -> None:
     repo = defs.get_repository_def()
     assert {"docdb", "object_store", "io_manager"} <= set(repo.get_top_level_resources())
-    # every job resolves (asset graph wiring, partitions, checks)
-    for job in repo.get_all_jobs():
-        assert job.name
-    assert isinstance(defs, dg.Definitions)
+    # every job resolves (asset graph wiring, partitions, checks); the flows' jobs are partitioned
+    jobs = {job.name: job for job in repo.get_all_jobs()}
+    data_assets = dg.DynamicPartitionsDefinition(name="data_assets")
+    assert jobs["aind_analysis"].partitions_def == data_assets
+    releases = dg.DynamicPartitionsDefinition(name="hbcd_releases")
+    assert jobs["hbcd_release"].partitions_def == releases
+    # both flows' assets are defined, and every schedule runs one of the jobs
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    assert {
+        "analysis_dispatch",
+        "analysis/unit_quality",
+        "hbcd/deidentified_session",
+        "hbcd/release_staging",
+    } <= keys, sorted(keys)
+    assert repo.schedule_defs and {s.job_name for s in repo.schedule_defs} <= set(jobs)
 
 
 def test_workspace_validates_with_the_dagster_cli(tmp_path: Path) -> None:

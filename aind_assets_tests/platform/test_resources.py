@@ -161,7 +161,10 @@ def test_a_failed_write_leaves_no_object(store: ObjectStoreResource) -> None:
     with pytest.raises(RuntimeError, match="midway"):
         store.copy(store.url("src.bin"), store.url("dst.bin"), transform=broken)
     assert not store.exists(store.url("dst.bin"))
-    with pytest.raises(ValueError), store.open(store.url("direct.bin"), "wb") as f:
+    with (
+        pytest.raises(ValueError, match="caller failed"),
+        store.open(store.url("direct.bin"), "wb") as f,
+    ):
         f.write(b"partial")
         raise ValueError("caller failed")
     assert not store.exists(store.url("direct.bin"))

@@ -23,6 +23,8 @@ from aind_assets.settings import Settings
 # weed mini's defaults for the services it must not start or must not put on a fixed port
 WEED_DEFAULT_PORTS = {6060, 7333, 8181, 8333, 8888, 9101, 9333, 9340, 23646, 33646}
 
+pytestmark = pytest.mark.servers  # starts server processes (and the dev command) itself
+
 
 def test_managed_server_starts_exactly_once(tmp_path: Path) -> None:
     port = free_port()
@@ -72,8 +74,12 @@ def test_dev_refuses_a_second_platform_on_one_home(dev_env: Path) -> None:
         pytest.raises(SystemExit, match=f"already running with DAGSTER_HOME={dev_env}"),
     ):
         main(["dev", "--port", str(free_port()), "--no-seed"])
-    # once the first one is gone the home is free again
-    with _only_instance(dev_env, "127.0.0.1", free_port()):
+    # once the first one is gone the home is free again, and the new holder refuses others
+    with (
+        _only_instance(dev_env, "127.0.0.1", free_port()),
+        pytest.raises(SystemExit, match="already running"),
+        _only_instance(dev_env, "127.0.0.1", free_port()),
+    ):
         pass
 
 

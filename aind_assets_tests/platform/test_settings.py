@@ -57,10 +57,11 @@ def test_secrets_reach_dagster_as_env_vars(monkeypatch: pytest.MonkeyPatch) -> N
     resources = build_resources(Settings.from_env())
     docdb, store = resources["docdb"], resources["object_store"]
     # the config holds the variable's *name*; Dagster resolves it at run time only
-    assert docdb._get_non_default_public_field_values()["uri"] == dg.EnvVar("AIND_DOCDB_URI")
-    assert store._get_non_default_public_field_values()["secret_access_key"] == dg.EnvVar(
-        "AWS_SECRET_ACCESS_KEY"
-    )
+    assert isinstance(docdb.uri, dg.EnvVar) and docdb.uri == "AIND_DOCDB_URI"
+    assert isinstance(store.secret_access_key, dg.EnvVar)
+    assert store.secret_access_key == "AWS_SECRET_ACCESS_KEY"
+    assert isinstance(store.access_key_id, dg.EnvVar)
+    assert ":pw@" not in repr(docdb) and "shh" not in repr(store)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +84,7 @@ def test_unreachable_docdb_fails_fast_naming_host_and_database() -> None:
         server_selection_timeout_ms=2000,
     )
     start = time.monotonic()
-    with pytest.raises(DocDBError) as err:
+    with pytest.raises(DocDBError, match="Cannot reach DocDB at") as err:
         resource.find_one("data_assets", {})
     assert time.monotonic() - start < 10
     message = str(err.value)

@@ -26,12 +26,22 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from aind_assets.servers import ManagedServer, free_port
+from aind_assets_tests.support import missing_tool
 
-pytestmark = pytest.mark.ui
+pytestmark = [pytest.mark.ui, pytest.mark.servers]
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ARTIFACTS = Path(os.environ.get("AIND_TEST_ARTIFACTS", PROJECT / "test-artifacts")) / "ui"
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> None:
+    """Chromium and chromedriver are there (checked before the platform starts)."""
+    for tool in (CHROMIUM, CHROMEDRIVER):
+        if not tool.exists():
+            missing_tool(f"{tool} not found (Debian's chromium and chromium-driver)")
 
 
 class Platform:
@@ -150,7 +160,7 @@ def materialized(platform: Platform) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
+    options.binary_location = str(CHROMIUM)
     profile = ARTIFACTS.parent / "chromium-profile"
     for flag in (
         "--headless",
@@ -165,7 +175,7 @@ def browser() -> Iterator[webdriver.Chrome]:
         f"--user-data-dir={profile}-{os.getpid()}",
     ):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     driver.set_page_load_timeout(60)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
@@ -179,7 +189,8 @@ def _open(driver: webdriver.Chrome, url: str, wait_for_text: list[str], shot: st
     _skip_welcome(driver)
     try:
         WebDriverWait(driver, 60).until(
-            lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in wait_for_text)
+            lambda d: all(t in d.find_element(By.TAG_NAME, "body").text for t in wait_for_text),
+            message=f"{url} did not show all of {wait_for_text} within 60 s",
         )
     finally:
         driver.save_screenshot(str(ARTIFACTS / f"{shot}.png"))
@@ -204,18 +215,21 @@ def test_asset_graph_shows_both_flows(platform: Platform, browser: webdriver.Chr
         "asset-graph",
     )
     group = f"{platform.url}/locations/__repository__@aind_assets.definitions/asset-groups"
-    _open(
+    analysis = _open(
         browser,
         f"{group}/aind_analysis/lineage",
         ["analysis_dispatch", "unit_quality", "behavior_performance"],
         "asset-graph-analysis",
     )
-    _open(
+    hbcd = _open(
         browser,
         f"{group}/hbcd/lineage",
         ["deidentified_session", "session_derivatives", "reidentified_derivatives"],
         "asset-graph-hbcd",
     )
+    # each group's lineage shows its own flow, not the other one
+    assert "deidentified_session" not in analysis, analysis
+    assert "analysis_dispatch" not in hbcd and "unit_quality" not in hbcd, hbcd
 
 
 def test_partitions_page_lists_demo_partitions(

@@ -49,7 +49,7 @@ def test_identity_map_resource(store: ObjectStoreResource, idmap: IdentityMap) -
     assert "123456" not in repr(loaded)
     bad = MAP_CSV + "123456,UMN0099,UMN,NDARINVDDDD4444,site01\n"
     store.put_bytes(url, bad.encode())
-    with pytest.raises(HbcdError) as e:
+    with pytest.raises(HbcdError, match=r"release_identifiers\.csv: row 5") as e:
         res.load()
     assert "row 5: duplicate DCCID (same as row 2)" in str(e.value)
     assert "123456" not in str(e.value)
@@ -60,7 +60,10 @@ def test_identity_map_resource(store: ObjectStoreResource, idmap: IdentityMap) -
 
 def test_scrubbed_errors_hide_identifiers(idmap: IdentityMap) -> None:
     row = idmap.rows[0]
-    with pytest.raises(HbcdError) as e, scrubbed_errors(idmap, "copying"):
+    with (
+        pytest.raises(HbcdError, match="^copying: FileNotFoundError: ") as e,
+        scrubbed_errors(idmap, "copying"),
+    ):
         raise FileNotFoundError(f"s3://pr/assembly_bids/sub-{row.dccid}%2F{row.pscid}x/{row.site}")
     assert (
         str(e.value)

@@ -143,7 +143,7 @@ def test_json_intended_for_list_and_levels(idmap: IdentityMap):
 
 
 def test_json_invalid_is_an_error_without_content(idmap: IdentityMap):
-    with pytest.raises(DeidentificationError) as info:
+    with pytest.raises(DeidentificationError, match="json: invalid JSON") as info:
         deidentify_bytes("sub-123456/x.json", b'{"PatientID": "123456",', idmap)
     assert "123456" not in str(info.value)
     assert f"sub-{RC1}/x.json" in str(info.value)
@@ -200,7 +200,9 @@ def test_text_allow_list(name: str):
 def test_unsupported_types_are_not_copied(idmap: IdentityMap, relpath: str):
     assert handler_for(relpath) is None
     dst = io.BytesIO()
-    with pytest.raises(UnsupportedFileType) as info:
+    with pytest.raises(
+        UnsupportedFileType, match="not in the de-identification allow-list"
+    ) as info:
         deidentify_file(relpath, io.BytesIO(b"123456 data"), dst, idmap)
     assert dst.getvalue() == b""
     assert "123456" not in str(info.value)
@@ -215,7 +217,7 @@ def test_handler_names():
 
 
 def test_deidentify_file_refuses_unmapped_subject(idmap: IdentityMap):
-    with pytest.raises(UnmappedIdentifierError) as info:
+    with pytest.raises(UnmappedIdentifierError, match="not a release-candidate ID") as info:
         deidentify_file("sub-999999/x.json", io.BytesIO(b"{}"), io.BytesIO(), idmap)
     assert "999999" not in str(info.value)
 

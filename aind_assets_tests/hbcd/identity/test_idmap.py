@@ -10,7 +10,7 @@ ALL_VALUES = ["123456", "UMN0012", "UMN", "234567", "UCSD0034", "UCSD", "345678"
 
 
 def _error(text: str) -> str:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=r"^map\.csv: ") as info:  # names the map
         parse_identity_map(text, "map.csv")
     return str(info.value)
 
@@ -44,7 +44,7 @@ def test_identifiers_have_kinds(idmap: IdentityMap):
 
 
 def test_require_lookups_do_not_echo_the_key(idmap: IdentityMap):
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(KeyError, match="DCCID not found in identity map") as info:
         idmap.require_dccid("987654")
     assert "987654" not in str(info.value)
 
@@ -120,6 +120,6 @@ def test_missing_header_column_and_empty():
 
 
 def test_errors_do_not_chain_content():
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=r"^m: row 5: duplicate DCCID") as info:
         parse_identity_map(MAP_CSV + "123456,UMN0099,UMN,NDARINVDDDD4444,site01\n", "m")
     assert info.value.__cause__ is None

@@ -65,7 +65,7 @@ def test_reidentify(idmap: IdentityMap):
 
 
 def test_unmapped_subject_refused_without_revealing_it(idmap: IdentityMap):
-    with pytest.raises(UnmappedIdentifierError) as info:
+    with pytest.raises(UnmappedIdentifierError, match="not a release-candidate ID") as info:
         deidentify_path("sub-999999/ses-V02/anat/x.json", idmap)
     assert "999999" not in str(info.value)
     assert deidentify_path("sub-999999/x.json", idmap, strict=False) == "sub-999999/x.json"
@@ -87,12 +87,12 @@ def test_session_partition_key_roundtrip(idmap: IdentityMap):
     assert key == f"sub-{RC1}_ses-V02"
     assert session_partition_key(f"sub-{RC1}", "ses-V02") == key
     assert parse_session_partition_key(key) == (RC1, "V02")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a session partition key"):
         parse_session_partition_key("sub-a_b_ses-V02")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="session label must be ASCII letters and digits"):
         session_partition_key(RC1, "V_02")
     assert partition_key_for_identified("sub-123456", "V02", idmap) == key
     assert identified_session_prefix(key, idmap) == "sub-123456/ses-V02/"
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(KeyError, match="DCCID not found in identity map") as info:
         partition_key_for_identified("999999", "V02", idmap)
     assert "999999" not in str(info.value)

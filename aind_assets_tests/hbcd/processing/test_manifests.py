@@ -41,7 +41,7 @@ def test_manifest_json_round_trip():
     }
     wrapped = DerivativeManifest.parse(json.dumps({"Contents": LISTING}))
     assert wrapped == m
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="has no Contents/entries/files list"):
         DerivativeManifest.parse('{"x": 1}')
 
 
@@ -94,5 +94,5 @@ def test_manifest_relpath_round_trip():
     assert parse_manifest_relpath(manifest_relpath(RC, "nibabies_v24", "V03")).pipeline == (
         "nibabies_v24"
     )
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a cbrain_misc manifest path"):
         parse_manifest_relpath("ses-V02/bibsnet/x.json")

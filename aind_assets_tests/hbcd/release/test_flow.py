@@ -53,6 +53,7 @@ def test_deidentification_flow_then_release(
 
         # de-identification (discovery sensor -> runs with the blocking leak check)
         tick = w.tick(hbcd_session_discovery)
+        assert len(tick.run_requests) >= 4, tick  # at least one session per subject
         _ok(w.run_all(tick.run_requests))
         # processing: the flow's imagestats, then CBRAIN's bibsnet outputs appear
         tick = w.tick(hbcd_derivatives_sensor)

@@ -174,7 +174,7 @@ def test_squash_conflict_names_both_sources(s3_store: ObjectStoreResource, data:
             }
         ).encode(),
     )
-    with pytest.raises(SquashConflictError) as e:
+    with pytest.raises(SquashConflictError, match="^squash conflict: ") as e:
         _stage(store, data, deid, staging_root, "run-1")
     assert str(e.value).startswith(
         "squash conflict: derivatives/bibsnet/dataset_description.json is written by both "
@@ -193,7 +193,7 @@ def test_identifier_in_a_source_blocks_the_release(
     sidecar = f"{deid}/assembly_bids/sub-{rc}/ses-V02/anat/sub-{rc}_ses-V02_run-001_T1w.json"
     body = json.loads(store.get_bytes(sidecar))
     store.put_bytes(sidecar, json.dumps({**body, "ImageComments": f"subject {dccid}"}).encode())
-    with pytest.raises(staging.ReleaseLeakError) as e:
+    with pytest.raises(staging.ReleaseLeakError, match=r"release r1: \d+ identifier finding") as e:
         _stage(store, data, deid, staging_root, "run-1")
     assert dccid not in str(e.value)
     assert "DCCID in json:/ImageComments" in str(e.value)
@@ -216,7 +216,7 @@ def test_invalid_tree_blocks_the_release(local_store: ObjectStoreResource, data:
     )
     scans = f"{deid}/assembly_bids/sub-{rc}/ses-V02/sub-{rc}_ses-V02_scans.tsv"
     store.put_bytes(scans, store.get_bytes(scans) + f"{bad}\tn/a\tYes\t1\n".encode())
-    with pytest.raises(staging.ReleaseValidationError) as e:
+    with pytest.raises(staging.ReleaseValidationError, match="release r1 is not BIDS-valid") as e:
         _stage(store, data, deid, staging_root, "run-1")
     assert f"hbcd/rawdata/sub-{rc}/ses-V02/{bad}"[len("hbcd/") :] in str(e.value)
     assert staging.read_marker(store, staging_root, "r1") is None

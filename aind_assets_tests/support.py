@@ -1,0 +1,48 @@
+"""Helpers shared by the fixtures: which test reaches a server, what a missing tool does to a test.
+
+Locally a test whose system tool (PostgreSQL, Chromium, chromedriver) is missing is skipped with
+the reason and how to install it. In CI (``CI`` set to a true value, as ``.ci/run`` runs) the
+tool must be there, so the test fails instead: a green CI run never hides skipped tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import NoReturn
+
+import pytest
+
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def in_ci(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``CI`` is set to a true value (``true``, ``1``, ``yes``…; not ``false``/``0``)."""
+    value = (os.environ if environ is None else environ).get("CI", "")
+    return value.strip().lower() not in _FALSE
+
+
+def missing_tool(message: str, install: str = "scripts/install-system") -> NoReturn:
+    """Skip the test (locally) or fail it (in CI) because a system tool is missing."""
+    if in_ci():
+        pytest.fail(f"{message} (CI must install it: {install})", pytrace=False)
+    pytest.skip(f"{message}; run {install} to install it")
+
+
+#: The test being run (set by ``aind_assets_tests/conftest.py`` around its setup, call, teardown).
+current_test: pytest.Item | None = None
+
+
+def require_servers_mark(fixture: str) -> None:
+    """Fail a test that reaches a server fixture without being marked ``servers``.
+
+    The mark is added from the fixture closure at collection; this catches the other ways in
+    (``request.getfixturevalue``), so ``-m "not servers"`` never starts a server unnoticed.
+    """
+    test = current_test
+    if test is not None and test.get_closest_marker("servers") is None:
+        pytest.fail(
+            f"{test.nodeid} reaches the {fixture} fixture but is not marked 'servers' (request"
+            " the fixture as an argument, or mark the test @pytest.mark.servers)",
+            pytrace=False,
+        )
