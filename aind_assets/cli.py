@@ -74,7 +74,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
-    with _only_instance(home, args.host, args.port), embedded_docdb(settings, settings.embedded):
+    with only_instance(home, args.host, args.port), embedded_docdb(settings, settings.embedded):
         docdb, store = settings.docdb(), settings.object_store()
         docdb.ping()
         if not args.no_seed and not is_seeded(settings, docdb, store):
@@ -100,7 +100,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _only_instance(home: Path, host: str, port: int) -> Iterator[None]:
+def only_instance(home: Path, host: str, port: int) -> Iterator[None]:
     """Refuse to start a second platform on one Dagster home or one port.
 
     Two ``dagster dev`` on one home run two daemons that launch every sensor's runs twice and

@@ -37,7 +37,7 @@ from typing import Any
 import dagster as dg
 import yaml
 
-from aind_assets.analysis import queries
+from aind_assets.analysis import paging
 from aind_assets.analysis.assets import DATA_ASSETS
 from aind_assets.analysis.files import select_files
 from aind_assets.analysis.models import load_dispatch_config
@@ -203,7 +203,7 @@ def bench_discovery(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             # A freshly started mongoeco answers its first queries several times slower (cold
             # caches); a long-running DocDB is warm: warm up with the probe of an empty page.
             far = (datetime(2999, 1, 1, tzinfo=UTC), "")
-            docdb.aggregate(ASSETS, queries.pipeline_for_page(spec.resolved_query(), far, 1))
+            docdb.aggregate(ASSETS, paging.pipeline_for_page(spec.resolved_query(), far, 1))
             result, steady100 = evaluate(sensor, instance, resource, cursor)
             log(f"steady tick, 100 new assets: {steady100}")
             assert steady100["partitions_added"] == 100, steady100

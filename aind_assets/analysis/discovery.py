@@ -2,9 +2,9 @@
 
 Used by the discovery sensors and by ``aind-assets partitions sync``. One page is:
 
-1. the *probe* (:func:`queries.pipeline_for_page`): the spec's query after the cursor, sorted by
+1. the *probe* (:func:`paging.pipeline_for_page`): the spec's query after the cursor, sorted by
    ``(last_modified, _id)``, limited to the page size, small projection;
-2. the dispatch rows those records affect (:func:`queries.pipeline_for_changes`) — or, for plain
+2. the dispatch rows those records affect (:func:`paging.pipeline_for_changes`) — or, for plain
    specs (no grouping, latest filtering or unwinding) where a row is a record, the rows straight
    from the probe, saving a query;
 3. a partition key per row (:func:`partition_key_of`) and its entry in the **partition map**, a
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from aind_assets.analysis import queries
+from aind_assets.analysis import paging
 from aind_assets.analysis.models import DispatchSpec
 from aind_assets.analysis.registry import canonical_json
 
@@ -55,11 +55,11 @@ NEW, CHANGED, SAME = "new", "changed", "same"
 def partition_key_of(row: Mapping[str, Any], spec: DispatchSpec) -> str:
     """The partition key of a dispatch row: the group key when grouping, else the asset name."""
     if spec.group_by:
-        return queries.partition_key_for(dict(row.get("group_metadata") or {}))
+        return paging.partition_key_for(dict(row.get("group_metadata") or {}))
     names = row.get("asset_name") or []
     if not names:
         raise ValueError(f"dispatch row without asset_name: {dict(row)!r}")
-    return queries.partition_key_for(str(names[0]))
+    return paging.partition_key_for(str(names[0]))
 
 
 def rows_are_records(spec: DispatchSpec) -> bool:
@@ -135,7 +135,7 @@ class Page:
     """One discovery page: the partitions its records affect and the cursor after it."""
 
     partitions: list[DiscoveredPartition]
-    cursor: queries.Cursor | None
+    cursor: paging.Cursor | None
     records: int
     full: bool
     seconds: float = 0.0
@@ -150,7 +150,7 @@ def discover_page(
     docdb: DocDBResource,
     assets_collection: str,
     spec: DispatchSpec,
-    cursor: queries.Cursor | None,
+    cursor: paging.Cursor | None,
     page_size: int,
     *,
     extra_query: Mapping[str, Any] | None = None,
@@ -160,13 +160,13 @@ def discover_page(
     query = _query(spec, extra_query)
     options = spec.pipeline_options()
     direct = rows_are_records(spec)
-    probe = queries.pipeline_for_page(
+    probe = paging.pipeline_for_page(
         query, cursor, page_size, extra_fields=["location"] if direct else (), **options
     )
     records = docdb.aggregate(assets_collection, probe)
     if not records:
         return Page([], cursor, 0, False, time.perf_counter() - started)
-    new_cursor = queries.next_cursor(records, cursor)
+    new_cursor = paging.next_cursor(records, cursor)
     if direct:
         rows = [
             {
@@ -177,7 +177,7 @@ def discover_page(
             for r in records
         ]
     else:
-        pipeline = queries.pipeline_for_changes(query, records, **options)
+        pipeline = paging.pipeline_for_changes(query, records, **options)
         rows = docdb.aggregate(assets_collection, pipeline or [])
     rows = [r for r in rows if r.get("asset_name") and all(r["s3_location"])]
     # Partitions in cursor order (of their first record in this page): Dagster keeps dynamic
@@ -200,7 +200,7 @@ def discover_pages(
     docdb: DocDBResource,
     assets_collection: str,
     spec: DispatchSpec,
-    cursor: queries.Cursor | None,
+    cursor: paging.Cursor | None,
     page_size: int,
     *,
     budget_s: float | None = None,
@@ -414,7 +414,7 @@ def find_gone(
     produced: set[str] = set()
     rows = records_by_id(docdb, assets_collection, ids)
     if rows:
-        pipeline = queries.pipeline_for_changes(
+        pipeline = paging.pipeline_for_changes(
             spec.resolved_query(), rows, **spec.pipeline_options()
         )
         for row in docdb.aggregate(assets_collection, pipeline or []):

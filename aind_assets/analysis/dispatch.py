@@ -1,7 +1,7 @@
 """The dispatch of one partition: its jobs as ``AnalysisDispatchModel``s (pure: no Dagster).
 
 For each spec entry of the partition (from the partition map), the spec's pipeline is re-run
-for the partition's records only (:func:`queries.pipeline_for_changes`, so a group is always
+for the partition's records only (:func:`paging.pipeline_for_changes`, so a group is always
 whole and ``filter_latest`` still compares versions), the rows whose key is the partition's are
 kept, their files are listed concurrently (``ObjectStoreResource.list_many``) and selected like
 ``glob("{location}/**/*{ext}")``, and the models are expanded per analysis of the spec and per
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aind_assets.analysis import queries
+from aind_assets.analysis import paging
 from aind_assets.analysis.discovery import partition_key_of, records_by_id
 from aind_assets.analysis.files import build_dispatch_models, expand_tasks, select_files
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig, DispatchSpec
@@ -135,7 +135,7 @@ def _rows(
             f"{spec.name}: the DocDB records of partition {key!r} are gone ({len(ids)} ids)"
         )
         return []
-    pipeline = queries.pipeline_for_changes(
+    pipeline = paging.pipeline_for_changes(
         spec.resolved_query(), records, **spec.pipeline_options()
     )
     rows = [

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from aind_assets.analysis import queries
+from aind_assets.analysis import paging
 from aind_assets.analysis.assets import DATA_ASSETS, DATA_ASSETS_PARTITIONS, DISPATCH_KEY
 from aind_assets.analysis.discovery import (
     SAME,
@@ -75,7 +75,7 @@ def plan_tick(
     ``has_partition(key)`` / ``all_partitions()`` tell which keys Dagster has (see
     :class:`KnownPartitions`)."""
     state = json.loads(cursor_text) if cursor_text else {}
-    cursor = queries.decode_cursor(state.get("after"))
+    cursor = paging.decode_cursor(state.get("after"))
     plan = TickPlan(cursor=dict(state))
     analysis.ensure_indexes()
     pmap = analysis.partition_map()
@@ -99,7 +99,7 @@ def plan_tick(
         plan.records += page.records
         plan.pages += 1
         plan.partitions += len(page.partitions)
-        plan.cursor["after"] = queries.encode_cursor(page.cursor)
+        plan.cursor["after"] = paging.encode_cursor(page.cursor)
     if analysis.remove_gone:
         chunks = pmap.chunks(spec.name, after=state.get("sweep"), limit=analysis.sweep_batch)
         entries = [e for chunk in chunks for e in chunk.get("entries") or []]

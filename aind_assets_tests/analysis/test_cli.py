@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aind_assets.analysis import queries
+from aind_assets.analysis import paging
 from aind_assets_tests.analysis.conftest import RESULTS, World
 from aind_assets_tests.conftest import S3_KEY, S3_SECRET
 
@@ -94,7 +94,7 @@ def test_sync_range_materialize_job_backfill_and_results(
     sync = ["partitions", "sync", "--spec", "ephys_units", "--query"]
     sync.append(json.dumps({"subject.subject_id": subject}))
     expected = [
-        queries.partition_key_for(r["name"])
+        paging.partition_key_for(r["name"])
         for r in sorted(world.records, key=lambda r: (r["last_modified"], r["_id"]))
         if r["subject"]["subject_id"] == subject
     ]

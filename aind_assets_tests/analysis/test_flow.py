@@ -14,7 +14,7 @@ import dagster as dg
 from aind_data_schema.core.metadata import Metadata
 from aind_data_schema.core.processing import Processing
 
-from aind_assets.analysis import queries
+from aind_assets.analysis import paging
 from aind_assets.analysis.assets import DATA_ASSETS, build_assets
 from aind_assets.analysis.discovery import partition_key_of
 from aind_assets.analysis.models import AnalysisDispatchModel, load_dispatch_config
@@ -106,7 +106,7 @@ def failure_message(result) -> str:
 
 def ephys_key(world: World, index: int = 0) -> str:
     ecephys = [r for r in world.records if r["name"].startswith("ecephys_")]
-    return queries.partition_key_for(ecephys[index]["name"])
+    return paging.partition_key_for(ecephys[index]["name"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,10 +130,10 @@ def test_sensor_pages_registers_partitions_and_requests_runs(world, instance):
         state = json.loads(result.cursor)
         matching = world.docdb.aggregate(
             ASSETS,
-            [{"$match": CONFIG[spec_name].resolved_query()}, queries.PAGE_SORT, {"$limit": 10**6}],
+            [{"$match": CONFIG[spec_name].resolved_query()}, paging.PAGE_SORT, {"$limit": 10**6}],
         )
         last = matching[-1]
-        assert queries.decode_cursor(state["after"]) == (last["last_modified"], last["_id"])
+        assert paging.decode_cursor(state["after"]) == (last["last_modified"], last["_id"])
         apply(instance, result)
 
         # nothing new: no partition, no run, same cursor
@@ -158,7 +158,7 @@ def test_sensor_pages_registers_partitions_and_requests_runs(world, instance):
     grouped = tick(world, instance, "foraging_by_subject", cursors["foraging_by_subject"])
     assert added_keys(grouped) == []  # both subjects already had a partition...
     changed = {
-        queries.partition_key_for({"subject__subject_id": r["subject"]["subject_id"]})
+        paging.partition_key_for({"subject__subject_id": r["subject"]["subject_id"]})
         for r in world.records[12:16]
         if r["name"].startswith("behavior_")
     }
@@ -288,7 +288,7 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
 
     # a grouped partition: one behaviour job over every session of the subject; unit quality
     # is not configured for that spec, so it is a no-op, not a failure
-    subject = queries.partition_key_for({"subject__subject_id": "768823"})
+    subject = paging.partition_key_for({"subject__subject_id": "768823"})
     grouped = materialize(world, instance, subject)
     assert grouped.success, failure_message(grouped)
     bp_group = grouped.output_for_node("analysis__behavior_performance")
@@ -312,7 +312,7 @@ def test_asset_without_files_gives_an_empty_dispatch_and_a_warning(world, instan
         for r in world.records
         if r["name"].startswith("ecephys_") and not world.store.list_objects(r["location"])
     )
-    key = queries.partition_key_for(no_nwb["name"])
+    key = paging.partition_key_for(no_nwb["name"])
     result = materialize(world, instance, key)
     assert result.success, failure_message(result)
     assert result.output_for_node("analysis_dispatch") == []

@@ -11,8 +11,7 @@ from mongoeco import MongoClient
 
 from aind_assets.analysis.files import build_dispatch_models, select_files
 from aind_assets.analysis.models import load_dispatch_config
-from aind_assets.analysis.queries import (
-    build_pipeline,
+from aind_assets.analysis.paging import (
     decode_cursor,
     encode_cursor,
     next_cursor,
@@ -20,6 +19,7 @@ from aind_assets.analysis.queries import (
     pipeline_for_changes,
     pipeline_for_page,
 )
+from aind_assets.analysis.queries import build_pipeline
 from aind_assets.demo.records import demo_asset_records, demo_nwb_files
 from aind_assets_tests.analysis.test_models import EXAMPLE
 

@@ -10,22 +10,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aind_assets.analysis.queries import (
-    QueryError,
+from aind_assets.analysis.paging import (
     affected_restriction,
-    build_pipeline,
     decode_cursor,
     encode_cursor,
     get_path_values,
     group_key,
     incremental_match,
     next_cursor,
-    parse_query,
     partition_key_for,
     pipeline_for_changes,
     pipeline_for_page,
-    query_from_csv,
 )
+from aind_assets.analysis.queries import QueryError, build_pipeline, parse_query, query_from_csv
 
 PROJECT = {
     "$project": {

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from aind_assets.cli import _only_instance, main
+from aind_assets.cli import main, only_instance
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.servers import (
     ManagedServer,
@@ -70,15 +70,15 @@ def dev_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_dev_refuses_a_second_platform_on_one_home(dev_env: Path) -> None:
     dev_env.mkdir(parents=True)
     with (
-        _only_instance(dev_env, "127.0.0.1", free_port()),
+        only_instance(dev_env, "127.0.0.1", free_port()),
         pytest.raises(SystemExit, match=f"already running with DAGSTER_HOME={dev_env}"),
     ):
         main(["dev", "--port", str(free_port()), "--no-seed"])
     # once the first one is gone the home is free again, and the new holder refuses others
     with (
-        _only_instance(dev_env, "127.0.0.1", free_port()),
+        only_instance(dev_env, "127.0.0.1", free_port()),
         pytest.raises(SystemExit, match="already running"),
-        _only_instance(dev_env, "127.0.0.1", free_port()),
+        only_instance(dev_env, "127.0.0.1", free_port()),
     ):
         pass
 

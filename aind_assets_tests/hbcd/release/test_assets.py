@@ -87,7 +87,7 @@ def setup(s3_store: ObjectStoreResource, docdb: DocDBResource, tmp_path):
     return store, data, res, resources, instance, docdb
 
 
-def _register(res: HbcdReleaseResource, instance: dg.DagsterInstance, yaml_text: str) -> str:
+def register_release(res: HbcdReleaseResource, instance: dg.DagsterInstance, yaml_text: str) -> str:
     spec = load_release_spec(yaml_text, "test spec")
     specs.write_spec(res.object_store, res.specs_root, res.staging_root, spec)
     # the sensor turns registered specs into partitions (Dagster does not apply them in tests)
@@ -98,7 +98,7 @@ def _register(res: HbcdReleaseResource, instance: dg.DagsterInstance, yaml_text:
     return spec.release
 
 
-def _run(resources, instance, release: str, **kw) -> dg.ExecuteInProcessResult:
+def run_release(resources, instance, release: str, **kw) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*ASSETS, *CHECKS],
         partition_key=release,
@@ -274,8 +274,8 @@ def check_first_release(
 
 def test_identified_to_staged_release(setup):
     store, data, res, resources, instance, docdb = setup
-    release = _register(res, instance, SPEC_YAML)
-    result = _run(resources, instance, release)
+    release = register_release(res, instance, SPEC_YAML)
+    result = run_release(resources, instance, release)
     files = check_first_release(
         store, res, data.idmap, result, release, io_root=store.url("io"), docdb=docdb
     )
@@ -290,7 +290,7 @@ def test_identified_to_staged_release(setup):
         for i in store.list_objects(rel_url)
         if "/loris/" not in i.url
     }
-    again = _run(resources, instance, release)
+    again = run_release(resources, instance, release)
     assert again.success
     staged = again.asset_materializations_for_node("hbcd__release_staging")[0].metadata
     assert staged["status"].value == "unchanged"
@@ -317,8 +317,8 @@ def test_identified_to_staged_release(setup):
     )
     dseg = f"{deid}/derivatives/ses-V03/bibsnet/sub-{A}/ses-V03/anat/sub-{A}_ses-V03_{BIBSNET_OUTPUTS[2]}"
     store.put_bytes(dseg, b'{"Description": "rerun"}\n')
-    r2 = _register(res, instance, SPEC_YAML.replace("release: r1", "release: r2"))
-    result = _run(resources, instance, r2)
+    r2 = register_release(res, instance, SPEC_YAML.replace("release: r1", "release: r2"))
+    result = run_release(resources, instance, r2)
     assert result.success
     changes = result.output_for_node("hbcd__release_summary")
     got = {(r.subject, r.session): r.change for r in changes.itertuples()}
@@ -335,7 +335,7 @@ def test_identified_to_staged_release(setup):
 
 def test_one_staging_per_release_at_a_time(setup):
     store, data, res, resources, instance, docdb = setup
-    release = _register(res, instance, SPEC_YAML)
+    release = register_release(res, instance, SPEC_YAML)
     # another run is staging this release right now (its lease is in DocDB)
     other = instance.add_run(
         dg.DagsterRun(
@@ -344,7 +344,7 @@ def test_one_staging_per_release_at_a_time(setup):
     )
     lease = f"hbcd/release_staging/{release}"
     docdb.insert_unique("leases", {"name": lease, "holder": other.run_id, "since": "now"})
-    result = _run(resources, instance, release, raise_on_error=False)
+    result = run_release(resources, instance, release, raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert f"release {release} is being staged by run {other.run_id}" in (
@@ -354,15 +354,15 @@ def test_one_staging_per_release_at_a_time(setup):
     assert not list(store.list_objects(join_url(res.staging_root, release)))  # nothing written
     # that run died: the next run takes its lease over, stages the release, and lets go
     instance.report_run_failed(other)
-    assert _run(resources, instance, release).success
+    assert run_release(resources, instance, release).success
     assert staging.read_marker(store, res.staging_root, release) is not None
     assert docdb.count("leases", {"name": lease}) == 0
 
 
 def test_checks_catch_a_bad_name_a_missing_file_and_a_leak(setup):
     store, data, res, resources, instance, _ = setup
-    release = _register(res, instance, SPEC_YAML)
-    assert _run(resources, instance, release).success
+    release = register_release(res, instance, SPEC_YAML)
+    assert run_release(resources, instance, release).success
     A = data.rc(0)
     ses = join_url(res.staging_root, release, "hbcd", "rawdata", f"sub-{A}", "ses-V02")
     t1 = session_files(data, 0, "V02")["anat"]

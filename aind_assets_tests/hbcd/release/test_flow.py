@@ -21,9 +21,9 @@ from aind_assets_tests.hbcd.flow_support import make_world
 from aind_assets_tests.hbcd.release.support import SPEC_YAML, plant_identified_qc, write_bibsnet
 from aind_assets_tests.hbcd.release.test_assets import (
     RECORDS,
-    _register,
-    _run,
     check_first_release,
+    register_release,
+    run_release,
 )
 
 pytestmark = pytest.mark.servers
@@ -76,8 +76,8 @@ def test_deidentification_flow_then_release(
                 object_store=w.store, docdb=docdb, root=w.io_root, records_collection=RECORDS
             ),
         }
-        release = _register(res, instance, FLOW_SPEC)
-        result = _run(resources, instance, release)
+        release = register_release(res, instance, FLOW_SPEC)
+        result = run_release(resources, instance, release)
         check_first_release(
             w.store,
             res,
