@@ -53,7 +53,7 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     if args.register:
         import dagster as dg
 
-        from aind_assets.hbcd.keys import bids_sessions
+        from aind_assets.hbcd.keys import BIDS_SESSIONS_NAME
 
         home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
         home.mkdir(parents=True, exist_ok=True)
@@ -61,10 +61,10 @@ def _cmd_discover(args: argparse.Namespace) -> int:
         os.environ["DAGSTER_HOME"] = str(home)
         try:
             with dg.DagsterInstance.get() as instance:
-                existing = set(instance.get_dynamic_partitions(bids_sessions.name))
+                existing = set(instance.get_dynamic_partitions(BIDS_SESSIONS_NAME))
                 new = sorted(k for k in d.sessions if k not in existing)
                 for i in range(0, len(new), 5000):
-                    instance.add_dynamic_partitions(bids_sessions.name, new[i : i + 5000])
+                    instance.add_dynamic_partitions(BIDS_SESSIONS_NAME, new[i : i + 5000])
         finally:
             if previous is None:
                 os.environ.pop("DAGSTER_HOME", None)

@@ -33,7 +33,7 @@ from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.settings import Settings
 
-ASSETS = [
+ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
     deidentified_session,
     deidentified_dataset,
     session_derivatives,

@@ -11,7 +11,8 @@ import dagster as dg
 
 GROUP = "hbcd"
 FLOW_TAGS = {"aind/flow": "hbcd"}
-bids_sessions = dg.DynamicPartitionsDefinition(name="bids_sessions")
+BIDS_SESSIONS_NAME = "bids_sessions"  # the partitions' name (``.name`` is typed ``str | None``)
+bids_sessions = dg.DynamicPartitionsDefinition(name=BIDS_SESSIONS_NAME)
 
 DEIDENTIFIED_SESSION = dg.AssetKey(["hbcd", "deidentified_session"])
 DEIDENTIFIED_DATASET = dg.AssetKey(["hbcd", "deidentified_dataset"])

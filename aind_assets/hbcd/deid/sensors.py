@@ -18,6 +18,7 @@ from aind_assets.hbcd.deid.discovery import DATASET_UNIT, RequestPlan, plan_requ
 from aind_assets.hbcd.deid.store import discover_sessions, write_discovery_report
 from aind_assets.hbcd.identity.scrub import scrubbed_errors
 from aind_assets.hbcd.keys import (
+    BIDS_SESSIONS_NAME,
     DEIDENTIFIED_DATASET,
     DEIDENTIFIED_SESSION,
     FLOW_TAGS,
@@ -108,7 +109,7 @@ def _discover(hbcd: HbcdResource, in_flight: dict[str, str], limit: int | None):
 
 
 def _add_partitions(instance: dg.DagsterInstance, keys: list[str]) -> list:
-    existing = set(instance.get_dynamic_partitions(bids_sessions.name))
+    existing = set(instance.get_dynamic_partitions(BIDS_SESSIONS_NAME))
     new = [k for k in keys if k not in existing]
     return [
         bids_sessions.build_add_request(new[i : i + PARTITION_CHUNK])
@@ -170,7 +171,7 @@ def hbcd_daily_deidentification(context: dg.ScheduleEvaluationContext, hbcd: Hbc
     result, plan = _discover(hbcd, {}, None)
     # schedules cannot return partition requests: add them before requesting the runs
     for request in _add_partitions(context.instance, list(plan.sessions)):
-        context.instance.add_dynamic_partitions(bids_sessions.name, list(request.partition_keys))
+        context.instance.add_dynamic_partitions(BIDS_SESSIONS_NAME, list(request.partition_keys))
     runs = [session_request(k, d) for k, d in plan.sessions.items()]
     if plan.dataset:
         runs.append(dataset_request(plan.dataset))

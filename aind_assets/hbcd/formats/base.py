@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.identity.replace import (
     Translator,
 )
 from aind_assets.hbcd.identity.scrub import IdentifierFreeError
+from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 
 CHUNK = 1 << 20
 
@@ -37,4 +37,4 @@ class FormatContext:
 @dataclass(frozen=True)
 class FileHandler:
     name: str
-    run: Callable[[BinaryIO, BinaryIO, FormatContext], None] = field(repr=False)
+    run: Callable[[ReadableBinary, WritableBinary, FormatContext], None] = field(repr=False)

@@ -38,7 +38,6 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from aind_assets.hbcd.formats.base import (
     CHUNK,
@@ -64,6 +63,7 @@ from aind_assets.hbcd.identity.replace import (
     reidentifier,
     reidentify_path,
 )
+from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 
 NIFTI_GZ = FileHandler("nifti.gz", gzipped(run_nifti))
 _GZ = {h.name: FileHandler(h.name + ".gz", gzipped(h.run)) for h in (TSV, JSON, TEXT)}
@@ -99,7 +99,13 @@ def handler_for(relpath: str) -> FileHandler | None:
 _OWN_ERRORS = (DeidentificationError, NiftiFormatError, GzipFormatError, UnmappedIdentifierError)
 
 
-def _run(handler: FileHandler, src, dst, ctx: FormatContext, shown_path: str) -> None:
+def _run(
+    handler: FileHandler,
+    src: ReadableBinary,
+    dst: WritableBinary,
+    ctx: FormatContext,
+    shown_path: str,
+) -> None:
     try:
         handler.run(src, dst, ctx)
     except _OWN_ERRORS as e:
@@ -111,8 +117,8 @@ def _run(handler: FileHandler, src, dst, ctx: FormatContext, shown_path: str) ->
 
 def deidentify_file(
     relpath: str,
-    src_fileobj: BinaryIO,
-    dst_fileobj: BinaryIO,
+    src_fileobj: ReadableBinary,
+    dst_fileobj: WritableBinary,
     idmap: IdentityMap,
     *,
     notes: list[str] | None = None,
@@ -135,8 +141,8 @@ def deidentify_file(
 
 def reidentify_file(
     relpath: str,
-    src_fileobj: BinaryIO,
-    dst_fileobj: BinaryIO,
+    src_fileobj: ReadableBinary,
+    dst_fileobj: WritableBinary,
     idmap: IdentityMap,
     *,
     notes: list[str] | None = None,
@@ -155,7 +161,7 @@ def reidentify_file(
 
 
 def deidentify_nifti_stream(
-    src_fileobj: BinaryIO, dst_fileobj: BinaryIO, idmap: IdentityMap, gz: bool
+    src_fileobj: ReadableBinary, dst_fileobj: WritableBinary, idmap: IdentityMap, gz: bool
 ) -> list[str]:
     """De-identify a NIfTI stream (``gz``: gzip in and out, no FNAME). Returns notes."""
     ctx = FormatContext(deidentifier(idmap), True, idmap, [])

@@ -11,9 +11,9 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from aind_assets.hbcd.formats.base import FormatContext
+from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 
 __all__ = [
     "GZIP_MAGIC",
@@ -35,7 +35,7 @@ class GzipFormatError(ValueError):
     pass
 
 
-def open_gzip_writer(dst: BinaryIO, compresslevel: int = 6) -> gzip.GzipFile:
+def open_gzip_writer(dst: WritableBinary, compresslevel: int = 6) -> gzip.GzipFile:
     """gzip writer with no FNAME (empty name), mtime 0 (deterministic output). Closing it
     does not close ``dst``."""
     return gzip.GzipFile(filename="", mode="wb", fileobj=dst, mtime=0, compresslevel=compresslevel)
@@ -64,7 +64,7 @@ class GzipMemberHeader:
 
 
 class _Buffered:
-    def __init__(self, raw: BinaryIO, chunk: int):
+    def __init__(self, raw: ReadableBinary, chunk: int):
         self.raw = raw
         self.chunk = chunk
         self.buf = b""
@@ -120,7 +120,7 @@ class _Buffered:
         return not self.buf
 
 
-def iter_gzip(src: BinaryIO, chunk: int = CHUNK) -> Iterator[GzipMemberHeader | bytes]:
+def iter_gzip(src: ReadableBinary, chunk: int = CHUNK) -> Iterator[GzipMemberHeader | bytes]:
     """Stream a (possibly multi-member) gzip file: yields each member's header, then its
     decompressed data in chunks of at most ``chunk`` bytes. CRC and size are verified.
     Trailing NUL padding is tolerated; other trailing data raises :class:`GzipFormatError`."""
@@ -189,7 +189,7 @@ class GzipContentStream(io.RawIOBase):
     """Readable stream of the decompressed content of every member; ``on_header`` is called
     with each :class:`GzipMemberHeader` as it is reached."""
 
-    def __init__(self, src: BinaryIO, on_header=None, chunk: int = CHUNK):
+    def __init__(self, src: ReadableBinary, on_header=None, chunk: int = CHUNK):
         self._it = iter_gzip(src, chunk)
         self._on_header = on_header
         self._buf = memoryview(b"")
@@ -213,9 +213,16 @@ class GzipContentStream(io.RawIOBase):
         return n
 
 
-def gzipped(inner: Callable[[BinaryIO, BinaryIO, FormatContext], None]):
-    def run(src: BinaryIO, dst: BinaryIO, ctx: FormatContext) -> None:
-        with gzip.GzipFile(fileobj=src, mode="rb") as plain, open_gzip_writer(dst) as out:
+def gzipped(
+    inner: Callable[[ReadableBinary, WritableBinary, FormatContext], None],
+) -> Callable[[ReadableBinary, WritableBinary, FormatContext], None]:
+    """Wrap a handler of plain content into one of gzip files."""
+
+    def run(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext) -> None:
+        # typeshed's _ReadableFileobj also demands seek(), which GzipFile calls only to rewind
+        # (a backward seek on it); reading forward, as here, needs read() alone.
+        plain = gzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[call-overload]
+        with plain, open_gzip_writer(dst) as out:
             inner(plain, out, ctx)
 
     return run

@@ -7,10 +7,11 @@ numbers untouched. Sidecars are parsed whole.
 from __future__ import annotations
 
 import json
-from typing import Any, BinaryIO
+from typing import Any
 
 from aind_assets.hbcd.formats.base import DeidentificationError, FileHandler, FormatContext
 from aind_assets.hbcd.formats.text import detect_encoding
+from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 
 #: JSON keys removed from sidecars (at any depth).
 DROP_JSON_KEYS = frozenset(
@@ -31,7 +32,7 @@ DROP_JSON_KEYS = frozenset(
 def _json_walk(obj: Any, ctx: FormatContext) -> Any:
     tr = ctx.translator.text
     if isinstance(obj, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in obj.items():
             if ctx.deidentify and k in DROP_JSON_KEYS:
                 ctx.notes.append(f"JSON: dropped {k}")
@@ -53,7 +54,7 @@ def _json_walk(obj: Any, ctx: FormatContext) -> Any:
     return obj
 
 
-def _run_json(src: BinaryIO, dst: BinaryIO, ctx: FormatContext) -> None:
+def _run_json(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext) -> None:
     data = src.read()
     enc = detect_encoding(data[:64])
     try:

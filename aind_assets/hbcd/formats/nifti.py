@@ -14,7 +14,6 @@ import shutil
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from nibabel.nifti1 import extension_codes
 from nibabel.nifti1 import header_dtype as _nifti1_dtype
@@ -22,6 +21,7 @@ from nibabel.nifti2 import header_dtype as _nifti2_dtype
 
 from aind_assets.hbcd.formats.base import FileHandler, FormatContext
 from aind_assets.hbcd.formats.text import read_exact_or_less
+from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 
 __all__ = [
     "NIFTI_TEXT_EXTENSION_CODES",
@@ -129,14 +129,14 @@ def parse_header(raw: bytes) -> NiftiInfo:
     return NiftiInfo(version, endian, sizeof_hdr, vox_offset)
 
 
-def _read(src: BinaryIO, n: int) -> bytes:
+def _read(src: ReadableBinary, n: int) -> bytes:
     data = read_exact_or_less(src, n)
     if len(data) != n:
         raise NiftiFormatError("truncated NIfTI file")
     return data
 
 
-def read_nifti_prefix(src: BinaryIO) -> tuple[NiftiInfo, bytes, list[NiftiExtension]]:
+def read_nifti_prefix(src: ReadableBinary) -> tuple[NiftiInfo, bytes, list[NiftiExtension]]:
     """Read header and extensions; leaves ``src`` positioned at ``vox_offset``."""
     head = _read(src, 4)
     for endian in "<>":
@@ -163,7 +163,7 @@ def read_nifti_prefix(src: BinaryIO) -> tuple[NiftiInfo, bytes, list[NiftiExtens
     return info, raw, exts
 
 
-def _skip(src: BinaryIO, n: int) -> None:
+def _skip(src: ReadableBinary, n: int) -> None:
     while n > 0:
         data = src.read(min(n, CHUNK))
         if not data:
@@ -176,8 +176,8 @@ def _pad16(block: bytes) -> bytes:
 
 
 def rewrite_nifti(
-    src: BinaryIO,
-    dst: BinaryIO,
+    src: ReadableBinary,
+    dst: WritableBinary,
     *,
     text: Callable[[str], str],
     clear_fields: frozenset[str] = frozenset(),
@@ -239,7 +239,7 @@ NIFTI_CLEAR_FIELDS = frozenset({"data_type", "db_name", "aux_file", "unused_str"
 # --- NIfTI -------------------------------------------------------------------------------
 
 
-def run_nifti(src: BinaryIO, dst: BinaryIO, ctx: FormatContext) -> None:
+def run_nifti(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext) -> None:
     rewrite_nifti(
         src,
         dst,

@@ -12,9 +12,9 @@ import codecs
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from aind_assets.hbcd.formats.base import FileHandler, FormatContext
+from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 
 __all__ = [
     "PrefixedReader",
@@ -75,7 +75,7 @@ def detect_encoding(prefix: bytes) -> TextEncoding:
 class PrefixedReader(io.RawIOBase):
     """A readable stream: ``prefix`` bytes followed by the rest of ``raw``."""
 
-    def __init__(self, prefix: bytes, raw: BinaryIO):
+    def __init__(self, prefix: bytes, raw: ReadableBinary):
         self._prefix = memoryview(prefix)
         self._raw = raw
 
@@ -94,7 +94,7 @@ class PrefixedReader(io.RawIOBase):
         return n
 
 
-def read_exact_or_less(stream: BinaryIO, n: int) -> bytes:
+def read_exact_or_less(stream: ReadableBinary, n: int) -> bytes:
     """Read up to ``n`` bytes, looping over short reads."""
     parts: list[bytes] = []
     got = 0
@@ -107,7 +107,7 @@ def read_exact_or_less(stream: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def open_text(src: BinaryIO) -> tuple[TextEncoding, BinaryIO]:
+def open_text(src: ReadableBinary) -> tuple[TextEncoding, ReadableBinary]:
     """Detect the encoding of ``src``; returns it and a stream positioned after the BOM."""
     prefix = read_exact_or_less(src, _PEEK)
     enc = detect_encoding(prefix)
@@ -115,7 +115,7 @@ def open_text(src: BinaryIO) -> tuple[TextEncoding, BinaryIO]:
     return enc, io.BufferedReader(PrefixedReader(body, src), CHUNK)
 
 
-def decode_chunks(stream: BinaryIO, enc: TextEncoding, chunk: int = CHUNK) -> Iterator[str]:
+def decode_chunks(stream: ReadableBinary, enc: TextEncoding, chunk: int = CHUNK) -> Iterator[str]:
     """Incrementally decode ``stream`` (already past the BOM)."""
     dec = codecs.getincrementaldecoder(enc.codec)(enc.errors)
     while True:
@@ -140,7 +140,7 @@ TEXT_NAMES = frozenset({"readme", "changes", "license", ".bidsignore"})
 # --- text --------------------------------------------------------------------------------
 
 
-def _run_text(src: BinaryIO, dst: BinaryIO, ctx: FormatContext) -> None:
+def _run_text(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext) -> None:
     enc, body = open_text(src)
     dst.write(enc.bom)
     encoder = codecs.getincrementalencoder(enc.codec)(enc.errors)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from aind_assets.hbcd.formats.base import FileHandler, FormatContext
 from aind_assets.hbcd.formats.text import decode_chunks, open_text
 from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 
 __all__ = ["Tsv", "merge_tsv_rows", "parse_tsv", "select_tsv_rows"]
 
@@ -132,7 +132,7 @@ def _unmapped_participant(value: str, idmap: IdentityMap) -> bool:
     return not idmap.has_rc(label)
 
 
-def _run_tsv(src: BinaryIO, dst: BinaryIO, ctx: FormatContext) -> None:
+def _run_tsv(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext) -> None:
     enc, body = open_text(src)
     dst.write(enc.bom)
     encoder = codecs.getincrementalencoder(enc.codec)(enc.errors)

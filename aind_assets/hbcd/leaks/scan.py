@@ -35,7 +35,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from aind_assets.hbcd.formats.gz import (
     GZIP_MAGIC,
@@ -51,6 +51,7 @@ from aind_assets.hbcd.formats.nifti import (
 )
 from aind_assets.hbcd.formats.text import PrefixedReader, detect_encoding, read_exact_or_less
 from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
+from aind_assets.hbcd.streams import ReadableBinary
 
 __all__ = ["Finding", "redact", "scan_for_identifiers", "scan_tree"]
 
@@ -110,7 +111,8 @@ class _Matcher:
         start = self.pos
         self.pos += len(text)
         if self.skipping:
-            n = _LEAD.match(text).end()
+            lead = _LEAD.match(text)  # the pattern matches the empty string: never None
+            n = lead.end() if lead is not None else 0
             if n == len(text) and not final:
                 return
             text = text[n:]
@@ -153,7 +155,7 @@ class _Scan:
         ascii_m = _Matcher(ids, lambda k, o: self.add(location, o, "ascii", k))
         for enc in ("utf-16-le", "utf-16-be"):
             dec = codecs.getincrementaldecoder(enc)("replace")
-            m = _Matcher(ids, lambda k, o, enc=enc: self.add(location, 2 * o, enc, k))
+            m = _Matcher(ids, self._utf16_emitter(location, enc))
             views.append((dec, m))
         for chunk in chunks:
             ascii_m.feed(chunk.decode("latin-1"))
@@ -162,6 +164,10 @@ class _Scan:
         ascii_m.feed("", final=True)
         for dec, m in views:
             m.feed(dec.decode(b"", final=True), final=True)
+
+    def _utf16_emitter(self, location: str, enc: str) -> Callable[[str, int], None]:
+        """Reports a match of a UTF-16 view (offsets in code units: bytes are twice that)."""
+        return lambda kind, offset: self.add(location, 2 * offset, enc, kind)
 
     def text_bytes(self, data: bytes, location: str) -> None:
         self.text_chunks([data], location)
@@ -196,7 +202,7 @@ class _Scan:
             if value:
                 self.text_bytes(value, f"gzip[{h.index}].{name}")
 
-    def stream(self, stream: BinaryIO, location: str, is_json: bool, depth: int = 0) -> None:
+    def stream(self, stream: ReadableBinary, location: str, is_json: bool, depth: int = 0) -> None:
         prefix = read_exact_or_less(stream, 540)
         rest = PrefixedReader(prefix, stream)
         if prefix[:2] == GZIP_MAGIC and depth < _MAX_DEPTH:
@@ -225,7 +231,7 @@ class _Scan:
         if size <= _MAX_JSON:
             self.json_view(b"".join(kept))
 
-    def nifti(self, stream: BinaryIO, location: str) -> None:
+    def nifti(self, stream: ReadableBinary, location: str) -> None:
         info, raw, exts = read_nifti_prefix(stream)
         base = "nifti"
         for name, off, length in string_fields(info.version):
@@ -244,7 +250,7 @@ def _is_nifti(prefix: bytes) -> bool:
     return True
 
 
-def _chunks(stream: BinaryIO) -> Iterable[bytes]:
+def _chunks(stream: ReadableBinary) -> Iterable[bytes]:
     while True:
         data = stream.read(CHUNK)
         if not data:
@@ -252,14 +258,14 @@ def _chunks(stream: BinaryIO) -> Iterable[bytes]:
         yield data
 
 
-def _drain(stream: BinaryIO) -> None:
+def _drain(stream: ReadableBinary) -> None:
     for _ in _chunks(stream):
         pass
 
 
 def scan_for_identifiers(
     relpath: str,
-    data_or_stream: bytes | bytearray | memoryview | BinaryIO,
+    data_or_stream: bytes | bytearray | memoryview | ReadableBinary,
     identifiers: Identifiers | IdentityMap | Mapping[str, str],
     *,
     max_findings: int = 1000,
@@ -272,7 +278,7 @@ def scan_for_identifiers(
         return []
     _Matcher(ids, lambda k, o: scan.add("path", o, "ascii", k)).feed(relpath, final=True)
     if isinstance(data_or_stream, bytes | bytearray | memoryview):
-        stream: BinaryIO = io.BytesIO(bytes(data_or_stream))
+        stream: ReadableBinary = io.BytesIO(bytes(data_or_stream))
     else:
         stream = data_or_stream
     name = relpath.rsplit("/", 1)[-1].lower()

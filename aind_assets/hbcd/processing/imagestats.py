@@ -20,13 +20,15 @@ import gzip
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from nibabel.nifti1 import Nifti1Header
 from nibabel.nifti2 import Nifti2Header
+from numpy.typing import NDArray
 
 from aind_assets.hbcd.identity.scrub import IdentifierFreeError
+from aind_assets.hbcd.streams import ReadableBinary
 
 __all__ = [
     "PIPELINE",
@@ -74,7 +76,7 @@ def stats_relpath(image_relpath: str) -> str:
 class _Reader:
     """Counts bytes consumed and serves an already-read prefix first."""
 
-    def __init__(self, raw: BinaryIO, prefix: bytes = b"") -> None:
+    def __init__(self, raw: ReadableBinary, prefix: bytes = b"") -> None:
         self.raw, self.prefix, self.pos = raw, prefix, 0
 
     def read(self, n: int = -1) -> bytes:
@@ -149,12 +151,14 @@ def _num(x: float | None, digits: int = 6) -> float | None:
     return round(float(x), digits)
 
 
-def image_stats(stream: BinaryIO) -> dict[str, Any]:
+def image_stats(stream: ReadableBinary) -> dict[str, Any]:
     """Statistics and QC metrics of one NIfTI image (``.nii`` or ``.nii.gz``, sniffed)."""
     magic = stream.read(2)
-    raw: BinaryIO = stream
+    raw: ReadableBinary = stream
     if magic == b"\x1f\x8b":
-        raw = gzip.GzipFile(fileobj=_Reader(stream, magic), mode="rb")  # type: ignore[arg-type]
+        # typeshed's _ReadableFileobj also demands seek(), which GzipFile calls only to rewind
+        # (a backward seek on it); reading forward, as here, needs read() alone.
+        raw = gzip.GzipFile(fileobj=_Reader(stream, magic), mode="rb")  # type: ignore[call-overload]
         reader = _Reader(raw)
     else:
         reader = _Reader(stream, magic)
@@ -181,7 +185,9 @@ def image_stats(stream: BinaryIO) -> dict[str, Any]:
     total = count = 0.0
     total_sq = 0.0
     vmin, vmax = math.inf, -math.inf
-    t_sum = t_sq = prev = None
+    t_sum: NDArray[np.float64] | None = None  # voxelwise sum over volumes
+    t_sq: NDArray[np.float64] | None = None  # voxelwise sum of squares (n_vol > 1 only)
+    prev: NDArray[np.float64] | None = None
     dvars: list[float] = []
     for _ in range(n_vol):
         data = reader.read_exact(nbytes)
@@ -199,7 +205,7 @@ def image_stats(stream: BinaryIO) -> dict[str, Any]:
             count += fv.size
         vol = np.where(finite, vol, 0.0)
         if n_vol > 1:
-            if t_sum is None:
+            if t_sum is None or t_sq is None:
                 t_sum, t_sq = vol.copy(), vol * vol
             else:
                 t_sum += vol
@@ -212,8 +218,9 @@ def image_stats(stream: BinaryIO) -> dict[str, Any]:
             t_sum = vol
     mean = total / count if count else math.nan
     std = math.sqrt(max(total_sq / count - mean * mean, 0.0)) if count else math.nan
-    mean_vol = t_sum / n_vol if n_vol > 1 else t_sum
-    assert mean_vol is not None
+    if t_sum is None:  # cannot happen: every dimension is positive, so n_vol >= 1
+        raise ImageStatsError("NIfTI image has no volume")
+    mean_vol: NDArray[np.float64] = t_sum / n_vol if n_vol > 1 else t_sum
     threshold = _otsu(mean_vol)
     fg = mean_vol > threshold
     bg = ~fg
@@ -248,6 +255,8 @@ def image_stats(stream: BinaryIO) -> dict[str, Any]:
         "snr": _num(snr),
     }
     if n_vol > 1:
+        if t_sq is None:  # cannot happen: set with t_sum on the first volume when n_vol > 1
+            raise ImageStatsError("NIfTI time series has no volume")
         var = np.maximum(t_sq / n_vol - mean_vol * mean_vol, 0.0)
         sd = np.sqrt(var)
         with np.errstate(divide="ignore", invalid="ignore"):

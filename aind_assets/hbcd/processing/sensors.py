@@ -175,7 +175,8 @@ def hbcd_derivatives_sensor(
         if r.partition_key:
             pending[r.partition_key] = [r.run_id, r.timestamp]
         after = r.storage_id
-    ready, counts = [], defaultdict(int)
+    ready: list[str] = []
+    counts: defaultdict[str, int] = defaultdict(int)
     now = time.time()
     for key, (_run_id, ts) in list(pending.items()):
         outcome = _check_outcome(_latest_check(context.instance, key))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from aind_assets.hbcd.release.spec import DATA_EXTENSIONS
 
@@ -21,6 +21,20 @@ class SourceFile:
     size: int
     etag: str | None
     last_modified: datetime
+
+
+class SessionColumns(TypedDict):
+    """The :class:`Decision` fields shared by the rows of one session (``**``-passed)."""
+
+    session: str
+    subject: str
+    session_label: str
+
+
+class PipelineColumns(SessionColumns):
+    """The :class:`Decision` fields shared by the rows of one session and pipeline."""
+
+    pipeline: str
 
 
 @dataclass

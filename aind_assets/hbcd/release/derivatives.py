@@ -22,6 +22,7 @@ from aind_assets.hbcd.release.decisions import (
     DERIV_FILE,
     SUBJECT_OWNED,
     Decision,
+    PipelineColumns,
     SessionInfo,
     SourceFile,
     session_key,
@@ -94,7 +95,7 @@ def select_derivatives(
         owned.keys() | {(rc, label, p) for (rc, label) in released for p in spec.pipelines}
     ):
         entries = owned.get((rc, label, pipeline), [])
-        base = {
+        base: PipelineColumns = {
             "session": session_key(rc, label),
             "subject": f"sub-{rc}",
             "session_label": f"ses-{label}",

@@ -116,7 +116,8 @@ def frame_decisions(df: pd.DataFrame) -> list[Decision]:
     if missing:
         raise ValueError(f"release selection table lacks column(s) {', '.join(missing)}")
     out = []
-    for r in df[DECISION_COLUMNS].to_dict("records"):
+    for record in df[DECISION_COLUMNS].to_dict("records"):
+        r: dict[str, Any] = {str(k): v for k, v in record.items()}  # the column names
         lm = r["last_modified"]
         r["last_modified"] = None if pd.isna(lm) else pd.Timestamp(lm).to_pydatetime()
         r["size"] = int(r["size"])

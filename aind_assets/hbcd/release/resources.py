@@ -12,7 +12,8 @@ from aind_assets.hbcd.resources import IdentityMapResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import join_url
 
-RELEASES = dg.DynamicPartitionsDefinition(name="hbcd_releases")
+RELEASES_NAME = "hbcd_releases"  # the partitions' name (``.name`` is typed ``str | None``)
+RELEASES = dg.DynamicPartitionsDefinition(name=RELEASES_NAME)
 READY_KEY = dg.AssetKey(["hbcd", "release_ready_sessions"])
 STAGING_KEY = dg.AssetKey(["hbcd", "release_staging"])
 SUMMARY_KEY = dg.AssetKey(["hbcd", "release_summary"])

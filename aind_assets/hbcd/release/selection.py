@@ -30,6 +30,7 @@ from aind_assets.hbcd.release.decisions import (
     SES_FILE,
     SUB_FILE,
     Decision,
+    SessionColumns,
     SessionInfo,
     SourceFile,
     entities_of,
@@ -130,11 +131,11 @@ def select_release(
         mm = re.fullmatch(r"sub-([A-Za-z0-9]+)_(.+)_ses-([A-Za-z0-9]+)\.json", m[3])
         if not mm or mm[3] != m[1]:
             continue
-        key = (mm[1], mm[3], mm[2])  # rc, label, pipeline
+        mkey = (mm[1], mm[3], mm[2])  # rc, label, pipeline
         try:
-            manifests[key] = manifest_relpaths(texts[f.relpath], mm[1], mm[3])
+            manifests[mkey] = manifest_relpaths(texts[f.relpath], mm[1], mm[3])
         except (KeyError, ValueError) as e:
-            manifest_errors[key] = f"input manifest {f.relpath} unreadable ({type(e).__name__})"
+            manifest_errors[mkey] = f"input manifest {f.relpath} unreadable ({type(e).__name__})"
 
     used: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for (rc, label, pipeline), entries in manifests.items():
@@ -149,7 +150,7 @@ def select_release(
     for key in sorted(sessions):
         s = sessions[key]
         rc, label = key
-        base = {
+        base: SessionColumns = {
             "session": s.key,
             "subject": f"sub-{rc}",
             "session_label": f"ses-{label}",
@@ -190,7 +191,8 @@ def select_release(
                     f"files modified within {spec.min_file_age_hours:g} h "
                     f"(newest {newest.isoformat(timespec='seconds')})"
                 )
-        decisions, passing = [], 0
+        decisions: list[Decision] = []
+        passing = 0
         if not reason:
             decisions, passing = session_files(spec, s, rows, used.get(key, {}))
             if not passing:
@@ -272,9 +274,9 @@ def session_files(
     out: list[Decision] = []
     # files listed in scans.tsv decide for themselves
     verdict: dict[str, tuple[bool, str]] = {}  # path in session -> (included, reason)
-    for filename, row in rows.items():
+    for filename, qc_row in rows.items():
         datatype = filename.split("/", 1)[0] if "/" in filename else ""
-        failures = qc_failures(row, spec.criteria_for(datatype))
+        failures = qc_failures(qc_row, spec.criteria_for(datatype))
         if not failures:
             verdict[filename] = (True, "")
         elif filename in used:

@@ -4,7 +4,7 @@ partition (invalid ones are logged with their error and skipped).
 
 import dagster as dg
 
-from aind_assets.hbcd.release.resources import RELEASES, HbcdReleaseResource
+from aind_assets.hbcd.release.resources import RELEASES, RELEASES_NAME, HbcdReleaseResource
 from aind_assets.hbcd.release.specs import list_specs
 
 
@@ -20,7 +20,7 @@ def release_specs_sensor(
     specs, errors = list_specs(hbcd_release.object_store, hbcd_release.specs_root)
     for url, error in sorted(errors.items()):
         context.log.warning(f"skipping invalid release spec {url}: {error}")
-    known = set(context.instance.get_dynamic_partitions(RELEASES.name))
+    known = set(context.instance.get_dynamic_partitions(RELEASES_NAME))
     new = sorted(set(specs) - known)
     if not new:
         return dg.SensorResult(skip_reason=f"no new release spec ({len(specs)} registered)")

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from aind_assets import lineage
 from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
@@ -65,13 +65,14 @@ from aind_assets.hbcd.release.validity import (
     files_read,
     validate_release,
 )
+from aind_assets.hbcd.streams import ReadableBinary
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import join_url, relative_key
 
 
 # --- checks on a staged tree ------------------------------------------------------------------
 class _HashingReader(io.RawIOBase):
-    def __init__(self, f: BinaryIO):
+    def __init__(self, f: ReadableBinary):
         self._f = f
         self.sha = hashlib.sha256()
         self.size = 0
@@ -216,7 +217,7 @@ def _changes(marker: Mapping[str, Any], plan: Sequence[PlannedFile]) -> str:
         return (f.get("source"), f.get("source_etag"), f["size"])
 
     old = {f["path"]: key(f) for f in marker["files"]}
-    new = {}
+    new: dict[str, tuple] = {}
     for p in plan:
         if p.content is not None:
             new[f"{HBCD}/{p.dest}"] = ("generated", hashlib.sha256(p.content).hexdigest())

@@ -348,16 +348,16 @@ def validate_release(
 
     # -- derivative datasets
     raw_sessions = {f"{s}/{x}" for s in sessions for x in sessions[s]}
-    for pipeline, inner in sorted(deriv.items()):
+    for pipeline, pipeline_files in sorted(deriv.items()):
         root = f"derivatives/{pipeline}"
-        if "dataset_description.json" not in inner:
+        if "dataset_description.json" not in pipeline_files:
             out.append(
                 Problem(f"{root}/dataset_description.json", "dataset-description", "missing")
             )
         else:
             _description(f"{root}/dataset_description.json", read_text, out, derivative=True)
         d_ignore = read_ignore(root)
-        for p in inner:
+        for p in pipeline_files:
             full = f"{root}/{p}"
             m = _SES_PATH.match(p)
             if m and f"sub-{m[1]}/ses-{m[2]}" not in raw_sessions:
