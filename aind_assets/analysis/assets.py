@@ -21,7 +21,6 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from aind_assets import lineage
 from aind_assets.analysis.dispatch import PartitionDispatch, dispatch_partitions
-from aind_assets.analysis.files import merge_parameters
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
 from aind_assets.analysis.registry import AnalysisDefinition, AnalysisParameterError, canonical_json
 from aind_assets.analysis.resources import AnalysisResource
@@ -251,24 +250,19 @@ def _run_partition(
                 f"{key}: dispatched for {definition.name} {code.version}, running "
                 f"{definition.version}: re-materialize analysis_dispatch"
             )
-        fixed = code.parameters.model_dump() if code.parameters else {}
-        merged = merge_parameters(
-            definition.code_defaults(),
-            fixed,
-            config.parameters,
-            task.distributed_parameters,
-            file_location=task.file_location,
-        )
+        job_code = definition.job_code(task, config.parameters)
+        merged = job_code.parameters.model_dump() if job_code.parameters else {}
         where = f"partition {key} ({', '.join(task.file_location or task.s3_location)})"
-        prepared.append((task, definition.validate_parameters(merged, where=where)))
+        prepared.append((task, job_code, definition.validate_parameters(merged, where=where)))
     jobs: list[JobResult] = []
-    for task, params in prepared:
+    for task, job_code, params in prepared:
         inputs.update(task.s3_location)
         try:
             outcome: JobOutcome = run_job(
                 definition,
                 task,
                 params,
+                code=job_code,
                 docdb=analysis.docdb,
                 store=analysis.object_store,
                 results_root=analysis.results_root,

@@ -118,7 +118,11 @@ class DispatchSpec(BaseModel):
     )
     filter_by: list[str] | None = Field(None, description="Fields identifying versions.")
     unwind_list_fields: list[str] | None = Field(None, description="List fields to unwind.")
-    drop_null_groups: bool = Field(False, description="Drop records missing a grouping field.")
+    drop_null_groups: bool = Field(
+        True,
+        description="Drop records missing a filter_by/group_by field (analysis-pipeline-utils' "
+        "default).",
+    )
     analyses: list[AnalysisSpec] = Field(..., min_length=1)
 
     @model_validator(mode="after")

@@ -224,14 +224,14 @@ def build_pipeline(
     filter_latest: bool | str | None = False,
     filter_by: Sequence[str] | None = None,
     unwind_list_fields: Sequence[str] | None = None,
-    drop_null_groups: bool = False,
+    drop_null_groups: bool = True,
 ) -> list[dict[str, Any]]:
     """The dispatch aggregation pipeline for ``query`` (see the module docstring for the stages).
 
     ``filter_latest``: ``True`` sorts on :data:`DEFAULT_LATEST_FIELD` (``created``); a string names
     the field to sort on (analysis-pipeline-utils' meaning). It requires ``filter_by``.
-    ``drop_null_groups`` defaults to False here and in ``DispatchSpec`` (analysis-pipeline-utils'
-    ``query_data_assets`` defaults to True): set it to drop records missing a grouping field.
+    ``drop_null_groups`` defaults to True, here and in ``DispatchSpec``, as in
+    analysis-pipeline-utils' ``query_data_assets``.
     """
     return _build(
         query,
@@ -517,7 +517,7 @@ def pipeline_for_changes(
         filter_latest=options.get("filter_latest", False),
         filter_by=options.get("filter_by"),
         unwind_list_fields=options.get("unwind_list_fields"),
-        drop_null_groups=options.get("drop_null_groups", False),
+        drop_null_groups=options.get("drop_null_groups", True),
         after_unwind=after_unwind,
     )
 

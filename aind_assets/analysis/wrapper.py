@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
+from aind_data_schema.components.identifiers import Code
 from aind_data_schema.core.processing import ProcessName, ProcessStage
 from pydantic import BaseModel, Field, ValidationError
 
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 METADATA_FILE = "metadata.nd.json"
+#: The experimenter of a record when neither settings nor run tags name one (the package's).
+UNKNOWN_EXPERIMENTER = "unknown"
 #: At most this many PNG bytes per job are kept in memory for materialization metadata.
 MAX_PLOT_BYTES = 400_000
 
@@ -90,6 +93,15 @@ def join_url(base: str, *parts: str) -> str:
     """``base/part/...`` for URLs and paths (the resources' helper, without importing Dagster)."""
     parts = tuple(p.strip("/") for p in parts if p and p.strip("/"))
     return posixpath.join(base.rstrip("/"), *parts) if parts else base.rstrip("/")
+
+
+def record_notes(task: AnalysisDispatchModel, note: str | None = None) -> str | None:
+    """The process notes of a job's record: the package's line naming the query that found
+    the data assets (when the task has one), then ``note``."""
+    lines = [f"Query used to retrieve data assets: {task.query}"] if task.query else []
+    if note:
+        lines.append(note)
+    return "\n".join(lines) or None
 
 
 def claims_collection(results_collection: str) -> str:
@@ -260,6 +272,7 @@ def _build_metadata(
     end: datetime,
     outputs: BaseModel,
     note: str | None,
+    experimenters: Sequence[str],
 ) -> Any:
     from aind_data_schema.core.metadata import Metadata  # slow to import: only when running
 
@@ -273,6 +286,7 @@ def _build_metadata(
         name=definition.name,
         output_parameters=outputs.model_dump(mode="json"),
         notes=note,
+        experimenters=experimenters,
     )
     with warnings.catch_warnings():  # "Metadata missing required file: data_description"
         warnings.simplefilter("ignore", UserWarning)
@@ -318,14 +332,19 @@ def run_job(
     claim_timeout_s: float = 6 * 3600.0,
     record_fields: Mapping[str, Any] | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    code: Code | None = None,
+    experimenters: Sequence[str] | None = None,
 ) -> JobOutcome:
     """Run one job of ``definition`` on ``task`` with validated ``parameters`` (module docstring).
 
-    Errors of the analysis propagate with the job's files named in the message; nothing is
-    recorded for a failed job.
+    ``code`` is the job's ``Code`` (:meth:`AnalysisDefinition.job_code`, whose parameters were
+    validated into ``parameters``); by default the task's own, without run config. The record's
+    process names ``experimenters`` (default ``["unknown"]``, as the package without
+    ``CODEOCEAN_EMAIL``). Errors of the analysis propagate with the job's files named in the
+    message; nothing is recorded for a failed job.
     """
     log = log or logger
-    code = definition.job_code(task, parameters)
+    code = code or definition.job_code(task)
     name = lineage.record_name(code)
     results_url = join_url(results_root, name)
     params = json.loads(code.parameters.model_dump_json()) if code.parameters else {}
@@ -399,7 +418,15 @@ def run_job(
             end = _now()
             note = "dry run: nothing written" if dry_run else None
             metadata = _build_metadata(
-                definition, code, name, results_url, start, end, outputs, note
+                definition,
+                code,
+                name,
+                results_url,
+                start,
+                end,
+                outputs,
+                record_notes(task, note),
+                list(experimenters or [UNKNOWN_EXPERIMENTER]),
             )
             (results_dir / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
             plots = _collect_plots(results_dir)
