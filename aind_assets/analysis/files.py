@@ -64,21 +64,31 @@ def _matching(location: str, ext: str, paths: Iterable[str]) -> list[str]:
         relative = rest[len(base) + 1 :]
         if not relative or relative.endswith("/"):
             continue
-        if fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern):
+        parts = relative.split("/")
+        # Folders count too (glob lists them): a Zarr store is a folder named like a file
+        # (``x.nwb/``), and NWB published as Zarr is selected by its folder.
+        hits = [
+            "/".join(parts[: i + 1])
+            for i, part in enumerate(parts)
+            if fnmatch.fnmatchcase(part, pattern)
+        ]
+        for hit in hits:
+            path = f"{base}/{hit}"
             if scheme:
-                found.add(f"{scheme}://{rest}")
+                found.add(f"{scheme}://{path}")
             elif location.startswith("/"):
-                found.add(rest)  # a local directory (the embedded store): plain paths
+                found.add(path)  # a local directory (the embedded store): plain paths
             else:
-                found.add(f"s3://{rest}")
+                found.add(f"s3://{path}")
     return sorted(found)
 
 
 def select_files(locations: Iterable[str], ext: str, list_fn: ListFn) -> dict[str, list[str]]:
     """Files under each location matching ``{location}/**/*{ext}``, as sorted URLs.
 
-    ``**`` is any depth (including none) and ``*`` any file-name prefix, so ``ext`` is matched
-    against the end of the file name (``".nwb"``; ``"nwb"`` would also match ``"x_nwb"``, as with
+    ``**`` is any depth (including none) and ``*`` any name prefix, so ``ext`` is matched
+    against the end of each file or folder name (a folder such as a Zarr ``x.nwb/`` is selected,
+    as fsspec's glob selects it) (``".nwb"``; ``"nwb"`` would also match ``"x_nwb"``, as with
     the original glob). Results keep the location's scheme, ``s3://`` when it has none, except
     that an absolute local path (``/data/...``, the embedded store) gives plain local paths.
     Every location is a key; locations without a match map to ``[]``.

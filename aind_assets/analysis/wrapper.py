@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from aind_assets import lineage
 from aind_assets.analysis.models import AnalysisDispatchModel, AnalysisSpecification
+from aind_assets.resources.urls import is_s3
 
 if TYPE_CHECKING:  # the resources are Dagster ConfigurableResources; only their methods are used
     from aind_assets.analysis.registry import AnalysisDefinition
@@ -65,6 +66,7 @@ __all__ = [
 ]
 
 METADATA_FILE = "metadata.nd.json"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: The experimenter of a record when neither settings nor run tags name one (the package's).
 UNKNOWN_EXPERIMENTER = "unknown"
 #: At most this many PNG bytes per job are kept in memory for materialization metadata.
@@ -118,7 +120,8 @@ class AnalysisContext:
 
     * ``results_dir`` — a local folder; everything written there is uploaded to the job's results
       path (PNG files are the job's plots, shown in the Dagster UI);
-    * :meth:`open` / :meth:`nwb` — read input files from the object store (S3 or local);
+    * :meth:`open` / :meth:`nwb` — read input files from the object store (S3 or local; NWB as
+      HDF5 or Zarr);
     * :meth:`save_figure` — write a matplotlib figure as a PNG into ``results_dir``.
     """
 
@@ -144,30 +147,63 @@ class AnalysisContext:
         except FileNotFoundError as exc:
             raise AnalysisInputError(f"input file {url} does not exist") from exc
 
+    def nwb_format(self, url: str) -> Literal["hdf5", "zarr", "zarr_v2"]:
+        """How the NWB file at ``url`` is stored: a Zarr folder (``zarr.json``: Zarr v3;
+        ``.zgroup``: Zarr v2, as AIND publishes it) or an HDF5 file (its signature)."""
+        base = url.rstrip("/")
+        try:
+            if self.store.exists(join_url(base, "zarr.json")):
+                return "zarr"
+            if self.store.exists(join_url(base, ".zgroup")):
+                return "zarr_v2"
+            with self.open(base, "rb") as raw:
+                for offset in (0, 512, 1024, 2048):  # HDF5 may follow a user block
+                    raw.seek(offset)
+                    if raw.read(8) == HDF5_SIGNATURE:
+                        return "hdf5"
+        except AnalysisInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a folder, no permission, ...
+            raise AnalysisInputError(
+                f"cannot read NWB file {url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise AnalysisInputError(
+            f"{url} is not an NWB file: neither HDF5 (no HDF5 signature) nor Zarr "
+            "(no zarr.json or .zgroup)"
+        )
+
     @contextmanager
     def nwb(self, url: str) -> Iterator[Any]:
-        """Open an NWB (HDF5) file of the object store with pynwb; yields the ``NWBFile``.
+        """Open an NWB file of the object store with pynwb; yields the ``NWBFile``.
 
-        Streams the file through the store (h5py reads the file object), so nothing is
-        downloaded whole. A file that is missing or not a readable NWB file raises
-        :class:`AnalysisInputError` naming it.
+        HDF5 files are streamed through the store (h5py reads the file object); NWB stored as
+        Zarr (a folder, v3 with ``NWBZarrIO`` or v2 with ``NWBZarrV2IO`` from hdmf-zarr) is read
+        chunk by chunk through fsspec with the bucket's own access (anonymous for public
+        buckets). Nothing is downloaded whole. A file that is missing or not a readable NWB file
+        raises :class:`AnalysisInputError` naming it.
         """
-        import h5py
-        from pynwb import NWBHDF5IO
-
+        kind = self.nwb_format(url)
         stack = ExitStack()
         try:
-            raw = stack.enter_context(self.open(url, "rb"))
-            h5 = stack.enter_context(h5py.File(raw, "r"))
-            io = stack.enter_context(NWBHDF5IO(file=h5, mode="r"))
+            if kind == "hdf5":
+                import h5py
+                from pynwb import NWBHDF5IO
+
+                raw = stack.enter_context(self.open(url, "rb"))
+                h5 = stack.enter_context(h5py.File(raw, "r"))
+                io: Any = stack.enter_context(NWBHDF5IO(file=h5, mode="r"))
+            else:
+                from hdmf_zarr import NWBZarrIO, NWBZarrV2IO
+
+                reader = NWBZarrIO if kind == "zarr" else NWBZarrV2IO
+                path = url.rstrip("/")
+                options = self.store.storage_options_for(path) if is_s3(path) else None
+                io = stack.enter_context(reader(path=path, mode="r", storage_options=options))
             nwbfile = io.read()
-        except AnalysisInputError:
-            stack.close()
-            raise
         except Exception as exc:  # noqa: BLE001 - any failure to read is the file's fault
             stack.close()
             raise AnalysisInputError(
-                f"cannot read NWB file {url}: {type(exc).__name__}: {exc}"
+                f"cannot read NWB file {url} ({kind}): {type(exc).__name__}: {exc}"
             ) from exc
         with stack:
             yield nwbfile

@@ -54,8 +54,10 @@ def test_select_files_glob_semantics():
         "s3://bucket/asset_b": ["s3://bucket/asset_b/deep/er/b.nwb"],
     }
     assert select_files(["s3://bucket/asset_c"], ".nwb", list_fn) == {"s3://bucket/asset_c": []}
-    # "" selects every file.
-    assert len(select_files(["s3://bucket/asset_a"], "", list_fn)["s3://bucket/asset_a"]) == 5
+    # "" selects every file and folder, as glob("{location}/**/*") (the dispatcher never asks:
+    # no file extension means no file selection).
+    everything = select_files(["s3://bucket/asset_a"], "", list_fn)["s3://bucket/asset_a"]
+    assert len(everything) == 6 and "s3://bucket/asset_a/nwb" in everything
 
 
 def test_select_files_with_a_real_fsspec_filesystem(tmp_path):
