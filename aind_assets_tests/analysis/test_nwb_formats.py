@@ -89,7 +89,7 @@ def test_nwb_hdf5_and_zarr_through_the_same_call(store, nwb_files, tmp_path):
     # streamed: reading the units of the HDF5 file did not fetch its 16 MB of raw data
     size = (nwb_files / "session.nwb").stat().st_size
     assert size > 16_000_000 and ctx.read_bytes < size / 4
-    with pytest.raises(AnalysisInputError, match="not_nwb.nwb is not an NWB file"):
+    with pytest.raises(AnalysisInputError, match="not_nwb.nwb: not an NWB file"):
         ctx.nwb_format(f"{root}/not_nwb.nwb")
     with pytest.raises(AnalysisInputError, match="missing.nwb"), ctx.nwb(f"{root}/missing.nwb"):
         pass
