@@ -181,7 +181,8 @@ def build_processing(
         notes=notes,
         resources=resource_usage(peak_ram_bytes),
     )
-    return Processing(data_processes=[process])
+    # As analysis-pipeline-utils: a sequential process graph ({name: []} for one process).
+    return Processing.create_with_sequential_process_graph(data_processes=[process])
 
 
 def record_document(processing: Processing, name: str, **extra: Any) -> dict[str, Any]:

@@ -18,6 +18,8 @@ never land in run config, tags or logs.
 | ``AIND_STORE_ROOT`` | default object-store root: ``s3://bucket/prefix`` or a directory | ``$AIND_DATA_DIR/store`` |
 | ``AIND_S3_ENDPOINT_URL`` | S3 endpoint (SeaweedFS, MinIO…); unset for AWS | none |
 | ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` | S3 credentials (secret) | AWS chain |
+| ``AIND_S3_ANONYMOUS_BUCKETS`` | buckets read without credentials (public data), comma separated | none |
+| ``AIND_EXPERIMENTER`` | experimenter named in analysis records (a run's ``aind/experimenter`` tag wins) | ``unknown`` |
 | ``AIND_IO_ROOT`` | where the IO manager writes outputs | ``$AIND_STORE_ROOT/dagster-io`` |
 | ``AIND_DATA_ASSETS_ROOT`` | where (demo) data assets live | ``$AIND_STORE_ROOT/data-assets`` |
 | ``AIND_RESULTS_ROOT`` | analysis results root | ``$AIND_STORE_ROOT/analysis-results`` |
@@ -57,6 +59,8 @@ class Settings(BaseModel):
     store_root: str
     s3_endpoint_url: str | None = None
     aws_key_set: bool = False
+    s3_anonymous_buckets: list[str] = []
+    experimenter: str | None = None
     io_root: str
     data_assets_root: str
     results_root: str
@@ -89,6 +93,12 @@ class Settings(BaseModel):
             store_root=store,
             s3_endpoint_url=get("AIND_S3_ENDPOINT_URL"),
             aws_key_set=bool(get("AWS_ACCESS_KEY_ID")),
+            s3_anonymous_buckets=[
+                b.strip().removeprefix("s3://").strip("/")
+                for b in get("AIND_S3_ANONYMOUS_BUCKETS", "").split(",")
+                if b.strip()
+            ],
+            experimenter=get("AIND_EXPERIMENTER"),
             io_root=get("AIND_IO_ROOT", join_url(store, "dagster-io")),
             data_assets_root=get("AIND_DATA_ASSETS_ROOT", join_url(store, "data-assets")),
             results_root=get("AIND_RESULTS_ROOT", join_url(store, "analysis-results")),
@@ -123,7 +133,11 @@ class Settings(BaseModel):
         return DocDBResource(uri=uri, database=self.docdb_database)
 
     def object_store(self, *, for_dagster: bool = False) -> ObjectStoreResource:
-        kwargs: dict[str, Any] = {"root": self.store_root, "endpoint_url": self.s3_endpoint_url}
+        kwargs: dict[str, Any] = {
+            "root": self.store_root,
+            "endpoint_url": self.s3_endpoint_url,
+            "anonymous_buckets": list(self.s3_anonymous_buckets),
+        }
         if self.aws_key_set:
             if for_dagster:
                 kwargs["access_key_id"] = EnvVar("AWS_ACCESS_KEY_ID")

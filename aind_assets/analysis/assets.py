@@ -21,11 +21,16 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from aind_assets import lineage
 from aind_assets.analysis.dispatch import PartitionDispatch, dispatch_partitions
-from aind_assets.analysis.files import merge_parameters
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
 from aind_assets.analysis.registry import AnalysisDefinition, AnalysisParameterError, canonical_json
 from aind_assets.analysis.resources import AnalysisResource
-from aind_assets.analysis.wrapper import JobOutcome, JobResult, plots_markdown, run_job
+from aind_assets.analysis.wrapper import (
+    UNKNOWN_EXPERIMENTER,
+    JobOutcome,
+    JobResult,
+    plots_markdown,
+    run_job,
+)
 
 #: The one partitions definition of the flow: a data asset, or a group of them.
 # The name on its own: Dagster types ``DynamicPartitionsDefinition.name`` as optional.
@@ -33,6 +38,8 @@ DATA_ASSETS_PARTITIONS = "data_assets"
 DATA_ASSETS = dg.DynamicPartitionsDefinition(name=DATA_ASSETS_PARTITIONS)
 DISPATCH_KEY = dg.AssetKey(["analysis_dispatch"])
 GROUP = "aind_analysis"
+#: Run tag naming the experimenter of the run's records (else AIND_EXPERIMENTER, else unknown).
+EXPERIMENTER_TAG = "aind/experimenter"
 #: Bumped when the dispatch logic changes (with the config hash, it is dispatch's code_version).
 DISPATCH_LOGIC_VERSION = "1"
 
@@ -251,29 +258,30 @@ def _run_partition(
                 f"{key}: dispatched for {definition.name} {code.version}, running "
                 f"{definition.version}: re-materialize analysis_dispatch"
             )
-        fixed = code.parameters.model_dump() if code.parameters else {}
-        merged = merge_parameters(
-            definition.code_defaults(),
-            fixed,
-            config.parameters,
-            task.distributed_parameters,
-            file_location=task.file_location,
-        )
+        job_code = definition.job_code(task, config.parameters)
+        merged = job_code.parameters.model_dump() if job_code.parameters else {}
         where = f"partition {key} ({', '.join(task.file_location or task.s3_location)})"
-        prepared.append((task, definition.validate_parameters(merged, where=where)))
+        prepared.append((task, job_code, definition.validate_parameters(merged, where=where)))
+    dispatch_config, _ = analysis.load()
+    results_root = dispatch_config.output_root(definition.name) or analysis.results_root
+    experimenter = (
+        context.run.tags.get(EXPERIMENTER_TAG) or analysis.experimenter or UNKNOWN_EXPERIMENTER
+    )
     jobs: list[JobResult] = []
-    for task, params in prepared:
+    for task, job_code, params in prepared:
         inputs.update(task.s3_location)
         try:
             outcome: JobOutcome = run_job(
                 definition,
                 task,
                 params,
+                code=job_code,
                 docdb=analysis.docdb,
                 store=analysis.object_store,
-                results_root=analysis.results_root,
+                results_root=results_root,
                 results_collection=analysis.results_collection,
                 dry_run=config.dry_run,
+                experimenters=[experimenter],
                 run_id=context.run.run_id,
                 claim_timeout_s=analysis.claim_timeout_s,
                 record_fields={

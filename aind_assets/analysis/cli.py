@@ -168,7 +168,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
             analysis_name=args.analysis,
             code_url=args.code_url,
             code_version=args.version,
-            parameters=parameters,
+            parameter_values=parameters,
             input_asset=args.input_asset,
             latest_only=args.latest_only,
             limit=args.limit,
@@ -225,7 +225,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--latest-only",
         action="store_true",
-        help="newest record per analysis x input data x parameters",
+        help="as analysis-pipeline-utils' latest_only (the newest matching record)",
     )
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the records as JSON")

@@ -35,6 +35,7 @@ def build_analysis_resource(
         remove_gone=analysis_settings.remove_gone,
         sweep_batch=analysis_settings.sweep_batch,
         claim_timeout_s=analysis_settings.claim_timeout_s,
+        experimenter=settings.experimenter,
     )
 
 

@@ -5,8 +5,9 @@ for the partition's records only (:func:`paging.pipeline_for_changes`, so a grou
 whole and ``filter_latest`` still compares versions), the rows whose key is the partition's are
 kept, their files are listed concurrently (``ObjectStoreResource.list_many``) and selected like
 ``glob("{location}/**/*{ext}")``, and the models are expanded per analysis of the spec and per
-distributed parameter set, each carrying the analysis in ``analysis_code`` (with the spec's fixed
-parameters) — exactly the jobs the analysis assets run.
+distributed parameter set, each carrying its ``analysis_code`` as analysis-pipeline-utils'
+dispatcher builds it (analysis, inputs, merged parameters) — exactly the jobs the analysis
+assets run.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def dispatch_partitions(
     listing = store.list_many(list(dict.fromkeys(to_list))) if to_list else {}
 
     for out, spec, rows in pending:
-        query = spec.resolved_query()
+        # As the package: models carry the query when DocDB was queried, not for a CSV of ids.
+        query = spec.resolved_query() if spec.asset_ids_csv is None else None
         locations = list(dict.fromkeys(loc for r in rows for loc in r["s3_location"]))
         out.rows += len(rows)
         out.assets += len(locations)
@@ -113,8 +115,9 @@ def dispatch_partitions(
                 f"{', '.join(built.skipped)}: skipped"
             )
         for analysis in spec.analyses:
-            code = registry.get(analysis.name).dispatch_code(analysis.fixed_parameters)
+            definition = registry.get(analysis.name)
             for task in expand_tasks(built.models, analysis):
+                code = definition.dispatch_code(task, analysis.fixed_parameters)
                 out.models.append(task.model_copy(update={"analysis_code": code}))
     return outs
 

@@ -8,12 +8,14 @@ Rows come from the aggregation pipeline of :mod:`aind_assets.analysis.queries`. 
 * ``split_files=True`` gives one model per file (a row holding several assets is an error),
   ``False`` one model with all files (:func:`build_dispatch_models`);
 * each model is repeated once per distributed parameter set (:func:`expand_tasks`);
-* a task's parameters merge analysis-code defaults < fixed < run config < distributed, with
-  ``file_location`` as a parameter and ``dry_run`` never kept (:func:`merge_parameters`).
+* a job's parameters merge as analysis-pipeline-utils merges them, by dict update in two
+  stages: dispatch (analysis code < fixed + ``file_location`` < distributed,
+  :func:`dispatch_parameters`) then job (dispatched < run config + ``file_location`` <
+  distributed, :func:`job_parameters`); ``dry_run`` is never kept.
 
-Decisions beyond analysis-pipeline-utils, for reproducible hashes: members of a grouped row are
-ordered by ``s3_location`` (MongoDB's ``$push`` order is not stable, and the lineage hash covers
-the input order), files are sorted, and ``query``/``group_metadata`` are kept on unsplit models
+As in analysis-pipeline-utils, members of a grouped row keep the order of the pipeline's ``$push``
+(the job's ``input_data``, and so its hash, follows it) and the files of each asset are sorted
+(fsspec's glob order). Beyond the package, ``query``/``group_metadata`` are kept on unsplit models
 (analysis-pipeline-utils rebuilt those models without them).
 """
 
@@ -30,10 +32,10 @@ from aind_assets.analysis.models import AnalysisDispatchModel, AnalysisSpec
 __all__ = [
     "DispatchModels",
     "build_dispatch_models",
+    "dispatch_parameters",
     "expand_tasks",
-    "merge_parameters",
+    "job_parameters",
     "select_files",
-    "task_parameters",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,21 +64,31 @@ def _matching(location: str, ext: str, paths: Iterable[str]) -> list[str]:
         relative = rest[len(base) + 1 :]
         if not relative or relative.endswith("/"):
             continue
-        if fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern):
+        parts = relative.split("/")
+        # Folders count too (glob lists them): a Zarr store is a folder named like a file
+        # (``x.nwb/``), and NWB published as Zarr is selected by its folder.
+        hits = [
+            "/".join(parts[: i + 1])
+            for i, part in enumerate(parts)
+            if fnmatch.fnmatchcase(part, pattern)
+        ]
+        for hit in hits:
+            path = f"{base}/{hit}"
             if scheme:
-                found.add(f"{scheme}://{rest}")
+                found.add(f"{scheme}://{path}")
             elif location.startswith("/"):
-                found.add(rest)  # a local directory (the embedded store): plain paths
+                found.add(path)  # a local directory (the embedded store): plain paths
             else:
-                found.add(f"s3://{rest}")
+                found.add(f"s3://{path}")
     return sorted(found)
 
 
 def select_files(locations: Iterable[str], ext: str, list_fn: ListFn) -> dict[str, list[str]]:
     """Files under each location matching ``{location}/**/*{ext}``, as sorted URLs.
 
-    ``**`` is any depth (including none) and ``*`` any file-name prefix, so ``ext`` is matched
-    against the end of the file name (``".nwb"``; ``"nwb"`` would also match ``"x_nwb"``, as with
+    ``**`` is any depth (including none) and ``*`` any name prefix, so ``ext`` is matched
+    against the end of each file or folder name (a folder such as a Zarr ``x.nwb/`` is selected,
+    as fsspec's glob selects it) (``".nwb"``; ``"nwb"`` would also match ``"x_nwb"``, as with
     the original glob). Results keep the location's scheme, ``s3://`` when it has none, except
     that an absolute local path (``/data/...``, the embedded store) gives plain local paths.
     Every location is a key; locations without a match map to ``[]``.
@@ -112,7 +124,7 @@ def _ordered_members(row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             "s3_location, asset_name and docdb_record_id must have the same length, got "
             f"{len(locations)}, {len(names)}, {len(ids)} (assets {names})"
         )
-    return sorted(zip(locations, names, ids, strict=True))
+    return list(zip(locations, names, ids, strict=True))
 
 
 def build_dispatch_models(
@@ -209,42 +221,41 @@ def expand_tasks(
     return tasks
 
 
-def merge_parameters(
-    analysis_code_defaults: Mapping[str, Any] | None = None,
-    fixed: Mapping[str, Any] | None = None,
-    run_config: Mapping[str, Any] | None = None,
-    distributed: Mapping[str, Any] | None = None,
-    *,
-    file_location: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Merge parameter layers, later winning: analysis code < fixed < run config < distributed.
-
-    ``file_location`` (when given) is a parameter, set after the run config and before the
-    distributed set, as analysis-pipeline-utils does. ``dry_run`` is removed from every layer.
-    """
-    merged: dict[str, Any] = {}
-    merged.update(analysis_code_defaults or {})
-    merged.update(fixed or {})
-    merged.update(run_config or {})
+def _layer(values: Mapping[str, Any] | None, file_location: Sequence[str] | None) -> dict[str, Any]:
+    """One parameter layer as analysis-pipeline-utils' ``update_analysis_process`` takes it:
+    ``dry_run`` removed, ``file_location`` set (in place if present, else last)."""
+    params = {k: v for k, v in (values or {}).items() if k != "dry_run"}
     if file_location:
-        merged["file_location"] = list(file_location)
-    merged.update(distributed or {})
-    merged.pop("dry_run", None)
+        params["file_location"] = list(file_location)
+    return params
+
+
+def dispatch_parameters(
+    analysis_code_defaults: Mapping[str, Any] | None,
+    fixed: Mapping[str, Any] | None,
+    file_location: Sequence[str] | None,
+    distributed: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The parameters of a dispatched job's ``analysis_code`` (the package's dispatcher stage):
+    analysis code < fixed (+ ``file_location``) < distributed, by dict update, so keys keep the
+    order in which they first appear. Nothing is validated, defaulted or sorted: the order and
+    values are what the package hashes."""
+    merged = {k: v for k, v in (analysis_code_defaults or {}).items() if k != "dry_run"}
+    merged.update(_layer(fixed, file_location))
+    merged.update({k: v for k, v in (distributed or {}).items() if k != "dry_run"})
     return merged
 
 
-def task_parameters(
-    task: AnalysisDispatchModel,
-    analysis_spec: AnalysisSpec | None = None,
-    run_config: Mapping[str, Any] | None = None,
-    analysis_code_defaults: Mapping[str, Any] | None = None,
+def job_parameters(
+    dispatched: Mapping[str, Any] | None,
+    run_config: Mapping[str, Any] | None,
+    file_location: Sequence[str] | None,
+    distributed: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """:func:`merge_parameters` for one task: the spec's fixed parameters, the task's distributed
-    parameters and file locations."""
-    return merge_parameters(
-        analysis_code_defaults,
-        analysis_spec.fixed_parameters if analysis_spec else None,
-        run_config,
-        task.distributed_parameters,
-        file_location=task.file_location,
-    )
+    """The parameters of a job's ``Code`` (the package's wrapper stage): the dispatched
+    ``analysis_code`` parameters < run config (+ ``file_location``) < distributed, by dict
+    update (see :func:`dispatch_parameters`)."""
+    merged = {k: v for k, v in (dispatched or {}).items() if k != "dry_run"}
+    merged.update(_layer(run_config, file_location))
+    merged.update({k: v for k, v in (distributed or {}).items() if k != "dry_run"})
+    return merged

@@ -95,6 +95,19 @@ class AnalysisSpec(BaseModel):
         default_factory=list,
         description="Parameter sets; each job is repeated once per set (empty: once).",
     )
+    s3_output_bucket: str | None = Field(
+        None,
+        description="Where this analysis' results go, as in the seeds' analysis specification: "
+        "'bucket/prefix' or 's3://bucket/prefix' (or an absolute local folder); results land "
+        "in <it>/<hash>/. Default: AIND_RESULTS_ROOT.",
+    )
+
+    def output_root(self) -> str | None:
+        """``s3_output_bucket`` as a URL (``s3://`` added to a bare bucket/prefix)."""
+        value = (self.s3_output_bucket or "").strip().rstrip("/")
+        if not value:
+            return None
+        return value if value.startswith(("s3://", "/")) else f"s3://{value}"
 
 
 class DispatchSpec(BaseModel):
@@ -118,7 +131,11 @@ class DispatchSpec(BaseModel):
     )
     filter_by: list[str] | None = Field(None, description="Fields identifying versions.")
     unwind_list_fields: list[str] | None = Field(None, description="List fields to unwind.")
-    drop_null_groups: bool = Field(False, description="Drop records missing a grouping field.")
+    drop_null_groups: bool = Field(
+        True,
+        description="Drop records missing a filter_by/group_by field (analysis-pipeline-utils' "
+        "default).",
+    )
     analyses: list[AnalysisSpec] = Field(..., min_length=1)
 
     @model_validator(mode="after")
@@ -200,6 +217,17 @@ class DispatchConfig(RootModel[list[DispatchSpec]]):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"dispatch spec names must be unique; repeated: {', '.join(dupes)}")
+        outputs: dict[str, set[str]] = {}
+        for spec in self.root:
+            for entry in spec.analyses:
+                if entry.output_root():
+                    outputs.setdefault(entry.name, set()).add(str(entry.output_root()))
+        for name, roots in sorted(outputs.items()):
+            if len(roots) > 1:
+                raise ValueError(
+                    f"analysis {name!r} has several s3_output_bucket values "
+                    f"({', '.join(sorted(roots))}); an analysis writes to one place"
+                )
         return self
 
     def __iter__(self) -> Iterator[DispatchSpec]:  # type: ignore[override]
@@ -221,6 +249,14 @@ class DispatchConfig(RootModel[list[DispatchSpec]]):
     def analysis_names(self) -> set[str]:
         """Every analysis name the config refers to."""
         return {a.name for spec in self.root for a in spec.analyses}
+
+    def output_root(self, analysis: str) -> str | None:
+        """The ``s3_output_bucket`` of ``analysis`` (one per analysis), or None."""
+        for spec in self.root:
+            for entry in spec.analyses:
+                if entry.name == analysis and entry.output_root():
+                    return entry.output_root()
+        return None
 
 
 def _read_document(path: Path) -> Any:

@@ -251,7 +251,7 @@ def pipeline_for_changes(
         filter_latest=options.get("filter_latest", False),
         filter_by=options.get("filter_by"),
         unwind_list_fields=options.get("unwind_list_fields"),
-        drop_null_groups=options.get("drop_null_groups", False),
+        drop_null_groups=options.get("drop_null_groups", True),
         after_unwind=after_unwind,
     )
 

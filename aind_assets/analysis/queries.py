@@ -158,14 +158,14 @@ def build_pipeline(
     filter_latest: bool | str | None = False,
     filter_by: Sequence[str] | None = None,
     unwind_list_fields: Sequence[str] | None = None,
-    drop_null_groups: bool = False,
+    drop_null_groups: bool = True,
 ) -> list[dict[str, Any]]:
     """The dispatch aggregation pipeline for ``query`` (see the module docstring for the stages).
 
     ``filter_latest``: ``True`` sorts on :data:`DEFAULT_LATEST_FIELD` (``created``); a string names
     the field to sort on (analysis-pipeline-utils' meaning). It requires ``filter_by``.
-    ``drop_null_groups`` defaults to False here and in ``DispatchSpec`` (analysis-pipeline-utils'
-    ``query_data_assets`` defaults to True): set it to drop records missing a grouping field.
+    ``drop_null_groups`` defaults to True, here and in ``DispatchSpec``, as in
+    analysis-pipeline-utils' ``query_data_assets``.
     """
     return build_stages(
         query,
@@ -247,8 +247,3 @@ def read_asset_ids_csv(text_or_path: str | os.PathLike[str]) -> list[str]:
 def query_from_csv(text_or_path: str | os.PathLike[str]) -> dict[str, Any]:
     """``{"external_links.Code Ocean.0": {"$in": ids}}`` for the ``asset_id`` column of a CSV."""
     return {CODE_OCEAN_ID_FIELD: {"$in": read_asset_ids_csv(text_or_path)}}
-
-
-# --------------------------------------------------------------------------------------------
-# Incremental paging
-# --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any
 from aind_data_schema.components.identifiers import Code, DataAsset
 from pydantic import ValidationError
 
+from aind_assets.analysis.files import dispatch_parameters, job_parameters
 from aind_assets.analysis.models import (
     AnalysisDispatchModel,
     AnalysisOutputs,
@@ -73,12 +74,6 @@ class UnknownAnalysisError(ValueError):
 def canonical_json(value: Any) -> str:
     """Compact JSON with sorted keys (stable across dict orderings)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _sorted(value: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON-compatible copy with keys sorted at every level (hashes must not depend on the
-    order in which parameter layers were merged)."""
-    return json.loads(canonical_json(dict(value)))
 
 
 @dataclass(frozen=True)
@@ -128,31 +123,50 @@ class AnalysisDefinition:
         digest = hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:10]
         return f"{self.version}-{digest}"
 
-    def dispatch_code(self, fixed_parameters: Mapping[str, Any] | None = None) -> Code:
-        """The ``analysis_code`` a dispatch model carries: which analysis to run, with the fixed
-        parameters of its dispatch spec."""
+    def _code(self, task: AnalysisDispatchModel, parameters: Mapping[str, Any]) -> Code:
         return Code(
             url=self.url,
             name=self.name,
             version=self.version,
             run_script=Path(self.run_script) if self.run_script else None,
-            parameters=_sorted(fixed_parameters) if fixed_parameters else None,
+            input_data=[DataAsset(url=u) for u in task.s3_location],
+            parameters=dict(parameters),
         )
 
-    def job_code(self, task: AnalysisDispatchModel, parameters: AnalysisSpecification) -> Code:
-        """The ``Code`` of one job: url, name, version, run_script, one ``DataAsset`` per
-        ``s3_location`` of the task (in the task's order) and the validated parameters.
+    def dispatch_code(
+        self, task: AnalysisDispatchModel, fixed_parameters: Mapping[str, Any] | None = None
+    ) -> Code:
+        """The ``analysis_code`` the dispatcher gives a job, as analysis-pipeline-utils'
+        ``check_task_parameters`` builds it: this analysis' url, name, version and run_script,
+        one ``DataAsset`` per ``s3_location`` (in the task's order) and the parameters merged
+        in order analysis code < fixed < ``file_location`` < distributed set
+        (:func:`~aind_assets.analysis.files.dispatch_parameters`), neither validated nor
+        default-filled nor sorted, so its sha256 is the package's for the same job."""
+        return self._code(
+            task,
+            dispatch_parameters(
+                self.code_defaults(),
+                fixed_parameters,
+                task.file_location,
+                task.distributed_parameters,
+            ),
+        )
 
-        Its sha256 is the job's record name; fields that do not describe the job (Python
-        version, commit) are left out so that the identity of a job is stable.
-        """
-        return Code(
-            url=self.url,
-            name=self.name,
-            version=self.version,
-            run_script=Path(self.run_script) if self.run_script else None,
-            input_data=[DataAsset(url=u) for u in task.s3_location] or None,
-            parameters=_sorted(parameters.model_dump(mode="json")),
+    def job_code(
+        self, task: AnalysisDispatchModel, run_config: Mapping[str, Any] | None = None
+    ) -> Code:
+        """The ``Code`` of one job, as the package's wrapper builds it: the dispatched
+        ``analysis_code`` parameters (or :meth:`dispatch_code` of the task without fixed
+        parameters when it has none) < run config < ``file_location`` < distributed set.
+
+        Its sha256 (:func:`aind_assets.lineage.record_name`) is the job's identity and record
+        name; the run function gets these parameters validated (:meth:`validate_parameters`),
+        the record keeps them as merged, as analysis-pipeline-utils does."""
+        dispatched = task.analysis_code or self.dispatch_code(task)
+        base = dispatched.parameters.model_dump() if dispatched.parameters else {}
+        return self._code(
+            task,
+            job_parameters(base, run_config, task.file_location, task.distributed_parameters),
         )
 
 

@@ -41,6 +41,10 @@ class AnalysisResource(dg.ConfigurableResource):
         default=1, description="Partition-map chunks (<= 1000 partitions) checked per tick"
     )
     claim_timeout_s: float = Field(default=6 * 3600.0)
+    experimenter: str | None = Field(
+        default=None,
+        description="Experimenter named in records (a run's aind/experimenter tag wins)",
+    )
 
     _indexed: bool = PrivateAttr(default=False)
 

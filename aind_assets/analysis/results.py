@@ -3,9 +3,9 @@
 Records are the documents :func:`aind_assets.analysis.wrapper.run_job` writes to the results
 collection: an aind-data-schema ``Metadata`` (``name`` = ``_id`` = sha256 of the job's ``Code``,
 ``location`` = the results folder, ``processing.data_processes[0].code`` = what ran on what)
-plus ``created`` and the Dagster context. Filters follow analysis-pipeline-utils'
-``get_docdb_records_partial``: analysis name, code url and version, parameters, input data,
-``latest_only``.
+plus ``created`` and the Dagster context. Filters and ``latest_only`` are analysis-pipeline-utils'
+``get_docdb_records_partial`` (code url and version, input data locations, parameters), plus
+analysis name, single parameter values and input asset names.
 """
 
 from __future__ import annotations
@@ -15,10 +15,19 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from aind_data_schema.components.identifiers import DataAsset
+
 if TYPE_CHECKING:
     from aind_assets.resources.docdb import DocDBResource
 
-__all__ = ["CODE", "build_filter", "format_table", "parse_parameter", "query_results"]
+__all__ = [
+    "CODE",
+    "build_filter",
+    "format_table",
+    "latest_pipeline",
+    "parse_parameter",
+    "query_results",
+]
 
 #: Where a record keeps the job's Code.
 CODE = "processing.data_processes.0.code"
@@ -42,16 +51,32 @@ def build_filter(
     analysis_name: str | None = None,
     code_url: str | None = None,
     code_version: str | None = None,
+    input_data_locations: Sequence[str] | None = None,
     parameters: Mapping[str, Any] | None = None,
+    parameter_values: Mapping[str, Any] | None = None,
     input_asset: str | None = None,
 ) -> dict[str, Any]:
     """The DocDB filter for :func:`query_results`.
 
-    ``analysis_name`` matches the code name or the ``analysis_name`` parameter; ``parameters``
-    match one by one (a record may have more); ``input_asset`` is a data asset's location
-    (``s3://…``, or an absolute path) or its name (the last part of its location).
+    ``code_url``, ``code_version``, ``input_data_locations`` (``$all`` of their ``DataAsset`` documents)
+    and ``parameters`` (the whole parameters document, equal field for field and in order) give
+    exactly analysis-pipeline-utils' ``get_docdb_records_partial`` filter. Beyond it:
+    ``analysis_name`` matches the code name or the ``analysis_name`` parameter;
+    ``parameter_values`` match one by one (a record may have more); ``input_asset`` is a data
+    asset's location (``s3://…``, or an absolute path) or its name (the last part of its location).
     """
-    clauses: list[dict[str, Any]] = []
+    package: dict[str, Any] = {}
+    if code_url:
+        package[f"{CODE}.url"] = code_url
+    if code_version:
+        package[f"{CODE}.version"] = code_version
+    if input_data_locations:
+        package[f"{CODE}.input_data"] = {
+            "$all": [DataAsset(url=u).model_dump(mode="json") for u in input_data_locations]
+        }
+    if parameters:
+        package[f"{CODE}.parameters"] = dict(parameters)
+    clauses: list[dict[str, Any]] = [package] if package else []
     if analysis_name:
         clauses.append(
             {
@@ -61,11 +86,7 @@ def build_filter(
                 ]
             }
         )
-    if code_url:
-        clauses.append({f"{CODE}.url": code_url})
-    if code_version:
-        clauses.append({f"{CODE}.version": code_version})
-    for name, value in (parameters or {}).items():
+    for name, value in (parameter_values or {}).items():
         clauses.append({f"{CODE}.parameters.{name}": value})
     if input_asset:
         if "://" in input_asset or input_asset.startswith("/"):
@@ -77,19 +98,27 @@ def build_filter(
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
 
+def latest_pipeline(filter_query: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """analysis-pipeline-utils' ``latest_only`` aggregation, stage for stage: newest ``created``
+    first, then one record per ``$processing.data_processes.0.code`` group.
+
+    Kept exactly as the package has it, so both systems return the same records on the same
+    server. What the group key yields depends on the server: one that reads ``.0`` as an array
+    index (mongoeco, the test server) groups by the whole Code, and since a record's ``_id`` is
+    the hash of its Code every matching record is kept; MongoDB does not index arrays with a
+    numeric path part in aggregation expressions, so there all records share one key and only
+    the newest is kept."""
+    return [
+        {"$match": dict(filter_query)},
+        {"$sort": {"created": -1}},
+        {"$group": {"_id": f"${CODE}", "latest_record": {"$first": "$$ROOT"}}},
+        {"$replaceRoot": {"newRoot": "$latest_record"}},
+    ]
+
+
 def _created(record: Mapping[str, Any]) -> str:
     value = record.get("created")
     return value.isoformat() if isinstance(value, datetime) else str(value or "")
-
-
-def _identity(record: Mapping[str, Any]) -> str:
-    """What "the same analysis of the same inputs with the same parameters" means for
-    ``latest_only``: code name, input data and parameters (not the version)."""
-    code = _code(record)
-    params = dict(code.get("parameters") or {})
-    return json.dumps(
-        [code.get("name"), code.get("input_data"), params], sort_keys=True, default=str
-    )
 
 
 def _code(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,34 +133,32 @@ def query_results(
     analysis_name: str | None = None,
     code_url: str | None = None,
     code_version: str | None = None,
+    input_data_locations: Sequence[str] | None = None,
     parameters: Mapping[str, Any] | None = None,
+    parameter_values: Mapping[str, Any] | None = None,
     input_asset: str | None = None,
     latest_only: bool = False,
     limit: int = 0,
 ) -> list[dict[str, Any]]:
-    """Result records, newest first.
+    """Result records, newest first (filters: :func:`build_filter`).
 
-    ``latest_only`` keeps, for each analysis × input data × parameters, the newest record (so a
-    new version of an analysis hides the older version's results of the same job).
+    ``latest_only`` runs analysis-pipeline-utils' aggregation (:func:`latest_pipeline`) on the
+    filtered records, so both systems keep the same records.
     """
     query = build_filter(
         analysis_name=analysis_name,
         code_url=code_url,
         code_version=code_version,
+        input_data_locations=input_data_locations,
         parameters=parameters,
+        parameter_values=parameter_values,
         input_asset=input_asset,
     )
-    records = list(docdb.find(collection, query))
-    records.sort(key=lambda r: (_created(r), r.get("_id", "")), reverse=True)
     if latest_only:
-        seen: set[str] = set()
-        kept = []
-        for record in records:
-            identity = _identity(record)
-            if identity not in seen:
-                seen.add(identity)
-                kept.append(record)
-        records = kept
+        records = list(docdb.aggregate(collection, latest_pipeline(query)))
+    else:
+        records = list(docdb.find(collection, query))
+    records.sort(key=lambda r: (_created(r), r.get("_id", "")), reverse=True)
     return records[:limit] if limit else records
 
 

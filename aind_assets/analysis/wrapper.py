@@ -27,22 +27,22 @@ import logging
 import os
 import posixpath
 import socket
-import sys
 import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from aind_data_schema.components.identifiers import Code
 from aind_data_schema.core.processing import ProcessName, ProcessStage
 from pydantic import BaseModel, Field, ValidationError
 
 from aind_assets import lineage
+from aind_assets.analysis.context import AnalysisContext, AnalysisInputError
 from aind_assets.analysis.models import AnalysisDispatchModel, AnalysisSpecification
 
 if TYPE_CHECKING:  # the resources are Dagster ConfigurableResources; only their methods are used
@@ -64,14 +64,12 @@ __all__ = [
 ]
 
 METADATA_FILE = "metadata.nd.json"
+#: The experimenter of a record when neither settings nor run tags name one (the package's).
+UNKNOWN_EXPERIMENTER = "unknown"
 #: At most this many PNG bytes per job are kept in memory for materialization metadata.
 MAX_PLOT_BYTES = 400_000
 
 logger = logging.getLogger(__name__)
-
-
-class AnalysisInputError(RuntimeError):
-    """An input file could not be read; the message names the file."""
 
 
 class ResultsExistError(RuntimeError):
@@ -92,6 +90,15 @@ def join_url(base: str, *parts: str) -> str:
     return posixpath.join(base.rstrip("/"), *parts) if parts else base.rstrip("/")
 
 
+def record_notes(task: AnalysisDispatchModel, note: str | None = None) -> str | None:
+    """The process notes of a job's record: the package's line naming the query that found
+    the data assets (when the task has one), then ``note``."""
+    lines = [f"Query used to retrieve data assets: {task.query}"] if task.query else []
+    if note:
+        lines.append(note)
+    return "\n".join(lines) or None
+
+
 def claims_collection(results_collection: str) -> str:
     return f"{results_collection}_claims"
 
@@ -99,82 +106,6 @@ def claims_collection(results_collection: str) -> str:
 # --------------------------------------------------------------------------------------------
 # What a run function gets
 # --------------------------------------------------------------------------------------------
-
-
-class AnalysisContext:
-    """Handed to a run function: where to write results and how to read inputs.
-
-    * ``results_dir`` — a local folder; everything written there is uploaded to the job's results
-      path (PNG files are the job's plots, shown in the Dagster UI);
-    * :meth:`open` / :meth:`nwb` — read input files from the object store (S3 or local);
-    * :meth:`save_figure` — write a matplotlib figure as a PNG into ``results_dir``.
-    """
-
-    def __init__(
-        self,
-        *,
-        store: ObjectStoreResource,
-        results_dir: Path,
-        task: AnalysisDispatchModel,
-        analysis: str,
-        log: logging.Logger | logging.LoggerAdapter | None = None,
-    ) -> None:
-        self.store = store
-        self.results_dir = results_dir
-        self.task = task
-        self.analysis = analysis
-        self.log = log or logger
-
-    def open(self, url: str, mode: str = "rb") -> IO[Any]:
-        """Open an input file of the object store (streamed)."""
-        try:
-            return self.store.open(url, mode)
-        except FileNotFoundError as exc:
-            raise AnalysisInputError(f"input file {url} does not exist") from exc
-
-    @contextmanager
-    def nwb(self, url: str) -> Iterator[Any]:
-        """Open an NWB (HDF5) file of the object store with pynwb; yields the ``NWBFile``.
-
-        Streams the file through the store (h5py reads the file object), so nothing is
-        downloaded whole. A file that is missing or not a readable NWB file raises
-        :class:`AnalysisInputError` naming it.
-        """
-        import h5py
-        from pynwb import NWBHDF5IO
-
-        stack = ExitStack()
-        try:
-            raw = stack.enter_context(self.open(url, "rb"))
-            h5 = stack.enter_context(h5py.File(raw, "r"))
-            io = stack.enter_context(NWBHDF5IO(file=h5, mode="r"))
-            nwbfile = io.read()
-        except AnalysisInputError:
-            stack.close()
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure to read is the file's fault
-            stack.close()
-            raise AnalysisInputError(
-                f"cannot read NWB file {url}: {type(exc).__name__}: {exc}"
-            ) from exc
-        with stack:
-            yield nwbfile
-
-    def save_figure(self, figure: Any, name: str, *, dpi: int = 80) -> Path:
-        """Save a matplotlib figure as ``results_dir/name`` (PNG) and close it.
-
-        Build figures with ``matplotlib.figure.Figure()`` (no pyplot, no GUI backend: safe in
-        run workers); pyplot figures are closed after saving.
-        """
-        if not name.lower().endswith(".png"):
-            name = f"{name}.png"
-        path = self.results_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png", dpi=dpi, bbox_inches="tight")
-        pyplot = sys.modules.get("matplotlib.pyplot")
-        if pyplot is not None and getattr(figure, "number", None) is not None:
-            pyplot.close(figure)
-        return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,6 +191,7 @@ def _build_metadata(
     end: datetime,
     outputs: BaseModel,
     note: str | None,
+    experimenters: Sequence[str],
 ) -> Any:
     from aind_data_schema.core.metadata import Metadata  # slow to import: only when running
 
@@ -273,6 +205,7 @@ def _build_metadata(
         name=definition.name,
         output_parameters=outputs.model_dump(mode="json"),
         notes=note,
+        experimenters=experimenters,
     )
     with warnings.catch_warnings():  # "Metadata missing required file: data_description"
         warnings.simplefilter("ignore", UserWarning)
@@ -318,14 +251,19 @@ def run_job(
     claim_timeout_s: float = 6 * 3600.0,
     record_fields: Mapping[str, Any] | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    code: Code | None = None,
+    experimenters: Sequence[str] | None = None,
 ) -> JobOutcome:
     """Run one job of ``definition`` on ``task`` with validated ``parameters`` (module docstring).
 
-    Errors of the analysis propagate with the job's files named in the message; nothing is
-    recorded for a failed job.
+    ``code`` is the job's ``Code`` (:meth:`AnalysisDefinition.job_code`, whose parameters were
+    validated into ``parameters``); by default the task's own, without run config. The record's
+    process names ``experimenters`` (default ``["unknown"]``, as the package without
+    ``CODEOCEAN_EMAIL``). Errors of the analysis propagate with the job's files named in the
+    message; nothing is recorded for a failed job.
     """
     log = log or logger
-    code = definition.job_code(task, parameters)
+    code = code or definition.job_code(task)
     name = lineage.record_name(code)
     results_url = join_url(results_root, name)
     params = json.loads(code.parameters.model_dump_json()) if code.parameters else {}
@@ -399,7 +337,15 @@ def run_job(
             end = _now()
             note = "dry run: nothing written" if dry_run else None
             metadata = _build_metadata(
-                definition, code, name, results_url, start, end, outputs, note
+                definition,
+                code,
+                name,
+                results_url,
+                start,
+                end,
+                outputs,
+                record_notes(task, note),
+                list(experimenters or [UNKNOWN_EXPERIMENTER]),
             )
             (results_dir / METADATA_FILE).write_text(metadata.model_dump_json(indent=2))
             plots = _collect_plots(results_dir)

@@ -42,6 +42,10 @@ class ObjectStoreResource(ConfigurableResource):
     secret_access_key: str | None = Field(default=None, description="S3 secret; use an EnvVar")
     region: str = "us-east-1"
     max_concurrency: int = Field(default=16, description="Parallel listings and copies")
+    anonymous_buckets: list[str] = Field(
+        default_factory=list,
+        description="S3 buckets read without credentials (public data beside private buckets)",
+    )
 
     _fs: dict[str, fsspec.AbstractFileSystem] = PrivateAttr(default_factory=dict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -63,13 +67,30 @@ class ObjectStoreResource(ConfigurableResource):
             opts["secret"] = self.secret_access_key
         return opts
 
+    def is_anonymous(self, url: str) -> bool:
+        """True for ``s3://`` URLs of an ``anonymous_buckets`` bucket."""
+        return is_s3(url) and url[len("s3://") :].split("/", 1)[0] in self.anonymous_buckets
+
+    def storage_options_for(self, url: str) -> dict[str, Any]:
+        """s3fs options for ``url``'s bucket: anonymous for ``anonymous_buckets``, else
+        :attr:`storage_options` (empty for local paths)."""
+        if not is_s3(url):
+            return {}
+        opts = self.storage_options
+        if self.is_anonymous(url):
+            opts = {k: v for k, v in opts.items() if k not in ("key", "secret")}
+            opts["anon"] = True
+        return opts
+
     def fs_for(self, url: str) -> fsspec.AbstractFileSystem:
-        proto = "s3" if is_s3(url) else "file"
+        proto = ("s3-anon" if self.is_anonymous(url) else "s3") if is_s3(url) else "file"
         with self._lock:
             if proto not in self._fs:
                 self._fs[proto] = (
-                    fsspec.filesystem("s3", skip_instance_cache=True, **self.storage_options)
-                    if proto == "s3"
+                    fsspec.filesystem(
+                        "s3", skip_instance_cache=True, **self.storage_options_for(url)
+                    )
+                    if proto != "file"
                     else fsspec.filesystem("file", auto_mkdir=True)
                 )
             return self._fs[proto]

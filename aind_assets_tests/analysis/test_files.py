@@ -10,10 +10,10 @@ import pytest
 
 from aind_assets.analysis.files import (
     build_dispatch_models,
+    dispatch_parameters,
     expand_tasks,
-    merge_parameters,
+    job_parameters,
     select_files,
-    task_parameters,
 )
 from aind_assets.analysis.models import AnalysisDispatchModel, AnalysisSpec
 
@@ -54,8 +54,10 @@ def test_select_files_glob_semantics():
         "s3://bucket/asset_b": ["s3://bucket/asset_b/deep/er/b.nwb"],
     }
     assert select_files(["s3://bucket/asset_c"], ".nwb", list_fn) == {"s3://bucket/asset_c": []}
-    # "" selects every file.
-    assert len(select_files(["s3://bucket/asset_a"], "", list_fn)["s3://bucket/asset_a"]) == 5
+    # "" selects every file and folder, as glob("{location}/**/*") (the dispatcher never asks:
+    # no file extension means no file selection).
+    everything = select_files(["s3://bucket/asset_a"], "", list_fn)["s3://bucket/asset_a"]
+    assert len(everything) == 6 and "s3://bucket/asset_a/nwb" in everything
 
 
 def test_select_files_with_a_real_fsspec_filesystem(tmp_path):
@@ -131,17 +133,18 @@ def test_assets_without_files_are_skipped_and_reported():
     assert any("asset_c" in m for m in handler.messages)
 
 
-def test_grouped_unsplit_drops_assets_without_files_and_orders_members():
+def test_grouped_unsplit_drops_assets_without_files_and_keeps_push_order():
     locations = ["s3://bucket/asset_b", "s3://bucket/asset_c", "s3://bucket/asset_a"]
     files = select_files(locations, ".nwb", list_fn)
     group = row("asset_c", "asset_b", "asset_a", group_metadata={"subject__subject_id": "741213"})
     built = build_dispatch_models([group], files, split_files=False, query='{"q": 1}')
     (model,) = built.models
     assert built.skipped == ["asset_c"]
-    assert model.asset_name == ["asset_a", "asset_b"]
-    assert model.s3_location == ["s3://bucket/asset_a", "s3://bucket/asset_b"]
-    assert model.docdb_record_id == ["id-asset_a", "id-asset_b"]
-    assert model.file_location == files["s3://bucket/asset_a"] + files["s3://bucket/asset_b"]
+    # members keep the row's ($push) order, as analysis-pipeline-utils
+    assert model.asset_name == ["asset_b", "asset_a"]
+    assert model.s3_location == ["s3://bucket/asset_b", "s3://bucket/asset_a"]
+    assert model.docdb_record_id == ["id-asset_b", "id-asset_a"]
+    assert model.file_location == files["s3://bucket/asset_b"] + files["s3://bucket/asset_a"]
     assert model.group_metadata == {"subject__subject_id": "741213"}
     assert model.query == '{"q": 1}'
 
@@ -161,7 +164,7 @@ def test_no_file_extension_keeps_rows_as_models():
     built = build_dispatch_models([row("asset_b", "asset_a")], None, split_files=True)
     (model,) = built.models
     assert model.file_location is None
-    assert model.asset_name == ["asset_a", "asset_b"]
+    assert model.asset_name == ["asset_b", "asset_a"]  # the row's order
 
 
 def test_row_lists_must_be_parallel():
@@ -197,45 +200,38 @@ def test_expand_tasks_is_records_x_files_x_parameter_sets():
     assert len(expand_tasks(models, [{"a": 1}, {"a": 2}, {"a": 3}])) == 12
 
 
-def test_merge_parameters_order_and_dry_run():
-    merged = merge_parameters(
+def test_parameter_layers_merge_by_dict_update_like_the_package():
+    files = ["s3://bucket/asset_a/x.nwb"]
+    dispatched = dispatch_parameters(
         {"a": "code", "b": "code", "c": "code", "d": "code", "only_code": 1},
         {"b": "fixed", "c": "fixed", "d": "fixed", "dry_run": True},
-        {"c": "run", "d": "run", "dry_run": 1},
+        files,
         {"d": "distributed", "dry_run": False},
-        file_location=["s3://bucket/asset_a/x.nwb"],
     )
-    assert merged == {
-        "a": "code",
-        "b": "fixed",
-        "c": "run",
-        "d": "distributed",
-        "only_code": 1,
-        "file_location": ["s3://bucket/asset_a/x.nwb"],
-    }
-    assert merge_parameters() == {}
-    # file_location is a parameter above the run config, below the distributed set.
-    assert merge_parameters(run_config={"file_location": "x"}, file_location=["y"]) == {
-        "file_location": ["y"]
-    }
-
-
-def test_task_parameters_from_spec_and_task():
-    task = AnalysisDispatchModel(
-        s3_location=["s3://b/a"],
-        asset_name=["a"],
-        docdb_record_id=["1"],
-        file_location=["s3://b/a/x.nwb"],
-        distributed_parameters={"isi_threshold_ms": 2.0},
+    # keys keep their first position; values of later layers win; dry_run never stays
+    assert list(dispatched.items()) == [
+        ("a", "code"),
+        ("b", "fixed"),
+        ("c", "fixed"),
+        ("d", "distributed"),
+        ("only_code", 1),
+        ("file_location", files),
+    ]
+    job = job_parameters(dispatched, {"c": "run", "d": "run", "new": 0, "dry_run": 1}, files, {})
+    assert list(job.items()) == [
+        ("a", "code"),
+        ("b", "fixed"),
+        ("c", "run"),
+        ("d", "run"),
+        ("only_code", 1),
+        ("file_location", files),
+        ("new", 0),
+    ]
+    # the distributed set beats the run config (it is applied again at the job stage)
+    assert job_parameters(dispatched, {"d": "run"}, files, {"d": "distributed"})["d"] == (
+        "distributed"
     )
-    spec = AnalysisSpec(
-        name="unit_quality", fixed_parameters={"isi_threshold_ms": 1.5, "min_spikes": 50}
-    )
-    params = task_parameters(task, spec, {"min_spikes": 10, "dry_run": True}, {"bins": 20})
-    assert params == {
-        "bins": 20,
-        "isi_threshold_ms": 2.0,
-        "min_spikes": 10,
-        "file_location": ["s3://b/a/x.nwb"],
-    }
-    assert json.dumps(params)  # plain JSON for the processing record
+    assert dispatch_parameters(None, None, None, None) == {}
+    # file_location is the task's, above the run config
+    assert job_parameters({}, {"file_location": "x"}, ["y"], None) == {"file_location": ["y"]}
+    assert json.dumps(job)  # plain JSON for the processing record

@@ -73,14 +73,14 @@ def test_spec_defaults_and_pipeline_options():
         "",
         True,
         False,
-        False,
+        True,  # analysis-pipeline-utils' default
     )
     assert s.pipeline_options() == {
         "group_by": None,
         "filter_latest": False,
         "filter_by": None,
         "unwind_list_fields": None,
-        "drop_null_groups": False,
+        "drop_null_groups": True,
     }
     assert s.analyses[0].fixed_parameters == {} and s.analyses[0].distributed_parameters == []
     assert s.pipeline()[0] == {"$match": {"a": 1}}

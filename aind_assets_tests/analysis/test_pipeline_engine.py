@@ -105,10 +105,10 @@ def test_drop_null_groups(collection):
     collection.insert_many(RECORDS)
     orphan = dict(RECORDS[0], _id="orphan", name="orphan", subject={})
     collection.insert_one(orphan)
-    kept = run(collection, build_pipeline({}, group_by=["subject.subject_id"]))
-    dropped = run(
-        collection, build_pipeline({}, group_by=["subject.subject_id"], drop_null_groups=True)
+    kept = run(
+        collection, build_pipeline({}, group_by=["subject.subject_id"], drop_null_groups=False)
     )
+    dropped = run(collection, build_pipeline({}, group_by=["subject.subject_id"]))  # default
     assert len(kept) == 5 and len(dropped) == 4
     nulls = [r for r in kept if r["group_metadata"] == {"subject__subject_id": None}]
     assert [r["asset_name"] for r in nulls] == [["orphan"]]

@@ -56,6 +56,7 @@ def test_group_by_dotted_field_is_carried_then_folded_into_group_metadata():
     pipeline = build_pipeline(
         {"data_description.project_name": "Ephys Platform"},
         group_by=["subject.subject_id", "data_description.project_name"],
+        drop_null_groups=False,
     )
     assert pipeline == [
         {"$match": {"data_description.project_name": "Ephys Platform"}},
@@ -89,8 +90,12 @@ def test_drop_null_groups_covers_filter_by_and_group_by_fields():
         {"$match": {"q": 1}},
         {"$match": {"subject.subject_id": {"$ne": None}, "session": {"$ne": None}}},
     ]
-    # Without it, no null-dropping stage.
-    assert build_pipeline({"q": 1}, group_by=["session"])[1]["$group"]["_id"] == ["$session"]
+    # It is the default (as in analysis-pipeline-utils); turned off, no null-dropping stage.
+    assert build_pipeline({"q": 1}, group_by=["session"])[1] == {
+        "$match": {"session": {"$ne": None}}
+    }
+    off = build_pipeline({"q": 1}, group_by=["session"], drop_null_groups=False)
+    assert off[1]["$group"]["_id"] == ["$session"]
 
 
 def test_drop_null_groups_without_group_fields_adds_nothing():
@@ -99,7 +104,10 @@ def test_drop_null_groups_without_group_fields_adds_nothing():
 
 def test_filter_latest_true_sorts_on_created_and_keeps_first_per_filter_by():
     assert build_pipeline(
-        {"status": "complete"}, filter_latest=True, filter_by=["data_description.input_data_name"]
+        {"status": "complete"},
+        filter_latest=True,
+        filter_by=["data_description.input_data_name"],
+        drop_null_groups=False,
     ) == [
         {"$match": {"status": "complete"}},
         {"$sort": {"created": -1}},
@@ -138,7 +146,12 @@ def test_filter_latest_without_filter_by_is_a_clear_error(filter_by):
 
 
 def test_filter_by_without_filter_latest_only_feeds_null_dropping():
-    assert build_pipeline({}, filter_by=["x"]) == [{"$match": {}}, PROJECT]
+    assert build_pipeline({}, filter_by=["x"], drop_null_groups=False) == [{"$match": {}}, PROJECT]
+    assert build_pipeline({}, filter_by=["x"]) == [
+        {"$match": {}},
+        {"$match": {"x": {"$ne": None}}},
+        PROJECT,
+    ]
 
 
 def test_unwind_wraps_non_arrays_then_unwinds_before_grouping():
@@ -146,6 +159,7 @@ def test_unwind_wraps_non_arrays_then_unwinds_before_grouping():
         {"status": "complete"},
         group_by=["metadata.animal_id"],
         unwind_list_fields=["tags", "data_description.modalities"],
+        drop_null_groups=False,
     )
     assert pipeline[:5] == [
         {"$match": {"status": "complete"}},
@@ -382,7 +396,7 @@ def test_pipeline_for_changes_restricts_to_the_page():
 def test_pipeline_for_changes_grouped_with_unwind_restricts_again_after_unwind():
     rows = [{"_id": "a", "last_modified": LM, "mods": [{"ab": "e"}]}]
     pipeline = pipeline_for_changes(
-        {"q": 1}, rows, group_by=["mods.ab"], unwind_list_fields=["mods"]
+        {"q": 1}, rows, group_by=["mods.ab"], unwind_list_fields=["mods"], drop_null_groups=False
     )
     restriction = {"mods.ab": {"$in": ["e"]}}
     assert pipeline[0] == {"$match": {"$and": [{"q": 1}, restriction]}}

@@ -70,7 +70,8 @@ def make_task(store, name: str = "asset_a", data: bytes = b"12345") -> AnalysisD
 
 def job(store, docdb, task, analysis="count_bytes", **params):
     definition = REGISTRY.get(analysis)
-    merged = {**definition.code_defaults(), **params, "file_location": task.file_location}
+    code = definition.job_code(task, params)  # params: the run-config layer
+    merged = code.parameters.model_dump()
     kwargs = {
         "docdb": docdb,
         "store": store,
@@ -78,7 +79,7 @@ def job(store, docdb, task, analysis="count_bytes", **params):
         "results_collection": RESULTS,
     }
     return lambda **kw: run_job(
-        definition, task, definition.validate_parameters(merged), **{**kwargs, **kw}
+        definition, task, definition.validate_parameters(merged), code=code, **{**kwargs, **kw}
     )
 
 
@@ -100,10 +101,9 @@ def test_completed_then_skipped_and_a_parameter_change_is_new(store, docdb):
     assert listed == [METADATA_FILE, "total.txt"]
     doc = docdb.find_one(RESULTS, {"_id": name})
     code = doc["processing"]["data_processes"][0]["code"]
+    # as merged (analysis code < run config + file_location), not default-filled: the package's
     assert code["parameters"] == {
         "analysis_name": "count_bytes",
-        "analysis_tag": None,
-        "factor": 2,
         "file_location": task.file_location,
     }
     assert [d["url"] for d in code["input_data"]] == task.s3_location

@@ -9,6 +9,8 @@ rolling over ``rolling_window`` trials, one line per session; accuracy per sessi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
@@ -24,11 +26,79 @@ from aind_assets.analysis.wrapper import AnalysisContext
 __all__ = [
     "BehaviorPerformanceOutputs",
     "BehaviorPerformanceSpecification",
+    "canonical_trials",
+    "from_aind_trials",
     "run",
     "session_performance",
 ]
 
 REQUIRED_COLUMNS = ("choice", "correct", "rewarded", "reaction_time")
+#: The trials columns of AIND's dynamic-foraging NWB files that this analysis reads.
+AIND_COLUMNS = (
+    "animal_response",  # 0 left, 1 right, 2 no response
+    "rewarded_historyL",
+    "rewarded_historyR",
+    "reward_probabilityL",
+    "reward_probabilityR",
+    "goCue_start_time",
+)
+#: Acquisition time series of AIND's files holding lick times (for reaction times; optional).
+AIND_LICKS = ("left_lick_time", "right_lick_time")
+
+
+def from_aind_trials(trials: pd.DataFrame, licks: np.ndarray | None = None) -> pd.DataFrame:
+    """AIND's dynamic-foraging trials table as this analysis' columns.
+
+    ``choice`` from ``animal_response``; ``rewarded`` = ``rewarded_historyL`` or ``R``;
+    ``correct`` = the chosen side had the higher (or equal) reward probability; ``reaction_time``
+    = first lick (``licks``: the ``left_lick_time`` and ``right_lick_time`` timestamps) after
+    ``goCue_start_time`` within the trial, NaN without licks. A missing column raises
+    ``ValueError`` naming it.
+    """
+    missing = [c for c in AIND_COLUMNS if c not in trials.columns]
+    if missing:
+        raise ValueError(
+            f"the trials table lacks column(s) {', '.join(missing)} (AIND dynamic-foraging "
+            f"layout: {', '.join(AIND_COLUMNS)}; or give {', '.join(REQUIRED_COLUMNS)})"
+        )
+    response = pd.to_numeric(trials["animal_response"], errors="coerce")
+    choice = response.map({0: "left", 1: "right"}).fillna("none")
+    p_left = pd.to_numeric(trials["reward_probabilityL"], errors="coerce")
+    p_right = pd.to_numeric(trials["reward_probabilityR"], errors="coerce")
+    correct = ((choice == "left") & (p_left >= p_right)) | (
+        (choice == "right") & (p_right >= p_left)
+    )
+    rewarded = trials["rewarded_historyL"].astype(bool) | trials["rewarded_historyR"].astype(bool)
+    go = pd.to_numeric(trials["goCue_start_time"], errors="coerce").to_numpy()
+    reaction = np.full(len(trials), np.nan)
+    if licks is not None and len(licks):
+        ends = np.append(go[1:], np.inf)
+        first = np.searchsorted(licks, go)
+        for i, j in enumerate(first):
+            if j < len(licks) and licks[j] < ends[i] and choice.iloc[i] != "none":
+                reaction[i] = licks[j] - go[i]
+    return pd.DataFrame(
+        {"choice": choice, "correct": correct, "rewarded": rewarded, "reaction_time": reaction},
+        index=trials.index,
+    )
+
+
+def canonical_trials(trials: pd.DataFrame, licks: np.ndarray | None = None) -> pd.DataFrame:
+    """The trials as :data:`REQUIRED_COLUMNS`: as they are when they have them (the demo
+    layout), else from AIND's dynamic-foraging layout (:func:`from_aind_trials`)."""
+    if all(c in trials.columns for c in REQUIRED_COLUMNS):
+        return trials
+    return from_aind_trials(trials, licks)
+
+
+def lick_times(nwb: Any) -> np.ndarray | None:
+    """Sorted lick timestamps of an AIND NWB file (``left_lick_time``/``right_lick_time``)."""
+    found = [
+        np.asarray(nwb.acquisition[name].timestamps[:], dtype=float)
+        for name in AIND_LICKS
+        if name in nwb.acquisition
+    ]
+    return np.sort(np.concatenate(found)) if found else None
 
 
 class BehaviorPerformanceSpecification(AnalysisSpecification):
@@ -133,8 +203,10 @@ def run(
             if nwb.trials is None or len(nwb.trials) == 0:
                 ctx.log.warning("%s has no trials table: skipped", url)
                 continue
-            trials = nwb.trials.to_dataframe()
+            raw = nwb.trials.to_dataframe()
+            licks = lick_times(nwb)
         try:
+            trials = canonical_trials(raw, licks)
             numbers = session_performance(trials)
         except ValueError as exc:
             raise ValueError(f"{url}: {exc}") from exc

@@ -166,6 +166,11 @@ def run(
                 ctx.log.warning("%s has no units table: no units to assess", url)
                 no_units.append(url)
                 continue
+            if "spike_times" not in nwb.units.colnames:
+                raise ValueError(
+                    f"{url}: the units table has no spike_times column (columns: "
+                    f"{', '.join(nwb.units.colnames)})"
+                )
             ids = [int(i) for i in nwb.units.id[:]]
             trains = [np.asarray(nwb.units["spike_times"][i]) for i in range(len(ids))]
             duration = _session_duration(nwb, trains)
