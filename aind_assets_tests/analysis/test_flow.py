@@ -461,3 +461,36 @@ def test_asset_code_versions_follow_analysis_versions_and_fixed_parameters(tmp_p
     )
     for asset in ASSET_DEFS:  # --partition-range needs single-run backfill policies
         assert asset.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_records_name_the_experimenter_of_the_run_tag_or_the_settings(world, instance):
+    """A run's ``aind/experimenter`` tag names the experimenter of its result records; without
+    one, the resource's (``AIND_EXPERIMENTER``) does."""
+    world.seed()
+    for spec_name in CONFIG.names:
+        apply(instance, tick(world, instance, spec_name, None))
+    first, second = ephys_key(world, 0), ephys_key(world, 1)
+    assets = [DISPATCH, BY_NAME["behavior_performance"]]
+
+    tagged = dg.materialize(
+        assets,
+        partition_key=first,
+        instance=instance,
+        resources=world.resources(experimenter="from.settings@example.org"),
+        tags={"aind/experimenter": "jane.doe@example.org"},
+        raise_on_error=False,
+    )
+    assert tagged.success, failure_message(tagged)
+    untagged = materialize(
+        world, instance, second, assets=assets, experimenter="from.settings@example.org"
+    )
+    assert untagged.success, failure_message(untagged)
+
+    by_asset = {}
+    for doc in world.docdb.find(RESULTS, {}):
+        process = Metadata.model_validate(doc).processing.data_processes[0]
+        by_asset[process.code.input_data[0].url] = process.experimenters
+    assert by_asset == {
+        world.by_name(first)["location"]: ["jane.doe@example.org"],
+        world.by_name(second)["location"]: ["from.settings@example.org"],
+    }
