@@ -56,20 +56,13 @@ def _modules(root: Path, package: str) -> dict[str, Path]:
 MODULES = _modules(PACKAGE, "aind_assets")
 
 
-def _top_level_imports(path: Path) -> list[tuple[str, list[str]]]:
-    """(module, imported names) of the module-level imports (function-level ones are lazy)."""
-    out = []
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.append((node.module, [a.name for a in node.names]))
-        elif isinstance(node, ast.Import):
-            out.extend((a.name, []) for a in node.names)
-    return out
-
-
-def _all_imports(path: Path) -> list[tuple[str, list[str]]]:
-    out = []
-    for node in ast.walk(ast.parse(path.read_text())):
+def _imports(path: Path, *, top_level: bool = False) -> list[tuple[str, list[str]]]:
+    """(module, imported names) of a file's absolute imports; ``top_level``: only the module-level
+    ones (function-level imports are lazy and cannot make an import cycle)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level else list(ast.walk(tree))
+    out: list[tuple[str, list[str]]] = []
+    for node in nodes:
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.append((node.module, [a.name for a in node.names]))
         elif isinstance(node, ast.Import):
@@ -106,7 +99,7 @@ def test_no_import_cycles() -> None:
     graph: dict[str, set[str]] = {}
     for name, path in MODULES.items():
         deps = set()
-        for module, names in _top_level_imports(path):
+        for module, names in _imports(path, top_level=True):
             if not module.startswith("aind_assets"):
                 continue
             for n in names:  # `from pkg import module` imports the module
@@ -157,7 +150,7 @@ def test_no_private_name_crosses_modules(folder: str) -> None:
     crossing = [
         f"{path.relative_to(ROOT)}: {module}.{n}"
         for path in sorted((ROOT / folder).rglob("*.py"))
-        for module, names in _all_imports(path)
+        for module, names in _imports(path)
         if module.startswith("aind_assets")
         for n in names
         if n.startswith("_")
@@ -169,7 +162,7 @@ def test_no_test_imports_dagster_privates() -> None:
     private = [
         f"{path.relative_to(ROOT)}: {module}"
         for path in sorted((ROOT / "aind_assets_tests").rglob("*.py"))
-        for module, _ in _all_imports(path)
+        for module, _ in _imports(path)
         if module.startswith("dagster._")
     ]
     assert private == []
@@ -181,13 +174,13 @@ def test_core_never_imports_a_flow_and_bench_never_imports_tests() -> None:
     wrong = [
         f"{n} -> {module}"
         for n in core
-        for module, _ in _all_imports(MODULES[n])
+        for module, _ in _imports(MODULES[n])
         if module.startswith(FLOWS)
     ]
     wrong += [
         f"{path.relative_to(ROOT)} -> {module}"
         for path in sorted((ROOT / "bench").rglob("*.py"))
-        for module, _ in _all_imports(path)
+        for module, _ in _imports(path)
         if module.startswith("aind_assets_tests")
     ]
     assert wrong == []
