@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -160,26 +161,26 @@ def mongod_server(data_dir: Path, port: int, log_path: Path) -> ManagedServer | 
     return ManagedServer("mongod", args, port, log_path)
 
 
-# ``weed mini``'s admin worker dials the admin gRPC at the admin HTTP port + this offset, whatever
-# ``-admin.port.grpc`` says, so the two are chosen together (SeaweedFS's ``GrpcPortOffset``).
+# ``weed mini`` always starts an admin server and a maintenance worker (vacuum, erasure coding,
+# balancing, admin scripts on a timer), none of which S3 needs. The worker dials the admin's gRPC
+# at the admin HTTP port + 10000 (SeaweedFS's ``GrpcPortOffset``), whatever ``-admin.port.grpc``
+# says. An admin HTTP port in this range puts that address past 65535: the worker never connects,
+# neither to this admin nor to whatever else listens there, so no maintenance runs (the log
+# notes its retries).
 _WEED_GRPC_OFFSET = 10000
+_WEED_ADMIN_PORTS = range(65536 - _WEED_GRPC_OFFSET, 65536)
 
 
-def _free_port_pair(offset: int, attempts: int = 200) -> int:
-    """A free port ``p`` whose ``p + offset`` is free too, for servers that derive one from the other."""
-    for _ in range(attempts):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port + offset > 65535:
+def _free_weed_admin_port(attempts: int = 200) -> int:
+    """A free port in ``_WEED_ADMIN_PORTS``."""
+    for port in random.sample(_WEED_ADMIN_PORTS, attempts):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
                 continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + offset))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no free port p with p + {offset} free after {attempts} attempts")
+            return port
+    raise RuntimeError(f"no free port in {_WEED_ADMIN_PORTS} after {attempts} attempts")
 
 
 def seaweedfs_server(
@@ -189,9 +190,9 @@ def seaweedfs_server(
 
     ``weed mini`` starts more than S3 by default, several on fixed ports (Iceberg 8181, Lance 9101,
     WebDAV 7333), so two servers on one machine would collide. Only what S3 needs runs: master,
-    volume, filer and S3 (each HTTP and gRPC port chosen free), plus the admin server, which mini
-    always starts, on a free pair (see ``_WEED_GRPC_OFFSET``). WebDAV, the admin UI, Iceberg,
-    Lance, metrics and telemetry are off.
+    volume, filer and S3, each HTTP and gRPC port chosen free. The admin server, which mini always
+    starts, is on free ports too, with its maintenance worker kept idle (see
+    ``_WEED_GRPC_OFFSET``). WebDAV, the admin UI, Iceberg, Lance, metrics and telemetry are off.
     """
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     if not Path(weed).exists():
@@ -202,8 +203,8 @@ def seaweedfs_server(
     (data_dir / "mini.options").unlink(missing_ok=True)
     s3_port = s3_port or free_port()
     ports = {name: free_port() for name in ("master", "volume", "filer")}
-    grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-    admin = _free_port_pair(_WEED_GRPC_OFFSET)
+    grpc = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin")}
+    ports["admin"] = _free_weed_admin_port()
     args = [
         weed,
         "mini",
@@ -220,8 +221,8 @@ def seaweedfs_server(
         f"-volume.port.grpc={grpc['volume']}",
         f"-filer.port={ports['filer']}",
         f"-filer.port.grpc={grpc['filer']}",
-        f"-admin.port={admin}",
-        f"-admin.port.grpc={admin + _WEED_GRPC_OFFSET}",
+        f"-admin.port={ports['admin']}",
+        f"-admin.port.grpc={grpc['admin']}",
         f"-s3.port={s3_port}",
         f"-s3.port.grpc={grpc['s3']}",
         "-master.telemetry=false",
