@@ -19,6 +19,7 @@ never land in run config, tags or logs.
 | ``AIND_S3_ENDPOINT_URL`` | S3 endpoint (SeaweedFS, MinIO…); unset for AWS | none |
 | ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` | S3 credentials (secret) | AWS chain |
 | ``AIND_S3_ANONYMOUS_BUCKETS`` | buckets read without credentials (public data), comma separated | none |
+| ``AIND_MAX_QUEUED_RUNS_PER_FLOW`` | runs of one flow a sensor may leave waiting in the queue (people's runs go first regardless) | ``8`` |
 | ``AIND_EXPERIMENTER`` | experimenter named in analysis records (a run's ``aind/experimenter`` tag wins) | ``unknown`` |
 | ``AIND_IO_ROOT`` | where the IO manager writes outputs | ``$AIND_STORE_ROOT/dagster-io`` |
 | ``AIND_DATA_ASSETS_ROOT`` | where (demo) data assets live | ``$AIND_STORE_ROOT/data-assets`` |
@@ -56,6 +57,7 @@ class Settings(BaseModel):
     records_collection: str = "processing_records"
     results_collection: str = "analysis_results"
     embedded_docdb_port: int = DEFAULT_EMBEDDED_DOCDB_PORT
+    max_queued_runs_per_flow: int = 8
     store_root: str
     s3_endpoint_url: str | None = None
     aws_key_set: bool = False
@@ -90,6 +92,7 @@ class Settings(BaseModel):
             records_collection=get("AIND_DOCDB_RECORDS_COLLECTION", "processing_records"),
             results_collection=get("AIND_DOCDB_RESULTS_COLLECTION", "analysis_results"),
             embedded_docdb_port=int(get("AIND_EMBEDDED_DOCDB_PORT", DEFAULT_EMBEDDED_DOCDB_PORT)),
+            max_queued_runs_per_flow=int(get("AIND_MAX_QUEUED_RUNS_PER_FLOW", 8)),
             store_root=store,
             s3_endpoint_url=get("AIND_S3_ENDPOINT_URL"),
             aws_key_set=bool(get("AWS_ACCESS_KEY_ID")),

@@ -40,6 +40,8 @@ DISPATCH_KEY = dg.AssetKey(["analysis_dispatch"])
 GROUP = "aind_analysis"
 #: Run tag naming the experimenter of the run's records (else AIND_EXPERIMENTER, else unknown).
 EXPERIMENTER_TAG = "aind/experimenter"
+#: The flow tag value of this flow's runs (the production profile limits concurrency by it).
+FLOW = "analysis"
 #: Bumped when the dispatch logic changes (with the config hash, it is dispatch's code_version).
 DISPATCH_LOGIC_VERSION = "1"
 

@@ -5,12 +5,13 @@
 
 import dagster as dg
 
-from aind_assets.analysis.assets import DATA_ASSETS, DISPATCH_KEY, build_assets
+from aind_assets.analysis.assets import DATA_ASSETS, DISPATCH_KEY, FLOW, build_assets
 from aind_assets.analysis.config import AnalysisSettings
 from aind_assets.analysis.models import load_dispatch_config
 from aind_assets.analysis.registry import load_analyses
 from aind_assets.analysis.resources import AnalysisResource
 from aind_assets.analysis.sensors import build_discovery_sensor
+from aind_assets.runs import flow_tags
 from aind_assets.settings import Settings
 
 #: The partitioned job over dispatch and every analysis (``dagster job backfill -j ...``).
@@ -64,6 +65,7 @@ def build_analysis_definitions(
         ANALYSIS_JOB,
         selection=dg.AssetSelection.assets(DISPATCH_KEY).downstream(),
         partitions_def=DATA_ASSETS,
+        tags=flow_tags(FLOW),
         # One run per partition; its few steps run in the run's process (no process start-up
         # per step, which costs more than a small partition's work).
         executor_def=dg.in_process_executor,

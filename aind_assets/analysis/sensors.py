@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from aind_assets.analysis import paging
-from aind_assets.analysis.assets import DATA_ASSETS, DATA_ASSETS_PARTITIONS, DISPATCH_KEY
+from aind_assets.analysis.assets import DATA_ASSETS, DATA_ASSETS_PARTITIONS, DISPATCH_KEY, FLOW
 from aind_assets.analysis.discovery import (
     SAME,
     DiscoveredPartition,
@@ -28,6 +28,7 @@ from aind_assets.analysis.discovery import (
 )
 from aind_assets.analysis.models import DispatchSpec
 from aind_assets.analysis.resources import AnalysisResource
+from aind_assets.runs import automated_tags
 
 #: Keys per AddDynamicPartitionsRequest (SQLite storage fails with ~36k keys at once).
 ADD_CHUNK = 1000
@@ -50,6 +51,7 @@ class TickPlan:
 
 def run_tags(part: DiscoveredPartition) -> dict[str, str]:
     tags = {
+        **automated_tags(FLOW),
         "aind/dispatch_spec": part.spec,
         "aind/data_assets": str(len(part.asset_name)),
     }

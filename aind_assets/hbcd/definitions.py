@@ -64,6 +64,7 @@ def hbcd_resources(settings: Settings, store: ObjectStoreResource) -> dict[str, 
             identity_map=IdentityMapResource(object_store=store, url=settings.hbcd_identity_map),
             identified_root=settings.hbcd_identified_root,
             deidentified_root=settings.hbcd_deidentified_root,
+            max_queued_runs=settings.max_queued_runs_per_flow,
         )
     }
 

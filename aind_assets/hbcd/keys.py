@@ -9,8 +9,13 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from aind_assets.runs import automated_tags, flow_tags
+
 GROUP = "hbcd"
-FLOW_TAGS = {"aind/flow": "hbcd"}
+FLOW = "hbcd"
+#: Tags of the jobs people launch; sensors and schedules request runs with AUTOMATED_TAGS.
+FLOW_TAGS = flow_tags(FLOW)
+AUTOMATED_TAGS = automated_tags(FLOW)
 BIDS_SESSIONS_NAME = "bids_sessions"  # the partitions' name (``.name`` is typed ``str | None``)
 bids_sessions = dg.DynamicPartitionsDefinition(name=BIDS_SESSIONS_NAME)
 

@@ -15,6 +15,7 @@ from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
 from aind_assets.hbcd.identity.scrub import HbcdError
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.runs import DEFAULT_MAX_QUEUED_RUNS
 
 _CACHE: dict[tuple[str, str], IdentityMap] = {}
 _LOCK = threading.Lock()
@@ -62,6 +63,10 @@ class HbcdResource(dg.ConfigurableResource):
     identity_map: IdentityMapResource
     identified_root: str = Field(description="Identified side (PR bucket), s3://... or a folder")
     deidentified_root: str = Field(description="De-identified side, s3://... or a folder")
+    max_queued_runs: int = Field(
+        default=DEFAULT_MAX_QUEUED_RUNS,
+        description="HBCD runs the discovery sensor and schedule may leave waiting in the queue",
+    )
 
     @property
     def layout(self) -> HbcdLayout:

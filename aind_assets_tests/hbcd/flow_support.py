@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -106,6 +107,7 @@ def make_world(
     *,
     n_subjects: int = 3,
     sessions: tuple[str, ...] = ("V02", "V03"),
+    **hbcd_options: Any,
 ) -> World:
     """Write the identified demo tree and map to ``store`` and build the definitions."""
     source = tmp / "source"
@@ -119,6 +121,7 @@ def make_world(
         identity_map=IdentityMapResource(object_store=store, url=map_url),
         identified_root=layout.identified_root,
         deidentified_root=layout.deidentified_root,
+        **hbcd_options,
     )
     io_root = store.url("io")
     resources: dict[str, object] = {

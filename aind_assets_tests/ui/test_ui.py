@@ -120,6 +120,23 @@ def _run_errors(platform: Platform, run_id: str) -> str:
     return "\n".join(lines) or "(no failure events recorded)"
 
 
+def _queue_wait(platform: Platform, run_id: str) -> tuple[float, int]:
+    """Seconds the run waited in the queue (created -> dequeued and handed to the launcher; the
+    launch itself, a new process, is the machine's speed, not the queue's), and how many HBCD
+    runs the sensors had requested by then (the backlog it did not wait behind)."""
+    from dagster import DagsterEventType, DagsterInstance, RunsFilter
+
+    with DagsterInstance.from_config(platform.env["DAGSTER_HOME"]) as instance:
+        record = instance.get_run_record_by_id(run_id)
+        assert record is not None
+        starting = instance.all_logs(run_id, of_type=DagsterEventType.RUN_STARTING)
+        assert starting, f"run {run_id} has no RUN_STARTING event"
+        hbcd = instance.get_runs_count(
+            RunsFilter(tags={"aind/flow": "hbcd"}, created_before=record.create_timestamp)
+        )
+        return starting[0].timestamp - record.create_timestamp.timestamp(), hbcd
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -154,6 +171,9 @@ def materialized(platform: Platform) -> dict[str, str]:
     assert status == DagsterRunStatus.SUCCESS, (
         f"run {run_id} ended {status}:\n{_run_errors(platform, run_id)}"
     )
+    waited, hbcd_runs = _queue_wait(platform, run_id)
+    # people's runs go first (priority above sensors', per-flow limits): no wait behind a backlog
+    assert waited <= 30, f"run {run_id} waited {waited:.1f} s in the queue ({hbcd_runs} HBCD runs)"
     return {"partition": key, "run_id": run_id, "keys": " ".join(keys)}
 
 

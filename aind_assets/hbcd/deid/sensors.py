@@ -18,9 +18,11 @@ from aind_assets.hbcd.deid.discovery import DATASET_UNIT, RequestPlan, plan_requ
 from aind_assets.hbcd.deid.store import discover_sessions, write_discovery_report
 from aind_assets.hbcd.identity.scrub import scrubbed_errors
 from aind_assets.hbcd.keys import (
+    AUTOMATED_TAGS,
     BIDS_SESSIONS_NAME,
     DEIDENTIFIED_DATASET,
     DEIDENTIFIED_SESSION,
+    FLOW,
     FLOW_TAGS,
     LEAK_CHECK,
     LEAK_CHECK_KEY,
@@ -29,6 +31,7 @@ from aind_assets.hbcd.keys import (
     encode_cursor,
 )
 from aind_assets.hbcd.resources import HbcdResource
+from aind_assets.runs import room_in_queue
 
 #: Sessions requested per sensor tick (the rest next tick: ticks must end within 60 s).
 MAX_REQUESTS_PER_TICK = 500
@@ -62,7 +65,7 @@ def session_request(key: str, digest: str) -> dg.RunRequest:
         partition_key=key,
         asset_selection=[DEIDENTIFIED_SESSION],
         asset_check_keys=[LEAK_CHECK_KEY],
-        tags=FLOW_TAGS,
+        tags=AUTOMATED_TAGS,
     )
 
 
@@ -71,7 +74,7 @@ def dataset_request(digest: str) -> dg.RunRequest:
         run_key=f"{DATASET_UNIT}:{digest}",
         asset_selection=[DEIDENTIFIED_DATASET],
         asset_check_keys=[DATASET_LEAK_CHECK_KEY],
-        tags=FLOW_TAGS,
+        tags=AUTOMATED_TAGS,
     )
 
 
@@ -128,7 +131,8 @@ def hbcd_session_discovery(
     context: dg.SensorEvaluationContext, hbcd: HbcdResource
 ) -> dg.SensorResult:
     in_flight = decode_cursor(context.cursor)
-    result, plan = _discover(hbcd, in_flight, MAX_REQUESTS_PER_TICK)
+    room = room_in_queue(context.instance, FLOW, hbcd.max_queued_runs)
+    result, plan = _discover(hbcd, in_flight, min(MAX_REQUESTS_PER_TICK, room))
     ledger = result.ledger
     # keep only requests not yet recorded as done (failed ones stay: the schedule retries them)
     state = {}
@@ -168,7 +172,8 @@ def hbcd_session_discovery(
     ),
 )
 def hbcd_daily_deidentification(context: dg.ScheduleEvaluationContext, hbcd: HbcdResource):
-    result, plan = _discover(hbcd, {}, None)
+    # the rest waits for the discovery sensor's next ticks (the ledger says it is not done)
+    result, plan = _discover(hbcd, {}, room_in_queue(context.instance, FLOW, hbcd.max_queued_runs))
     # schedules cannot return partition requests: add them before requesting the runs
     for request in _add_partitions(context.instance, list(plan.sessions)):
         context.instance.add_dynamic_partitions(BIDS_SESSIONS_NAME, list(request.partition_keys))

@@ -20,6 +20,7 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from aind_assets.hbcd.identity.replace import parse_session_partition_key, session_partition_key
 from aind_assets.hbcd.keys import (
+    AUTOMATED_TAGS,
     CBRAIN_DERIVATIVES,
     DEIDENTIFIED_SESSION,
     FLOW_TAGS,
@@ -76,7 +77,7 @@ def processing_request(key: str, reason: str) -> dg.RunRequest:
         partition_key=key,
         asset_selection=[SESSION_DERIVATIVES],
         asset_check_keys=[SESSION_STALENESS_KEY],
-        tags={**FLOW_TAGS, "hbcd/reason": reason},
+        tags={**AUTOMATED_TAGS, "hbcd/reason": reason},
     )
 
 

@@ -6,6 +6,7 @@ changed (and daily).
 import dagster as dg
 
 from aind_assets.hbcd.keys import (
+    AUTOMATED_TAGS,
     CBRAIN_DERIVATIVES,
     FLOW_TAGS,
     REIDENTIFIED_DERIVATIVES,
@@ -24,7 +25,7 @@ reidentify_job = dg.define_asset_job(
 
 def reidentify_request(run_key: str) -> dg.RunRequest:
     return dg.RunRequest(
-        run_key=run_key, asset_selection=[REIDENTIFIED_DERIVATIVES], tags=FLOW_TAGS
+        run_key=run_key, asset_selection=[REIDENTIFIED_DERIVATIVES], tags=AUTOMATED_TAGS
     )
 
 

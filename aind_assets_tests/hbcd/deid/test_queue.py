@@ -1,0 +1,95 @@
+"""People's runs first: the discovery sensor and the daily schedule request runs below the
+priority of people's runs, and never leave more than the configured number of HBCD runs waiting
+in the queue; what they defer is requested on later ticks, nothing is lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from aind_assets.hbcd.deid.sensors import (
+    hbcd_daily_deidentification,
+    hbcd_session_discovery,
+    session_job,
+)
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.runs import AUTOMATED_PRIORITY, FLOW_TAG, PRIORITY_TAG, waiting_runs
+from aind_assets_tests.hbcd.flow_support import World, make_world
+
+
+@pytest.fixture
+def world(local_store: ObjectStoreResource, tmp_path: Path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        yield make_world(
+            local_store,
+            None,
+            instance,
+            tmp_path,
+            n_subjects=3,
+            sessions=("V02", "V03"),
+            max_queued_runs=4,
+        )
+
+
+def _queue(world: World, n: int, flow: str = "hbcd") -> None:
+    """Put ``n`` runs of ``flow`` in the queue (created, not started), as earlier ticks would."""
+    job = world.defs.resolve_job_def(session_job.name)
+    for _ in range(n):
+        world.instance.create_run_for_job(
+            job, status=dg.DagsterRunStatus.NOT_STARTED, tags={FLOW_TAG: flow}
+        )
+
+
+def _session_requests(result: dg.SensorResult) -> list[dg.RunRequest]:
+    return [r for r in result.run_requests or [] if r.partition_key]
+
+
+def test_discovery_fills_only_the_room_left_in_the_queue_and_defers_the_rest(world) -> None:
+    _queue(world, 2)  # 2 HBCD runs already waiting
+    _queue(world, 5, flow="analysis")  # another flow's runs do not count
+    assert waiting_runs(world.instance, "hbcd") == 2
+
+    first = world.tick(hbcd_session_discovery)
+    assert isinstance(first, dg.SensorResult)
+    requested = _session_requests(first)
+    assert len(requested) == 2  # 4 allowed - 2 waiting; 6 sessions found
+    for request in first.run_requests or []:
+        assert request.tags[PRIORITY_TAG] == str(AUTOMATED_PRIORITY)
+        assert request.tags[FLOW_TAG] == "hbcd"
+
+    # the queue is full now (the requested runs wait too): the next tick defers everything
+    _queue(world, len(first.run_requests or []))
+    full = world.tick(hbcd_session_discovery)
+    assert not isinstance(full, dg.SensorResult) or _session_requests(full) == []
+
+    # once the queue drains, the deferred sessions are requested, each once
+    for run in world.instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.NOT_STARTED])):
+        world.instance.report_run_canceled(run)
+    later: list[str] = []
+    for _ in range(3):
+        tick = world.tick(hbcd_session_discovery)
+        if isinstance(tick, dg.SensorResult):
+            later += [r.partition_key for r in _session_requests(tick)]
+    earlier = [r.partition_key for r in requested]
+    assert len(later) == 4 and not set(later) & set(earlier)
+    assert len(set(earlier + later)) == 6
+
+
+def test_the_daily_schedule_respects_the_queue_too(world) -> None:
+    _queue(world, 3)
+    with dg.build_schedule_context(
+        instance=world.instance, resources={"hbcd": world.hbcd}
+    ) as context:
+        result = hbcd_daily_deidentification(context)
+    runs = result if isinstance(result, list) else []
+    assert len([r for r in runs if r.partition_key]) == 1  # 4 allowed - 3 waiting
+    assert all(r.tags[PRIORITY_TAG] == str(AUTOMATED_PRIORITY) for r in runs)
+
+
+def test_people_runs_keep_the_default_priority() -> None:
+    """Jobs people launch carry the flow tag and no lowered priority."""
+    assert session_job.tags == {FLOW_TAG: "hbcd"}
