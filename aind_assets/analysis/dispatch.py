@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aind_assets.analysis import queries
 from aind_assets.analysis.discovery import partition_key_of, records_by_id
 from aind_assets.analysis.files import build_dispatch_models, expand_tasks, select_files
+from aind_assets.analysis.inputs import row_problems
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig, DispatchSpec
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ class PartitionDispatch:
     files: int = 0
     skipped_assets: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: bad input that fails the partition (a record without name or location, a location
+    #: whose bucket or prefix does not exist): distinct from a skip
+    errors: list[str] = field(default_factory=list)
 
     def tasks_per_analysis(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -98,7 +102,10 @@ def dispatch_partitions(
         out.rows += len(rows)
         out.assets += len(locations)
         files_by_location = None
+        missing: set[str] = set()
         if spec.file_extension:
+            missing = {loc for loc in locations if not listing[loc] and not store.exists(loc)}
+            out.errors.extend(_missing_location_errors(spec, rows, missing))
             files_by_location = select_files(
                 locations, spec.file_extension, lambda loc: [i.url for i in listing[loc]]
             )
@@ -106,6 +113,13 @@ def dispatch_partitions(
         built = build_dispatch_models(
             rows, files_by_location, split_files=spec.split_files, query=query
         )
+        missing_names = {
+            n
+            for r in rows
+            for n, loc in zip(r["asset_name"], r["s3_location"], strict=False)
+            if loc in missing
+        }
+        built = built._replace(skipped=[n for n in built.skipped if n not in missing_names])
         if built.skipped:
             out.skipped_assets.extend(built.skipped)
             out.warnings.append(
@@ -138,17 +152,49 @@ def _rows(
     pipeline = queries.pipeline_for_changes(
         spec.resolved_query(), records, **spec.pipeline_options()
     )
-    rows = [
-        r
-        for r in docdb.aggregate(assets_collection, pipeline or [])
-        if r.get("asset_name") and partition_key_of(r, spec) == key
-    ]
+    rows = []
+    for r in docdb.aggregate(assets_collection, pipeline or []):
+        problems = row_problems(r)
+        if problems:
+            if _row_may_be_key(r, spec, key):
+                out.errors.extend(f"{spec.name}: {p}" for p in problems)
+            continue
+        if partition_key_of(r, spec) == key:
+            rows.append(r)
+    if out.errors:
+        return []
     if not rows:
         out.warnings.append(
             f"{spec.name}: DocDB no longer selects partition {key!r} (records changed, no "
             "longer match the query, or a newer version superseded them)"
         )
     return sorted(rows, key=lambda r: sorted(map(str, r["asset_name"])))
+
+
+def _row_may_be_key(row: Mapping[str, Any], spec: DispatchSpec, key: str) -> bool:
+    """A row with a bad record belongs to partition ``key`` when its key can be computed and
+    is ``key``, or cannot be computed (no name): the records were asked for by ``key``."""
+    try:
+        return partition_key_of(row, spec) == key
+    except (ValueError, TypeError):
+        return True
+
+
+def _missing_location_errors(
+    spec: DispatchSpec, rows: list[dict[str, Any]], missing: set[str]
+) -> list[str]:
+    errors = []
+    for row in rows:
+        for rid, name, loc in zip(
+            row["docdb_record_id"], row["asset_name"], row["s3_location"], strict=False
+        ):
+            if loc in missing:
+                errors.append(
+                    f"{spec.name}: location {loc} of data asset {name} (DocDB record {rid}) does "
+                    "not exist: no such bucket or prefix (an existing location without "
+                    f"*{spec.file_extension} files is skipped, not failed)"
+                )
+    return errors
 
 
 def dispatch_partition(
