@@ -184,12 +184,12 @@ def discover_page(
         rows = docdb.aggregate(assets_collection, pipeline or [])
     # a record without a usable name or location cannot become a partition: reported, not
     # registered (and not silently dropped, nor keyed "None")
-    rows, rejected = split_rows(rows)
+    usable, rejected = split_rows(rows)
     # Partitions in cursor order (of their first record in this page): Dagster keeps dynamic
     # partitions in insertion order, which is what --partition-range a...b follows.
     position = {r["_id"]: i for i, r in enumerate(records)}
     partitions = sorted(
-        rows_to_partitions(rows, spec),
+        rows_to_partitions(usable, spec),
         key=lambda p: (min(position.get(i, len(position)) for i in p.docdb_record_id), p.key),
     )
     return Page(

@@ -11,6 +11,7 @@ parameters) — exactly the jobs the analysis assets run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from aind_assets.analysis.discovery import partition_key_of, records_by_id
 from aind_assets.analysis.files import build_dispatch_models, expand_tasks, select_files
 from aind_assets.analysis.inputs import row_problems
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig, DispatchSpec
+from aind_assets.resources.urls import is_s3
 
 if TYPE_CHECKING:
     from aind_assets.analysis.registry import AnalysisRegistry
@@ -104,8 +106,9 @@ def dispatch_partitions(
         files_by_location = None
         missing: set[str] = set()
         if spec.file_extension:
-            missing = {loc for loc in locations if not listing[loc] and not store.exists(loc)}
-            out.errors.extend(_missing_location_errors(spec, rows, missing))
+            why = {loc: _why_missing(store, loc) for loc in locations if not listing[loc]}
+            missing = {loc for loc, reason in why.items() if reason}
+            out.errors.extend(_missing_location_errors(spec, rows, why))
             files_by_location = select_files(
                 locations, spec.file_extension, lambda loc: [i.url for i in listing[loc]]
             )
@@ -180,19 +183,32 @@ def _row_may_be_key(row: Mapping[str, Any], spec: DispatchSpec, key: str) -> boo
         return True
 
 
+def _why_missing(store: ObjectStoreResource, location: str) -> str | None:
+    """Why a location whose listing is empty does not exist, or ``None`` when it does (a local
+    directory without files). On S3 a prefix exists only through its objects."""
+    if not is_s3(location):
+        return None if os.path.isdir(location) else "no such directory"
+    bucket = location[len("s3://") :].split("/", 1)[0]
+    try:
+        bucket_exists = store.exists(f"s3://{bucket}")
+    except (OSError, PermissionError):
+        bucket_exists = True  # cannot tell: say what is certain
+    return "no object under this prefix" if bucket_exists else f"no bucket {bucket!r}"
+
+
 def _missing_location_errors(
-    spec: DispatchSpec, rows: list[dict[str, Any]], missing: set[str]
+    spec: DispatchSpec, rows: list[dict[str, Any]], why: Mapping[str, str | None]
 ) -> list[str]:
     errors = []
     for row in rows:
         for rid, name, loc in zip(
             row["docdb_record_id"], row["asset_name"], row["s3_location"], strict=False
         ):
-            if loc in missing:
+            if why.get(loc):
                 errors.append(
                     f"{spec.name}: location {loc} of data asset {name} (DocDB record {rid}) does "
-                    "not exist: no such bucket or prefix (an existing location without "
-                    f"*{spec.file_extension} files is skipped, not failed)"
+                    f"not exist ({why[loc]}); an existing location without "
+                    f"*{spec.file_extension} files is skipped, not failed"
                 )
     return errors
 
