@@ -43,8 +43,11 @@ from pydantic import BaseModel
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import join_url
+from aind_assets.settings_checks import SettingsError, check_environment
 
 DEFAULT_EMBEDDED_DOCDB_PORT = 27027
+
+__all__ = ["Settings", "SettingsError"]
 
 
 class Settings(BaseModel):
@@ -74,6 +77,7 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        check_environment(env)
 
         def get(name: str, default: Any = None) -> Any:
             value = env.get(name)

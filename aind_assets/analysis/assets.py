@@ -166,6 +166,13 @@ def _dispatch_asset(config: DispatchConfig) -> dg.AssetsDefinition:
                 context.log.warning(f"{key}: {warning}")
             if not result.models:
                 context.log.warning(f"{key}: no analysis job (see the warnings above)")
+        failed = {k: r.errors for k, r in results.items() if r.errors}
+        if failed:
+            raise dg.Failure(
+                description=f"bad input in {len(failed)} partition(s):\n"
+                + "\n".join(f"- {k}: {e}" for k, errs in failed.items() for e in errs),
+                metadata={"failed_partitions": dg.MetadataValue.json(failed)},
+            )
         context.add_output_metadata(_dispatch_metadata(results))
         return _one_or_many(keys, {k: r.models for k, r in results.items()})
 

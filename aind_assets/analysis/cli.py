@@ -50,6 +50,7 @@ def _instance() -> DagsterInstance:
 
 def _cmd_sync(args: argparse.Namespace) -> int:
     from aind_assets.analysis.assets import DATA_ASSETS_PARTITIONS
+    from aind_assets.analysis.config_checks import validate_dispatch_config
     from aind_assets.analysis.discovery import (
         KnownPartitions,
         PartitionMap,
@@ -63,6 +64,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     settings, analysis = _settings()
     registry = load_analyses(analysis.analysis_modules)
     config = load_dispatch_config(analysis.dispatch_config, known_analyses=registry.names())
+    validate_dispatch_config(config, registry, analysis.dispatch_config)
     specs = [config[name] for name in args.spec] if args.spec else list(config)
     extra = parse_query(args.query) if args.query else None
     instance = None if args.dry_run else _instance()
@@ -77,6 +79,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             keys: list[str] = []
             new: list[str] = []
             records = 0
+            rejected: list[str] = []
             registered = (
                 KnownPartitions(
                     lambda k: instance.has_dynamic_partition(DATA_ASSETS_PARTITIONS, k),
@@ -94,6 +97,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 extra_query=extra,
             ):
                 records += page.records
+                rejected.extend(page.rejected)
                 if instance is not None and registered is not None:
                     exists = registered.check([p.key for p in page.partitions])
                     pmap.record(page.partitions, exists=exists.__getitem__)
@@ -123,7 +127,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 "deleted": len(deleted),
                 "first": keys[0] if keys else None,
                 "last": keys[-1] if keys else None,
+                "not_registered": rejected,
             }
+            for problem in rejected:
+                print(f"not registered: {problem}", file=sys.stderr)
             summary["added"] += len(new)
             summary["deleted"] += len(deleted)
             summary["keys"].extend(k for k in keys if k not in summary["keys"])

@@ -7,6 +7,7 @@ import dagster as dg
 
 from aind_assets.analysis.assets import DATA_ASSETS, DISPATCH_KEY, FLOW, build_assets
 from aind_assets.analysis.config import AnalysisSettings
+from aind_assets.analysis.config_checks import validate_dispatch_config
 from aind_assets.analysis.models import load_dispatch_config
 from aind_assets.analysis.registry import load_analyses
 from aind_assets.analysis.resources import AnalysisResource
@@ -51,6 +52,7 @@ def build_analysis_definitions(
     config = load_dispatch_config(
         analysis_settings.dispatch_config, known_analyses=registry.names()
     )
+    validate_dispatch_config(config, registry, analysis_settings.dispatch_config)
     assets = build_assets(config, list(registry))
     sensors = [
         build_discovery_sensor(

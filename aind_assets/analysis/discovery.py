@@ -22,11 +22,12 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aind_assets.analysis import paging
+from aind_assets.analysis.inputs import split_rows
 from aind_assets.analysis.models import DispatchSpec
 from aind_assets.analysis.registry import canonical_json
 
@@ -139,6 +140,8 @@ class Page:
     records: int
     full: bool
     seconds: float = 0.0
+    #: why records of this page were not registered (no name, no or a bad location)
+    rejected: list[str] = field(default_factory=list)
 
 
 def _query(spec: DispatchSpec, extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -179,12 +182,14 @@ def discover_page(
     else:
         pipeline = paging.pipeline_for_changes(query, records, **options)
         rows = docdb.aggregate(assets_collection, pipeline or [])
-    rows = [r for r in rows if r.get("asset_name") and all(r["s3_location"])]
+    # a record without a usable name or location cannot become a partition: reported, not
+    # registered (and not silently dropped, nor keyed "None")
+    usable, rejected = split_rows(rows)
     # Partitions in cursor order (of their first record in this page): Dagster keeps dynamic
     # partitions in insertion order, which is what --partition-range a...b follows.
     position = {r["_id"]: i for i, r in enumerate(records)}
     partitions = sorted(
-        rows_to_partitions(rows, spec),
+        rows_to_partitions(usable, spec),
         key=lambda p: (min(position.get(i, len(position)) for i in p.docdb_record_id), p.key),
     )
     return Page(
@@ -193,6 +198,7 @@ def discover_page(
         len(records),
         len(records) >= page_size,
         time.perf_counter() - started,
+        rejected=[f"{spec.name}: {p}" for p in rejected],
     )
 
 

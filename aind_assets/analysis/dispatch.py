@@ -12,6 +12,7 @@ assets run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from aind_assets.analysis import paging
 from aind_assets.analysis.discovery import partition_key_of, records_by_id
 from aind_assets.analysis.files import build_dispatch_models, expand_tasks, select_files
+from aind_assets.analysis.inputs import row_problems
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig, DispatchSpec
+from aind_assets.resources.urls import is_s3
 
 if TYPE_CHECKING:
     from aind_assets.analysis.registry import AnalysisRegistry
@@ -41,6 +44,9 @@ class PartitionDispatch:
     files: int = 0
     skipped_assets: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: bad input that fails the partition (a record without name or location, a location
+    #: whose bucket or prefix does not exist): distinct from a skip
+    errors: list[str] = field(default_factory=list)
 
     def tasks_per_analysis(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -100,7 +106,11 @@ def dispatch_partitions(
         out.rows += len(rows)
         out.assets += len(locations)
         files_by_location = None
+        missing: set[str] = set()
         if spec.file_extension:
+            why = {loc: why_missing(store, loc) for loc in locations if not listing[loc]}
+            missing = {loc for loc, reason in why.items() if reason}
+            out.errors.extend(_missing_location_errors(spec, rows, why))
             files_by_location = select_files(
                 locations, spec.file_extension, lambda loc: [i.url for i in listing[loc]]
             )
@@ -108,6 +118,13 @@ def dispatch_partitions(
         built = build_dispatch_models(
             rows, files_by_location, split_files=spec.split_files, query=query
         )
+        missing_names = {
+            n
+            for r in rows
+            for n, loc in zip(r["asset_name"], r["s3_location"], strict=False)
+            if loc in missing
+        }
+        built = built._replace(skipped=[n for n in built.skipped if n not in missing_names])
         if built.skipped:
             out.skipped_assets.extend(built.skipped)
             out.warnings.append(
@@ -141,17 +158,62 @@ def _rows(
     pipeline = paging.pipeline_for_changes(
         spec.resolved_query(), records, **spec.pipeline_options()
     )
-    rows = [
-        r
-        for r in docdb.aggregate(assets_collection, pipeline or [])
-        if r.get("asset_name") and partition_key_of(r, spec) == key
-    ]
+    rows = []
+    for r in docdb.aggregate(assets_collection, pipeline or []):
+        problems = row_problems(r)
+        if problems:
+            if _row_may_be_key(r, spec, key):
+                out.errors.extend(f"{spec.name}: {p}" for p in problems)
+            continue
+        if partition_key_of(r, spec) == key:
+            rows.append(r)
+    if out.errors:
+        return []
     if not rows:
         out.warnings.append(
             f"{spec.name}: DocDB no longer selects partition {key!r} (records changed, no "
             "longer match the query, or a newer version superseded them)"
         )
     return sorted(rows, key=lambda r: sorted(map(str, r["asset_name"])))
+
+
+def _row_may_be_key(row: Mapping[str, Any], spec: DispatchSpec, key: str) -> bool:
+    """A row with a bad record belongs to partition ``key`` when its key can be computed and
+    is ``key``, or cannot be computed (no name): the records were asked for by ``key``."""
+    try:
+        return partition_key_of(row, spec) == key
+    except (ValueError, TypeError):
+        return True
+
+
+def why_missing(store: ObjectStoreResource, location: str) -> str | None:
+    """Why a location whose listing is empty does not exist, or ``None`` when it does (a local
+    directory without files). On S3 a prefix exists only through its objects."""
+    if not is_s3(location):
+        return None if os.path.isdir(location) else "no such directory"
+    bucket = location[len("s3://") :].split("/", 1)[0]
+    try:
+        bucket_exists = store.exists(f"s3://{bucket}")
+    except (OSError, PermissionError):
+        bucket_exists = True  # cannot tell: say what is certain
+    return "no object under this prefix" if bucket_exists else f"no bucket {bucket!r}"
+
+
+def _missing_location_errors(
+    spec: DispatchSpec, rows: list[dict[str, Any]], why: Mapping[str, str | None]
+) -> list[str]:
+    errors = []
+    for row in rows:
+        for rid, name, loc in zip(
+            row["docdb_record_id"], row["asset_name"], row["s3_location"], strict=False
+        ):
+            if why.get(loc):
+                errors.append(
+                    f"{spec.name}: location {loc} of data asset {name} (DocDB record {rid}) does "
+                    f"not exist ({why[loc]}); an existing location without "
+                    f"*{spec.file_extension} files is skipped, not failed"
+                )
+    return errors
 
 
 def dispatch_partition(

@@ -22,13 +22,14 @@ into dispatch rows (``s3_location`` / ``asset_name`` / ``docdb_record_id`` lists
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from aind_assets.analysis.inputs import parse_asset_ids_csv
+from aind_assets.textfiles import TextInputError, decode_text
 
 #: The DocDB field holding a data asset's Code Ocean id (what a CSV of ``asset_id`` refers to).
 CODE_OCEAN_ID_FIELD = "external_links.Code Ocean.0"
@@ -217,31 +218,23 @@ def parse_query(json_text_or_path: str | os.PathLike[str] | Mapping[str, Any]) -
 
 def read_asset_ids_csv(text_or_path: str | os.PathLike[str]) -> list[str]:
     """Asset ids from the ``asset_id`` column of a CSV (text or file): stripped, blanks skipped,
-    duplicates dropped (first occurrence kept)."""
+    duplicates dropped (first occurrence kept), each with a warning naming the lines; any other
+    problem (encoding, quoting, not an id) raises :class:`QueryError` naming the file and line
+    (see :func:`aind_assets.analysis.inputs.parse_asset_ids_csv`)."""
     if _looks_like_path(text_or_path):
         source = str(text_or_path)
         try:
-            text = Path(text_or_path).read_text(encoding="utf-8-sig")
+            text = decode_text(Path(text_or_path).read_bytes(), f"asset id CSV {source}")
         except OSError as exc:
             raise QueryError(f"cannot read asset id CSV {source}: {exc}") from exc
+        except TextInputError as exc:
+            raise QueryError(str(exc)) from None
     else:
         source, text = "CSV text", str(text_or_path).lstrip("\ufeff")
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip() for c in (reader.fieldnames or [])]
-    if "asset_id" not in columns:
-        found = ", ".join(repr(c) for c in columns) if columns else "none (empty file)"
-        raise QueryError(f"{source} has no 'asset_id' column; columns found: {found}")
-    reader.fieldnames = columns
-    ids: list[str] = []
-    seen: set[str] = set()
-    for row in reader:
-        value = (row.get("asset_id") or "").strip()
-        if value and value not in seen:
-            seen.add(value)
-            ids.append(value)
-    if not ids:
-        raise QueryError(f"{source}: the 'asset_id' column has no values")
-    return ids
+    try:
+        return parse_asset_ids_csv(text, source)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
 
 
 def query_from_csv(text_or_path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ import functools
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from aind_assets.analysis.config_checks import validate_dispatch_config
 from aind_assets.analysis.discovery import PartitionMap, ensure_indexes
 from aind_assets.analysis.models import DispatchConfig, load_dispatch_config
 from aind_assets.analysis.registry import AnalysisRegistry, load_analyses
@@ -15,7 +16,8 @@ from aind_assets.resources.object_store import ObjectStoreResource
 @functools.cache
 def _load(path: str, modules: tuple[str, ...]) -> tuple[DispatchConfig, AnalysisRegistry]:
     registry = load_analyses(modules)
-    return load_dispatch_config(path, known_analyses=registry.names()), registry
+    config = load_dispatch_config(path, known_analyses=registry.names())
+    return validate_dispatch_config(config, registry, path), registry
 
 
 class AnalysisResource(dg.ConfigurableResource):

@@ -47,6 +47,8 @@ class TickPlan:
     records: int = 0
     pages: int = 0
     partitions: int = 0
+    #: records that cannot become partitions, with the reason (see inputs.row_problems)
+    rejected: list[str] = field(default_factory=list)
 
 
 def run_tags(part: DiscoveredPartition) -> dict[str, str]:
@@ -101,6 +103,7 @@ def plan_tick(
         plan.records += page.records
         plan.pages += 1
         plan.partitions += len(page.partitions)
+        plan.rejected.extend(page.rejected)
         plan.cursor["after"] = paging.encode_cursor(page.cursor)
     if analysis.remove_gone:
         chunks = pmap.chunks(spec.name, after=state.get("sweep"), limit=analysis.sweep_batch)
@@ -146,6 +149,8 @@ def to_sensor_result(
             else "no new or changed partition"
         )
         removed = f"; {len(deletes)} removed" if deletes else ""
+        if plan.rejected:
+            removed += f"; {len(plan.rejected)} record problem(s): " + "; ".join(plan.rejected[:5])
         return dg.SensorResult(
             cursor=cursor,
             dynamic_partitions_requests=requests,
@@ -189,6 +194,8 @@ def build_discovery_sensor(
             return list(instance.get_dynamic_partitions(DATA_ASSETS_PARTITIONS))
 
         plan = plan_tick(analysis, dispatch_config[spec.name], context.cursor, has, every)
+        for problem in plan.rejected:
+            context.log.warning(f"not registered: {problem}")
         context.log.info(
             f"{spec.name}: {plan.records} record(s) in {plan.pages} page(s) -> "
             f"{plan.partitions} partition(s), {len(plan.add_keys)} new, {len(plan.runs)} to run, "

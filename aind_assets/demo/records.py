@@ -215,5 +215,11 @@ def write_demo_files(
         for relative in _nwb_files_of(record):
             target = out / record["name"] / relative
             paths.append(write_demo_nwb(target, **demo_nwb_kwargs(record, relative)))
+        if not paths:
+            # the asset exists but holds no NWB file (its processing failed): a log says so,
+            # so that its location exists and dispatch skips it (a missing location fails)
+            log = out / record["name"] / "logs" / "processing.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text("processing failed: no NWB file was written\n")
         written[record["name"]] = paths
     return written

@@ -56,8 +56,8 @@ def seed_demo(
         by_name = {r["name"]: r for r in records}
         uploads = [
             (tmp_dir / "nwb" / name, by_name[name]["location"])
-            for name, paths in written.items()
-            if paths
+            for name in written
+            if (tmp_dir / "nwb" / name).is_dir()
         ]
         store.map_concurrently(lambda pair: store.put_tree(*pair), uploads)
 

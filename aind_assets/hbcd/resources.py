@@ -16,6 +16,7 @@ from aind_assets.hbcd.identity.scrub import HbcdError
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.runs import DEFAULT_MAX_QUEUED_RUNS
+from aind_assets.textfiles import TextInputError, decode_text
 
 _CACHE: dict[tuple[str, str], IdentityMap] = {}
 _LOCK = threading.Lock()
@@ -41,9 +42,9 @@ class IdentityMapResource(dg.ConfigurableResource):
             return cached
         data = self.object_store.get_bytes(self.url)
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise HbcdError(f"{self.url}: the identity map is not UTF-8 text") from None
+            text = decode_text(data, f"{self.url} (identity map)")
+        except TextInputError as e:  # names the offset, never a value
+            raise HbcdError(str(e)) from None
         try:
             idmap = parse_identity_map(text, self.url)
         except ValueError as e:  # messages name the row and column, never a value

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from aind_assets.resources.links import link_refusal
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import ObjectInfo, is_s3
 
@@ -32,6 +33,8 @@ def list_children(store: ObjectStoreResource, url: str) -> tuple[list[ObjectInfo
         if name == path.rstrip("/"):
             continue
         full = f"s3://{name}" if is_s3(url) else name
+        if raw.get("islink") and link_refusal(name, path) is not None:
+            continue  # never followed out of the tree (reported by ObjectStoreResource)
         if raw.get("type") == "directory":
             dirs.append(full)
         else:

@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import pymongo
 import pymongo.errors
@@ -16,6 +15,8 @@ from pydantic import Field, PrivateAttr
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.uri_parser import parse_uri
+
+from aind_assets.resources.redaction import redact_uri, scrub_secrets
 
 
 class DocDBError(RuntimeError):
@@ -28,20 +29,6 @@ class LeaseHeldError(RuntimeError):
     def __init__(self, name: str, holder: str, since: Any):
         self.name, self.holder, self.since = name, holder, since
         super().__init__(f"{name} is held by {holder} since {since}")
-
-
-def redact_uri(uri: str) -> str:
-    """``mongodb://user:pw@host/db`` → ``mongodb://user:***@host/db`` for messages and logs."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable URI>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        cred, host = netloc.rsplit("@", 1)
-        user = cred.split(":", 1)[0]
-        netloc = f"{user}:***@{host}"
-    return parts._replace(netloc=netloc).geturl()
 
 
 def _hosts(uri: str) -> str:
@@ -288,12 +275,5 @@ class DocDBResource(ConfigurableResource):
 
 
 def _scrub(message: str, uri: str) -> str:
-    """Remove the password of ``uri`` from a driver message, whatever the driver put in it."""
-    try:
-        password = parse_uri(uri, validate=False).get("password")
-    except Exception:  # noqa: BLE001
-        password = None
-        netloc = urlsplit(uri).netloc if "://" in uri else ""
-        if "@" in netloc and ":" in netloc.split("@")[0]:
-            password = netloc.split("@")[0].split(":", 1)[1]
-    return message.replace(password, "***") if password else message
+    """Remove every secret of ``uri`` from a driver message, whatever the driver put in it."""
+    return scrub_secrets(message, uri)

@@ -21,6 +21,7 @@ from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 from upath import UPath
 
+from aind_assets.resources.links import link_refusal, refused_links_under
 from aind_assets.resources.urls import ObjectInfo, is_s3, join_url
 
 CHUNK = 8 * 2**20
@@ -149,8 +150,16 @@ class ObjectStoreResource(ConfigurableResource):
             self.object_info(prefix, raw)
             for raw in found.values()
             if raw.get("type") != "directory"
+            and not (raw.get("islink") and link_refusal(raw["name"], path) is not None)
         ]
         return sorted(infos, key=lambda i: i.url)
+
+    def refused_links(self, prefix: str) -> dict[str, str]:
+        """``{url: reason}`` of the symbolic links under a local ``prefix`` that listings leave
+        out (pointing outside it, dangling, or to a folder; see :mod:`.links`); ``{}`` on S3."""
+        if is_s3(prefix):
+            return {}
+        return refused_links_under(self._path(prefix))
 
     def list_many(self, prefixes: Iterable[str]) -> dict[str, list[ObjectInfo]]:
         """List several prefixes concurrently (one request stream each)."""

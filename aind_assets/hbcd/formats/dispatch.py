@@ -46,6 +46,7 @@ from aind_assets.hbcd.formats.base import (
     FormatContext,
     UnsupportedFileType,
 )
+from aind_assets.hbcd.formats.errors import describe_foreign_error
 from aind_assets.hbcd.formats.gz import GzipFormatError, gzipped
 from aind_assets.hbcd.formats.json_sidecar import JSON
 from aind_assets.hbcd.formats.nifti import NIFTI, NiftiFormatError, run_nifti
@@ -64,6 +65,7 @@ from aind_assets.hbcd.identity.replace import (
     reidentify_path,
 )
 from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
+from aind_assets.resources.links import link_refusal
 
 NIFTI_GZ = FileHandler("nifti.gz", gzipped(run_nifti))
 _GZ = {h.name: FileHandler(h.name + ".gz", gzipped(h.run)) for h in (TSV, JSON, TEXT)}
@@ -111,8 +113,10 @@ def _run(
     except _OWN_ERRORS as e:
         raise DeidentificationError(f"{shown_path}: {handler.name}: {e}") from None
     except (ValueError, EOFError, OSError, zlib.error, UnicodeError) as e:
-        # foreign messages may quote content: report the type only
-        raise DeidentificationError(f"{shown_path}: {handler.name}: {type(e).__name__}") from None
+        # foreign messages may quote content: say what is wrong in our own words
+        raise DeidentificationError(
+            f"{shown_path}: {handler.name}: {describe_foreign_error(e)}"
+        ) from None
 
 
 def deidentify_file(
@@ -203,8 +207,9 @@ def _path_token(relpath: str) -> str:
 
 
 def _walk(root: Path) -> Iterator[str]:
+    """Files below ``root``, and symbolic links that are not folders (checked by the caller)."""
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() or (p.is_symlink() and not p.is_dir()):
             yield p.relative_to(root).as_posix()
 
 
@@ -219,6 +224,10 @@ def deidentify_tree(src_root: Path, dst_root: Path, idmap: IdentityMap) -> TreeR
             new = deidentify_path(rel, idmap)
         except UnmappedIdentifierError:
             report.skipped.append(SkippedFile(_path_token(rel), "subject not in identity map"))
+            continue
+        refusal = link_refusal(str(src_root / rel), str(src_root))
+        if refusal is not None:
+            report.skipped.append(SkippedFile(new, refusal))
             continue
         if handler_for(rel) is None:
             report.skipped.append(SkippedFile(new, "file type not in allow-list"))

@@ -54,13 +54,65 @@ def _json_walk(obj: Any, ctx: FormatContext) -> Any:
     return obj
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+def parse_sidecar(text: str, translate: Any = None) -> Any:
+    """Strict JSON: the error says where (line, column) and what (no content quoted, except a
+    duplicated key shown through ``translate``, the de-identifying token rules)."""
+    try:
+        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
+    except json.JSONDecodeError as e:
+        raise DeidentificationError(
+            f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    except _DuplicateKey as e:
+        key = str(e.args[0])
+        try:
+            shown = repr(translate(key)) if translate is not None else "a key"
+        except Exception:  # noqa: BLE001 - an untranslatable key is not shown
+            shown = "a key"
+        raise DeidentificationError(
+            f"invalid JSON: duplicate key {shown} in one object (which value is meant?)"
+        ) from None
+    except _NonFinite as e:
+        raise DeidentificationError(
+            f"invalid JSON: {e.args[0]} is not a JSON number (write null or a finite number)"
+        ) from None
+
+
 def _run_json(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext) -> None:
     data = src.read()
+    if not data.strip():
+        raise DeidentificationError("empty JSON file (no value)")
     enc = detect_encoding(data[:64])
+    body = data[len(enc.bom) :] if enc.bom and data.startswith(enc.bom) else data
     try:
-        obj = json.loads(enc.decode(data))
-    except ValueError:
-        raise DeidentificationError("invalid JSON") from None
+        text = body.decode(enc.codec)  # strict: a JSON sidecar is text in one encoding
+    except UnicodeDecodeError as e:
+        raise DeidentificationError(
+            f"not valid {e.encoding} text: undecodable byte at offset {e.start} (JSON sidecars "
+            "are UTF-8)"
+        ) from None
+    obj = parse_sidecar(text, ctx.translator.text)
     out = json.dumps(_json_walk(obj, ctx), indent=4, ensure_ascii=False) + "\n"
     dst.write(out.encode("utf-8", "surrogateescape"))
 

@@ -96,6 +96,14 @@ def _field(version: int, name: str) -> tuple[str, int]:
     return code[(dt.kind, dt.itemsize)], off
 
 
+def _bad_sizeof_hdr(head: bytes) -> str:
+    (value,) = struct.unpack("<i", head[:4])
+    return (
+        f"not a NIfTI-1/NIfTI-2 header: sizeof_hdr is {value}, expected {NIFTI1_SIZE} "
+        f"(NIfTI-1) or {NIFTI2_SIZE} (NIfTI-2) (a gzip file named .nii, or not an image?)"
+    )
+
+
 def parse_header(raw: bytes) -> NiftiInfo:
     if len(raw) < 4:
         raise NiftiFormatError("too short for a NIfTI header")
@@ -104,7 +112,7 @@ def parse_header(raw: bytes) -> NiftiInfo:
         if sizeof_hdr in (NIFTI1_SIZE, NIFTI2_SIZE):
             break
     else:
-        raise NiftiFormatError("not a NIfTI-1/NIfTI-2 header (sizeof_hdr)")
+        raise NiftiFormatError(_bad_sizeof_hdr(raw[:4]))
     version = 1 if sizeof_hdr == NIFTI1_SIZE else 2
     if len(raw) < sizeof_hdr:
         raise NiftiFormatError("truncated NIfTI header")
@@ -125,7 +133,10 @@ def parse_header(raw: bytes) -> NiftiInfo:
         code, off = _field(2, "vox_offset")
         (vox_offset,) = struct.unpack(endian + code, raw[off : off + 8])
     if vox_offset < sizeof_hdr + 4:
-        raise NiftiFormatError("vox_offset points inside the header")
+        raise NiftiFormatError(
+            f"vox_offset {vox_offset} points inside the header (the voxel data starts at "
+            f"byte {sizeof_hdr + 4} or later)"
+        )
     return NiftiInfo(version, endian, sizeof_hdr, vox_offset)
 
 
@@ -138,13 +149,17 @@ def _read(src: ReadableBinary, n: int) -> bytes:
 
 def read_nifti_prefix(src: ReadableBinary) -> tuple[NiftiInfo, bytes, list[NiftiExtension]]:
     """Read header and extensions; leaves ``src`` positioned at ``vox_offset``."""
-    head = _read(src, 4)
+    head = read_exact_or_less(src, 4)
+    if not head:
+        raise NiftiFormatError("empty file (0 bytes): not a NIfTI image")
+    if len(head) < 4:
+        raise NiftiFormatError(f"truncated NIfTI file: {len(head)} bytes, no header")
     for endian in "<>":
         (size,) = struct.unpack(endian + "i", head)
         if size in (NIFTI1_SIZE, NIFTI2_SIZE):
             break
     else:
-        raise NiftiFormatError("not a NIfTI-1/NIfTI-2 header (sizeof_hdr)")
+        raise NiftiFormatError(_bad_sizeof_hdr(head))
     raw = head + _read(src, size - 4)
     info = parse_header(raw)
     extender = _read(src, 4)

@@ -7,7 +7,7 @@ import codecs
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from aind_assets.hbcd.formats.base import FileHandler, FormatContext
+from aind_assets.hbcd.formats.base import DeidentificationError, FileHandler, FormatContext
 from aind_assets.hbcd.formats.text import decode_chunks, open_text
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
@@ -141,12 +141,14 @@ def _run_tsv(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext) -> No
     pid_idx: int | None = None
     dropped = 0
     header_done = False
-    for line in _iter_lines(decode_chunks(body, enc)):
+    width = 0
+    for number, line in enumerate(_iter_lines(decode_chunks(body, enc)), start=1):
         ending = "\r\n" if line.endswith("\r\n") else ("\n" if line.endswith("\n") else "")
         content = line[: len(line) - len(ending)]
         if not header_done:
             header_done = True
             names = [c.strip().lower() for c in content.split("\t")]
+            width = len(names)
             id_idx = [i for i, c in enumerate(names) if c in ID_COLUMNS or c in SITE_COLUMNS]
             pid_idx = names.index("participant_id") if "participant_id" in names else None
             dst.write(encoder.encode(line))
@@ -155,6 +157,12 @@ def _run_tsv(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext) -> No
             dst.write(encoder.encode(line))
             continue
         cells = content.split("\t")
+        if len(cells) > width:
+            # a cell without a column cannot be classified (ID or not): refuse, name the line
+            raise DeidentificationError(
+                f"TSV line {number} has {len(cells)} cells but the header has {width} columns "
+                "(a tab too many, or an unquoted tab in a value)"
+            )
         for i in id_idx:
             if i < len(cells):
                 cells[i] = tr(cells[i])
