@@ -8,13 +8,16 @@ The behaviour of aind-analysis-wrapper / analysis-pipeline-utils, made race-free
    result names the existing record).
 3. ``dry_run`` runs the analysis in a scratch folder and writes nothing (no results, no record).
 4. Otherwise the job is **claimed** in ``<results collection>_claims`` through a unique index, so
-   of two concurrent runs of one job exactly one works and the other is skipped. A claim older
-   than ``claim_timeout_s`` (its run died) may be taken over.
-5. The results path ``<results_root>/<hash>/`` must not exist: an existing one is never
-   overwritten (the job fails, naming the path).
+   of two concurrent runs of one job exactly one works and the other is skipped. The holder
+   renews its claim (a heartbeat every ``heartbeat_s``); a claim not renewed for four
+   heartbeats (its run died) may be taken over (claims without heartbeats: ``claim_timeout_s``).
+5. A results path ``<results_root>/<hash>/`` that exists while DocDB has no record is the debris
+   of a run of this very job that died (only the claim holder writes there): it is deleted and
+   the job redone. Results that have their record are never overwritten (step 2 skips them).
 6. The analysis writes its files into a scratch folder, ``metadata.nd.json`` (an aind-data-schema
-   ``Metadata`` whose ``processing`` describes the job) is added, the folder is uploaded, and the
-   DocDB record (``_id = name = hash``) is inserted **last**, so a record never points at missing
+   ``Metadata`` whose ``processing`` describes the job) is added, the files are uploaded with
+   ``metadata.nd.json`` **last** (a folder without it is incomplete), and the DocDB record
+   (``_id = name = hash``) is inserted **last of all**, so a record never points at missing
    results. The claim is then released.
 """
 
@@ -29,10 +32,11 @@ import posixpath
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -280,7 +284,13 @@ def _build_metadata(
 
 
 def _claim(
-    docdb: DocDBResource, collection: str, name: str, token: str, run_id: str | None, timeout: float
+    docdb: DocDBResource,
+    collection: str,
+    name: str,
+    token: str,
+    run_id: str | None,
+    timeout: float,
+    heartbeat_s: float | None = None,
 ) -> tuple[bool, dict[str, Any] | None]:
     """Take the job's claim; ``(False, holder)`` when another live run holds it."""
     doc = {
@@ -289,6 +299,7 @@ def _claim(
         "token": token,
         "run_id": run_id,
         "claimed_at": time.time(),
+        "heartbeat_s": heartbeat_s,
         "host": socket.gethostname(),
         "pid": os.getpid(),
     }
@@ -297,11 +308,60 @@ def _claim(
     holder = docdb.find_one(collection, {"_id": name})
     if holder is None:  # released in between: try once more
         return docdb.insert_unique(collection, doc, key="name"), None
-    if time.time() - float(holder.get("claimed_at") or 0) > timeout:
+    beat = holder.get("heartbeat_s")
+    allowed = 4 * float(beat) if beat else timeout
+    if time.time() - float(holder.get("claimed_at") or 0) > allowed:
         # The holder died: take over. Deleting by its token keeps this race-free too.
         docdb.delete_many(collection, {"_id": name, "token": holder.get("token")})
         return docdb.insert_unique(collection, doc, key="name"), holder
     return False, holder
+
+
+class _Heartbeat:
+    """Renews a claim every ``interval`` s until stopped, so only a dead run's claim ages."""
+
+    def __init__(
+        self, docdb: DocDBResource, collection: str, name: str, token: str, interval: float
+    ):
+        self._stop = threading.Event()
+
+        def beat() -> None:
+            while not self._stop.wait(interval):
+                with contextlib.suppress(Exception):  # DocDB away: the claim just ages
+                    docdb.set_fields(
+                        collection, {"_id": name, "token": token}, {"claimed_at": time.time()}
+                    )
+
+        self._thread = threading.Thread(target=beat, name=f"claim {name[:12]}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _upload(
+    store: ObjectStoreResource,
+    results_dir: Path,
+    url: str,
+    checkpoint: Callable[[str], None] = lambda step: None,
+) -> list[str]:
+    """Every file, then ``metadata.nd.json`` last: a folder without it is incomplete."""
+    metadata = results_dir / METADATA_FILE
+    staged = Path(tempfile.mkdtemp(prefix="aind-metadata-"))
+    try:
+        held = staged / METADATA_FILE
+        metadata.replace(held)
+        uploaded = store.put_tree(results_dir, url)
+        checkpoint("files_uploaded")
+        store.put_file(held, join_url(url, METADATA_FILE))
+        held.replace(metadata)
+    finally:
+        with contextlib.suppress(OSError):
+            if (staged / METADATA_FILE).exists():
+                (staged / METADATA_FILE).unlink()
+            staged.rmdir()
+    return [*uploaded, join_url(url, METADATA_FILE)]
 
 
 def run_job(
@@ -318,12 +378,16 @@ def run_job(
     claim_timeout_s: float = 6 * 3600.0,
     record_fields: Mapping[str, Any] | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    checkpoint: Callable[[str], None] | None = None,
 ) -> JobOutcome:
     """Run one job of ``definition`` on ``task`` with validated ``parameters`` (module docstring).
 
     Errors of the analysis propagate with the job's files named in the message; nothing is
-    recorded for a failed job.
+    recorded for a failed job. ``checkpoint(step)`` is called after each write step
+    (fault-injection tests).
     """
+    checkpoint = checkpoint or (lambda step: None)
+    heartbeat_s = min(60.0, claim_timeout_s / 4)
     log = log or logger
     code = definition.job_code(task, parameters)
     name = lineage.record_name(code)
@@ -355,7 +419,7 @@ def run_job(
     token = uuid.uuid4().hex
     claimed = False
     if not dry_run:
-        claimed, holder = _claim(docdb, claims, name, token, run_id, claim_timeout_s)
+        claimed, holder = _claim(docdb, claims, name, token, run_id, claim_timeout_s, heartbeat_s)
         if not claimed:
             done = docdb.find_one(results_collection, {"_id": name})
             reason = (
@@ -373,13 +437,18 @@ def run_job(
                     **base,
                 )
             )
+    heartbeat = _Heartbeat(docdb, claims, name, token, heartbeat_s) if claimed else None
     try:
         if not dry_run and store.list_objects(results_url):
-            raise ResultsExistError(
-                f"results path {results_url} already exists but DocDB has no record {name}: "
-                "refusing to overwrite it (a previous run may have died after uploading; "
-                "inspect and delete the folder to run this job again)"
+            # we hold the job's claim and it has no record: a run of this job died here
+            log.warning(
+                "%s: results path %s exists without record %s (left by a run that died): "
+                "deleting it and running the job again",
+                definition.name,
+                results_url,
+                name,
             )
+            store.delete(results_url, recursive=True)
         with tempfile.TemporaryDirectory(prefix="aind-analysis-") as tmp:
             results_dir = Path(tmp) / "results"
             results_dir.mkdir()
@@ -410,7 +479,8 @@ def run_job(
                     JobResult(status="dry_run", outputs=out, plots=rel, note=note, **base),
                     _images(plots, results_dir, None),
                 )
-            uploaded = store.put_tree(results_dir, results_url)
+            uploaded = _upload(store, results_dir, results_url, checkpoint)
+            checkpoint("uploaded")
             images = _images(plots, results_dir, results_url)
         document = {
             **metadata.model_dump(mode="json"),
@@ -448,6 +518,8 @@ def run_job(
             images,
         )
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         if claimed:
             with contextlib.suppress(Exception):  # an unreleased claim expires on its own
                 docdb.delete_many(claims, {"_id": name, "token": token})

@@ -42,6 +42,11 @@ class ObjectStoreResource(ConfigurableResource):
     secret_access_key: str | None = Field(default=None, description="S3 secret; use an EnvVar")
     region: str = "us-east-1"
     max_concurrency: int = Field(default=16, description="Parallel listings and copies")
+    max_attempts: int | None = Field(
+        default=None,
+        description="Attempts per S3 request in the S3 client before failing (None: its "
+        "default retries); 1 fails soon when the endpoint is down",
+    )
 
     _fs: dict[str, fsspec.AbstractFileSystem] = PrivateAttr(default_factory=dict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -55,6 +60,8 @@ class ObjectStoreResource(ConfigurableResource):
             "client_kwargs": {"region_name": self.region},
             "config_kwargs": {"max_pool_connections": max(10, self.max_concurrency * 2)},
         }
+        if self.max_attempts is not None:
+            opts["config_kwargs"]["retries"] = {"max_attempts": self.max_attempts}
         if self.endpoint_url:
             opts["client_kwargs"]["endpoint_url"] = self.endpoint_url
         if self.access_key_id:
