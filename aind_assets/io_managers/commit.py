@@ -98,11 +98,14 @@ def write_pointer(partition: UPath, pointer: Mapping[str, Any]) -> None:
 
 
 def list_versions(partition: UPath) -> list[str]:
+    """Version folders holding at least one object (S3 servers may keep empty prefixes)."""
     folder = partition / VERSIONS
     try:
-        return sorted(p.name for p in folder.iterdir())
+        files = folder.fs.find(folder.path, withdirs=False)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    start = len(folder.path.rstrip("/")) + 1
+    return sorted({f[start:].split("/", 1)[0] for f in files if len(f) > start})
 
 
 def committed_folder(partition: UPath) -> UPath:
@@ -145,8 +148,9 @@ def url_of(path: UPath) -> str:
 
 
 def _rm(path: UPath) -> None:
+    """Delete a file or a whole folder (an S3 prefix is not always seen as a directory)."""
     if path.exists():
-        path.fs.rm(path.path, recursive=path.is_dir())
+        path.fs.rm(path.path, recursive=True)
 
 
 @dataclass
