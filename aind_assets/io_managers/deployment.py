@@ -5,6 +5,8 @@ id unknown to this instance is not mistaken for an ended run of this one.
 """
 
 import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -25,3 +27,16 @@ def run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:
     """Whether a run of this instance ended; an unknown run is not known to have ended."""
     run = instance.get_run_by_id(run_id)
     return run is not None and run.is_finished
+
+
+def ended_here(instance: dg.DagsterInstance, here: str) -> Callable[[Mapping[str, Any]], bool]:
+    """The ``is_stale`` rule of a run lease: one of this deployment (or of a version that
+    named none) whose run ended is free at once; one of another deployment, whose runs are
+    unknown here, only once it expires."""
+
+    def stale(lease: Mapping[str, Any]) -> bool:
+        return lease.get("deployment") in (here, None) and run_finished(
+            instance, str(lease.get("holder"))
+        )
+
+    return stale

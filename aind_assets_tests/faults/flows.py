@@ -30,6 +30,8 @@ RESULTS = "analysis_results"
 COMMIT_LEASE_TTL_S = 2.0
 CLAIM_TIMEOUT_S = 2.0
 PARTITION = "p1"
+LEASE = "hbcd/release_staging/r1"
+LEASE_TTL_S = 2.0
 OUTPUTS = [f"source_value/{PARTITION}", f"derived/{PARTITION}"]
 
 parts = dg.StaticPartitionsDefinition([PARTITION, "p2"])

@@ -1,6 +1,7 @@
 """The run process the fault tests kill: ``python -m aind_assets_tests.faults.run_flow FLOW
 STEP ENDPOINT BUCKET MONGO_URI DATABASE`` runs FLOW (``io`` or ``analysis``) and SIGKILLs
-itself when the write reaches STEP, as a crash (OOM, lost node) would."""
+itself when the write reaches STEP, as a crash (OOM, lost node) would. FLOW ``lease`` takes
+the release lease for deployment STEP and dies holding it."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def main(argv: list[str]) -> int:
         ),
         DocDBResource(uri=uri, database=database, server_selection_timeout_ms=3000),
     )
+    if flow == "lease":  # hold a release lease of deployment `step`, then die holding it
+        with env.docdb.lease(
+            flows.LEASE, "run-of-a", ttl_s=flows.LEASE_TTL_S, deployment=step
+        ) as lease:
+            lease.renew()
+            os.kill(os.getpid(), signal.SIGKILL)
     if flow == "io":
         result = flows.materialize(env, [flows.source_value], checkpoint=die)
         return 0 if result.success else 1

@@ -28,7 +28,7 @@ from aind_assets.hbcd.release.resources import (
     release_partition,
 )
 from aind_assets.hbcd.release.spec import RAW
-from aind_assets.io_managers.deployment import deployment_id, run_finished
+from aind_assets.io_managers.deployment import deployment_id, ended_here
 from aind_assets.resources.docdb import DocDBResource, LeaseHeldError
 from aind_assets.resources.urls import join_url
 
@@ -157,13 +157,7 @@ def release_staging(
             context.run_id,
             ttl_s=config.lease_ttl_s,
             deployment=here,
-            # a lease of this deployment (or of a version that named none) whose run ended
-            # is free at once; one of another deployment (its runs are unknown here) only
-            # once it expires
-            is_stale=lambda held: (
-                held.get("deployment") in (here, None)
-                and run_finished(instance, str(held.get("holder")))
-            ),
+            is_stale=ended_here(instance, here),
         ) as lease:
             result = staging.stage_release(
                 hbcd_release.object_store,
