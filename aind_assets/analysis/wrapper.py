@@ -27,13 +27,9 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import posixpath
-import socket
 import sys
 import tempfile
-import threading
-import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,6 +44,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from aind_assets import lineage
 from aind_assets.analysis.models import AnalysisDispatchModel, AnalysisSpecification
+from aind_assets.analysis.results_commit import METADATA_FILE, Heartbeat, claim, upload_results
 
 if TYPE_CHECKING:  # the resources are Dagster ConfigurableResources; only their methods are used
     from aind_assets.analysis.registry import AnalysisDefinition
@@ -67,7 +64,6 @@ __all__ = [
     "run_job",
 ]
 
-METADATA_FILE = "metadata.nd.json"
 #: At most this many PNG bytes per job are kept in memory for materialization metadata.
 MAX_PLOT_BYTES = 400_000
 
@@ -283,87 +279,6 @@ def _build_metadata(
         return Metadata(name=name, location=results_url, processing=processing)
 
 
-def _claim(
-    docdb: DocDBResource,
-    collection: str,
-    name: str,
-    token: str,
-    run_id: str | None,
-    timeout: float,
-    heartbeat_s: float | None = None,
-) -> tuple[bool, dict[str, Any] | None]:
-    """Take the job's claim; ``(False, holder)`` when another live run holds it."""
-    doc = {
-        "_id": name,
-        "name": name,
-        "token": token,
-        "run_id": run_id,
-        "claimed_at": time.time(),
-        "heartbeat_s": heartbeat_s,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-    }
-    if docdb.insert_unique(collection, doc, key="name"):
-        return True, None
-    holder = docdb.find_one(collection, {"_id": name})
-    if holder is None:  # released in between: try once more
-        return docdb.insert_unique(collection, doc, key="name"), None
-    beat = holder.get("heartbeat_s")
-    allowed = 4 * float(beat) if beat else timeout
-    if time.time() - float(holder.get("claimed_at") or 0) > allowed:
-        # The holder died: take over. Deleting by its token keeps this race-free too.
-        docdb.delete_many(collection, {"_id": name, "token": holder.get("token")})
-        return docdb.insert_unique(collection, doc, key="name"), holder
-    return False, holder
-
-
-class _Heartbeat:
-    """Renews a claim every ``interval`` s until stopped, so only a dead run's claim ages."""
-
-    def __init__(
-        self, docdb: DocDBResource, collection: str, name: str, token: str, interval: float
-    ):
-        self._stop = threading.Event()
-
-        def beat() -> None:
-            while not self._stop.wait(interval):
-                with contextlib.suppress(Exception):  # DocDB away: the claim just ages
-                    docdb.set_fields(
-                        collection, {"_id": name, "token": token}, {"claimed_at": time.time()}
-                    )
-
-        self._thread = threading.Thread(target=beat, name=f"claim {name[:12]}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
-def _upload(
-    store: ObjectStoreResource,
-    results_dir: Path,
-    url: str,
-    checkpoint: Callable[[str], None] = lambda step: None,
-) -> list[str]:
-    """Every file, then ``metadata.nd.json`` last: a folder without it is incomplete."""
-    metadata = results_dir / METADATA_FILE
-    staged = Path(tempfile.mkdtemp(prefix="aind-metadata-"))
-    try:
-        held = staged / METADATA_FILE
-        metadata.replace(held)
-        uploaded = store.put_tree(results_dir, url)
-        checkpoint("files_uploaded")
-        store.put_file(held, join_url(url, METADATA_FILE))
-        held.replace(metadata)
-    finally:
-        with contextlib.suppress(OSError):
-            if (staged / METADATA_FILE).exists():
-                (staged / METADATA_FILE).unlink()
-            staged.rmdir()
-    return [*uploaded, join_url(url, METADATA_FILE)]
-
-
 def run_job(
     definition: AnalysisDefinition,
     task: AnalysisDispatchModel,
@@ -419,7 +334,7 @@ def run_job(
     token = uuid.uuid4().hex
     claimed = False
     if not dry_run:
-        claimed, holder = _claim(docdb, claims, name, token, run_id, claim_timeout_s, heartbeat_s)
+        claimed, holder = claim(docdb, claims, name, token, run_id, claim_timeout_s, heartbeat_s)
         if not claimed:
             done = docdb.find_one(results_collection, {"_id": name})
             reason = (
@@ -437,7 +352,7 @@ def run_job(
                     **base,
                 )
             )
-    heartbeat = _Heartbeat(docdb, claims, name, token, heartbeat_s) if claimed else None
+    heartbeat = Heartbeat(docdb, claims, name, token, heartbeat_s) if claimed else None
     try:
         if not dry_run and store.list_objects(results_url):
             # we hold the job's claim and it has no record: a run of this job died here
@@ -479,7 +394,7 @@ def run_job(
                     JobResult(status="dry_run", outputs=out, plots=rel, note=note, **base),
                     _images(plots, results_dir, None),
                 )
-            uploaded = _upload(store, results_dir, results_url, checkpoint)
+            uploaded = upload_results(store, results_dir, results_url, checkpoint)
             checkpoint("uploaded")
             images = _images(plots, results_dir, results_url)
         document = {
