@@ -100,6 +100,22 @@ class ManagedServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash would, and wait until it is gone."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)  # a grandchild still holding the port dies with its group
+
+    def restart(self, timeout: float = 120.0) -> ManagedServer:
+        """Start again on the same port and data, after ``kill`` or ``stop``."""
+        self.kill()
+        return self.start(timeout=timeout)
+
     def __enter__(self) -> ManagedServer:
         """``with server:`` or ``with server.start(timeout=...):`` both start it exactly once."""
         return self if self.running else self.start()

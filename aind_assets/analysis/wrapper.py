@@ -8,13 +8,16 @@ The behaviour of aind-analysis-wrapper / analysis-pipeline-utils, made race-free
    result names the existing record).
 3. ``dry_run`` runs the analysis in a scratch folder and writes nothing (no results, no record).
 4. Otherwise the job is **claimed** in ``<results collection>_claims`` through a unique index, so
-   of two concurrent runs of one job exactly one works and the other is skipped. A claim older
-   than ``claim_timeout_s`` (its run died) may be taken over.
-5. The results path ``<results_root>/<hash>/`` must not exist: an existing one is never
-   overwritten (the job fails, naming the path).
+   of two concurrent runs of one job exactly one works and the other is skipped. The holder
+   renews its claim (a heartbeat every ``heartbeat_s``); a claim not renewed for four
+   heartbeats (its run died) may be taken over (claims without heartbeats: ``claim_timeout_s``).
+5. A results path ``<results_root>/<hash>/`` that exists while DocDB has no record is the debris
+   of a run of this very job that died (only the claim holder writes there): it is deleted and
+   the job redone. Results that have their record are never overwritten (step 2 skips them).
 6. The analysis writes its files into a scratch folder, ``metadata.nd.json`` (an aind-data-schema
-   ``Metadata`` whose ``processing`` describes the job) is added, the folder is uploaded, and the
-   DocDB record (``_id = name = hash``) is inserted **last**, so a record never points at missing
+   ``Metadata`` whose ``processing`` describes the job) is added, the files are uploaded with
+   ``metadata.nd.json`` **last** (a folder without it is incomplete), and the DocDB record
+   (``_id = name = hash``) is inserted **last of all**, so a record never points at missing
    results. The claim is then released.
 """
 
@@ -24,14 +27,11 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import posixpath
-import socket
 import tempfile
-import time
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field, ValidationError
 from aind_assets import lineage
 from aind_assets.analysis.context import AnalysisContext, AnalysisInputError
 from aind_assets.analysis.models import AnalysisDispatchModel, AnalysisSpecification
+from aind_assets.analysis.results_commit import METADATA_FILE, Heartbeat, claim, upload_results
 
 if TYPE_CHECKING:  # the resources are Dagster ConfigurableResources; only their methods are used
     from aind_assets.analysis.registry import AnalysisDefinition
@@ -63,7 +64,6 @@ __all__ = [
     "run_job",
 ]
 
-METADATA_FILE = "metadata.nd.json"
 #: The experimenter of a record when neither settings nor run tags name one (the package's).
 UNKNOWN_EXPERIMENTER = "unknown"
 #: At most this many PNG bytes per job are kept in memory for materialization metadata.
@@ -212,31 +212,6 @@ def _build_metadata(
         return Metadata(name=name, location=results_url, processing=processing)
 
 
-def _claim(
-    docdb: DocDBResource, collection: str, name: str, token: str, run_id: str | None, timeout: float
-) -> tuple[bool, dict[str, Any] | None]:
-    """Take the job's claim; ``(False, holder)`` when another live run holds it."""
-    doc = {
-        "_id": name,
-        "name": name,
-        "token": token,
-        "run_id": run_id,
-        "claimed_at": time.time(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-    }
-    if docdb.insert_unique(collection, doc, key="name"):
-        return True, None
-    holder = docdb.find_one(collection, {"_id": name})
-    if holder is None:  # released in between: try once more
-        return docdb.insert_unique(collection, doc, key="name"), None
-    if time.time() - float(holder.get("claimed_at") or 0) > timeout:
-        # The holder died: take over. Deleting by its token keeps this race-free too.
-        docdb.delete_many(collection, {"_id": name, "token": holder.get("token")})
-        return docdb.insert_unique(collection, doc, key="name"), holder
-    return False, holder
-
-
 def run_job(
     definition: AnalysisDefinition,
     task: AnalysisDispatchModel,
@@ -253,6 +228,7 @@ def run_job(
     log: logging.Logger | logging.LoggerAdapter | None = None,
     code: Code | None = None,
     experimenters: Sequence[str] | None = None,
+    checkpoint: Callable[[str], None] | None = None,
 ) -> JobOutcome:
     """Run one job of ``definition`` on ``task`` with validated ``parameters`` (module docstring).
 
@@ -260,8 +236,11 @@ def run_job(
     validated into ``parameters``); by default the task's own, without run config. The record's
     process names ``experimenters`` (default ``["unknown"]``, as the package without
     ``CODEOCEAN_EMAIL``). Errors of the analysis propagate with the job's files named in the
-    message; nothing is recorded for a failed job.
+    message; nothing is recorded for a failed job. ``checkpoint(step)`` is called after each
+    write step (fault-injection tests).
     """
+    checkpoint = checkpoint or (lambda step: None)
+    heartbeat_s = min(60.0, claim_timeout_s / 4)
     log = log or logger
     code = code or definition.job_code(task)
     name = lineage.record_name(code)
@@ -293,7 +272,7 @@ def run_job(
     token = uuid.uuid4().hex
     claimed = False
     if not dry_run:
-        claimed, holder = _claim(docdb, claims, name, token, run_id, claim_timeout_s)
+        claimed, holder = claim(docdb, claims, name, token, run_id, claim_timeout_s, heartbeat_s)
         if not claimed:
             done = docdb.find_one(results_collection, {"_id": name})
             reason = (
@@ -311,13 +290,18 @@ def run_job(
                     **base,
                 )
             )
+    heartbeat = Heartbeat(docdb, claims, name, token, heartbeat_s) if claimed else None
     try:
         if not dry_run and store.list_objects(results_url):
-            raise ResultsExistError(
-                f"results path {results_url} already exists but DocDB has no record {name}: "
-                "refusing to overwrite it (a previous run may have died after uploading; "
-                "inspect and delete the folder to run this job again)"
+            # we hold the job's claim and it has no record: a run of this job died here
+            log.warning(
+                "%s: results path %s exists without record %s (left by a run that died): "
+                "deleting it and running the job again",
+                definition.name,
+                results_url,
+                name,
             )
+            store.delete(results_url, recursive=True)
         with tempfile.TemporaryDirectory(prefix="aind-analysis-") as tmp:
             results_dir = Path(tmp) / "results"
             results_dir.mkdir()
@@ -356,7 +340,8 @@ def run_job(
                     JobResult(status="dry_run", outputs=out, plots=rel, note=note, **base),
                     _images(plots, results_dir, None),
                 )
-            uploaded = store.put_tree(results_dir, results_url)
+            uploaded = upload_results(store, results_dir, results_url, checkpoint)
+            checkpoint("uploaded")
             images = _images(plots, results_dir, results_url)
         document = {
             **metadata.model_dump(mode="json"),
@@ -394,6 +379,8 @@ def run_job(
             images,
         )
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         if claimed:
             with contextlib.suppress(Exception):  # an unreleased claim expires on its own
                 docdb.delete_many(claims, {"_id": name, "token": token})

@@ -1,9 +1,10 @@
-"""One IO manager for local and S3 roots that writes every output, then its processing record.
+"""One IO manager for local and S3 roots that writes every output with its processing record.
 
-Layout: ``<root>/<asset key path>/<partition key>/`` holds the value (``value.json`` for
+Each output ``<root>/<asset key path>/<partition key>/`` is committed by the protocol of
+:mod:`aind_assets.io_managers.commit`: a new version folder holds the value (``value.json`` for
 pydantic models, dicts and lists, ``value.parquet`` for DataFrames, ``data/`` for files and
-folders) and, written last, ``processing.json``. The record then goes to DocDB. A directory
-without ``processing.json`` is an incomplete output and is never loaded as a complete one.
+folders) and ``processing.json``; the DocDB record follows; the ``CURRENT.json`` pointer, written
+last, makes it the output. Readers load only what a pointer names.
 """
 
 import contextlib
@@ -31,26 +32,20 @@ from pydantic import Field
 from upath import UPath
 
 from aind_assets import lineage
+from aind_assets.io_managers import commit
+from aind_assets.io_managers.commit import RECORD_FILE, Checkpoint, IncompleteOutputError
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
 
-RECORD_FILE = "processing.json"
+__all__ = ["IncompleteOutputError", "ObjectStoreIOManager", "StoreIOManager"]
+
 VALUE_JSON = "value.json"
 VALUE_PARQUET = "value.parquet"
 VALUE_DATA = "data"
 
 
-class IncompleteOutputError(FileNotFoundError):
-    """The output directory exists but its record (written last) does not: it is unfinished."""
-
-
 def _raw(value: Any) -> Any:
     return getattr(value, "value", value)
-
-
-def _rm(path: UPath) -> None:
-    if path.exists():
-        path.fs.rm(path.path, recursive=path.is_dir())
 
 
 class StoreIOManager(UPathIOManager):
@@ -61,10 +56,15 @@ class StoreIOManager(UPathIOManager):
         base_path: UPath,
         docdb: DocDBResource | None,
         records_collection: str,
+        checkpoint: Checkpoint | None = None,
+        commit_lease_ttl_s: float = 60.0,
     ) -> None:
         super().__init__(base_path=base_path)
+        self._commit_lease_ttl_s = commit_lease_ttl_s
         self._docdb = docdb
         self._records_collection = records_collection
+        #: called with the name of each protocol step once done (fault-injection tests)
+        self.checkpoint: Checkpoint = checkpoint or (lambda step: None)
         self._inputs: dict[tuple[str, str], list[str]] = {}
         self._lock = threading.Lock()
 
@@ -74,7 +74,7 @@ class StoreIOManager(UPathIOManager):
 
     @staticmethod
     def url_of(path: UPath) -> str:
-        return str(path) if path.protocol in ("s3", "s3a") else path.path
+        return commit.url_of(path)
 
     # -- writing ------------------------------------------------------------------------------
     def handle_output(self, context: OutputContext, obj: Any) -> None:
@@ -110,10 +110,7 @@ class StoreIOManager(UPathIOManager):
         context.add_output_metadata(self._write(context, obj, path, key))
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
-        """Write the value only; ``handle_output`` adds the record after it."""
-        _rm(path / RECORD_FILE)  # the old record no longer describes what is being written
-        for stale in (VALUE_JSON, VALUE_PARQUET, VALUE_DATA):
-            _rm(path / stale)
+        """Write the value into a new, empty version folder (``_write`` adds the rest)."""
         path.mkdir(parents=True, exist_ok=True)
         if isinstance(obj, pd.DataFrame):
             with (path / VALUE_PARQUET).open("wb") as f:
@@ -132,36 +129,61 @@ class StoreIOManager(UPathIOManager):
     def _write(
         self, context: OutputContext, obj: Any, path: UPath, partition: str | None
     ) -> dict[str, Any]:
-        """Value, then ``processing.json``, then the DocDB record; returns the metadata."""
+        """Version folder (value, then ``processing.json``), record, commit; the metadata."""
         started = self._started_at(context)
-        self.dump_to_path(context, obj, path)
-        record, name = self._record(context, path, partition, started)
-        body = record.model_dump_json(indent=2)
-        with (path / RECORD_FILE).open("w") as f:
-            f.write(body)
-        record_url = self.url_of(path / RECORD_FILE)
+        version = commit.new_version_id(context.run_id)
+        folder = commit.version_path(path, version)
+        self.dump_to_path(context, obj, folder)
+        self.checkpoint("value_written")
+        record, name = self._record(context, folder, partition, started)
+        with (folder / RECORD_FILE).open("w") as f:
+            f.write(record.model_dump_json(indent=2))
+        self.checkpoint("version_written")
+        document = None
         if self._docdb is not None:
-            self._docdb.upsert(
-                self._records_collection,
-                {"_id": name},
-                lineage.record_document(
-                    record,
-                    name,
-                    asset_key=context.asset_key.to_user_string(),
-                    partition_key=partition,
-                    run_id=context.run_id,
-                    location=self.url_of(path),
-                    written_at=datetime.now(UTC),
-                ),
+            document = lineage.record_document(
+                record,
+                name,
+                asset_key=context.asset_key.to_user_string(),
+                partition_key=partition,
+                run_id=context.run_id,
+                location=self.url_of(path),
+                written_at=datetime.now(UTC),
             )
-        return {
-            "path": MetadataValue.path(self.url_of(path)),
-            "processing_record": MetadataValue.path(record_url),
+        outcome = commit.commit(
+            path,
+            version,
+            document,
+            docdb=self._docdb,
+            collection=self._records_collection,
+            pointer_extra={"run_id": context.run_id},
+            lease_ttl_s=self._commit_lease_ttl_s,
+            lease_wait_s=3 * self._commit_lease_ttl_s,
+            checkpoint=self.checkpoint,
+        )
+        if outcome.warning:
+            context.log.warning(outcome.warning)
+        committed = commit.version_path(path, outcome.version)
+        meta: dict[str, Any] = {
+            "path": MetadataValue.path(self.url_of(committed)),
+            "output": MetadataValue.path(self.url_of(path)),
+            "processing_record": MetadataValue.path(self.url_of(committed / RECORD_FILE)),
             "record_name": name,
-            "bytes written": int(path.fs.du(path.path, total=True)),
+            "version": outcome.version,
             "duration_s": round((datetime.now(UTC) - started).total_seconds(), 3),
             **self._value_metadata(obj),
         }
+        if outcome.committed:
+            meta["bytes written"] = int(committed.fs.du(committed.path, total=True))
+            if outcome.superseded or outcome.removed or outcome.collected:
+                meta["replaced"] = (
+                    f"{outcome.superseded} record(s) superseded, {outcome.removed} left by "
+                    f"crashed writes removed, {len(outcome.collected)} old version(s) deleted"
+                )
+        else:
+            meta["bytes written"] = 0
+            meta["superseded"] = f"a later write ({outcome.previous}) committed first"
+        return meta
 
     @staticmethod
     def _value_metadata(obj: Any) -> dict[str, Any]:
@@ -235,20 +257,22 @@ class StoreIOManager(UPathIOManager):
 
     # -- reading ------------------------------------------------------------------------------
     def load_from_path(self, context: InputContext, path: UPath) -> Any:
-        if not (path / RECORD_FILE).exists():
-            if path.exists():
-                raise IncompleteOutputError(
-                    f"{self.url_of(path)} has no {RECORD_FILE}: the output was not completely "
-                    "written; re-materialize it"
-                )
-            raise FileNotFoundError(f"no output at {self.url_of(path)}")
+        value, folder = commit.load_committed(path, lambda f: self._load_folder(context, f))
         with self._lock:
-            self._inputs.setdefault(self._step_id(context), []).append(self.url_of(path))
+            self._inputs.setdefault(self._step_id(context), []).append(self.url_of(folder))
+        return value
+
+    def _load_folder(self, context: InputContext, path: UPath) -> Any:
+        """Load the value of one committed folder; FileNotFoundError if it vanished."""
+        if not (path / RECORD_FILE).exists():
+            raise FileNotFoundError(f"{self.url_of(path)} has no {RECORD_FILE}")
         if (path / VALUE_PARQUET).exists():
             with (path / VALUE_PARQUET).open("rb") as f:
                 return pd.read_parquet(f)
         if (path / VALUE_DATA).exists():
             children = list((path / VALUE_DATA).iterdir())
+            if not children:
+                raise FileNotFoundError(f"{self.url_of(path / VALUE_DATA)} is empty")
             return children[0] if len(children) == 1 else path / VALUE_DATA
         with (path / VALUE_JSON).open("rb") as f:
             raw = f.read()
@@ -271,10 +295,17 @@ class ObjectStoreIOManager(ConfigurableIOManagerFactory):
     root: str = Field(description="Where outputs go: s3://bucket/prefix or a local directory")
     records_collection: str = Field(default="processing_records")
     write_records_to_docdb: bool = True
+    commit_lease_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long an output's commit lease outlives a writer killed while "
+        "committing (the next writer waits at most this long)",
+    )
 
     def create_io_manager(self, context) -> StoreIOManager:  # noqa: ANN001 - dagster hook
         return StoreIOManager(
             base_path=self.object_store.upath(self.root),
             docdb=self.docdb if self.write_records_to_docdb else None,
             records_collection=self.records_collection,
+            commit_lease_ttl_s=self.commit_lease_ttl_s,
         )

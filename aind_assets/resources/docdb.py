@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import pymongo
 import pymongo.errors
@@ -18,17 +23,135 @@ from pymongo.uri_parser import parse_uri
 
 from aind_assets.resources.redaction import redact_uri, scrub_secrets
 
+T = TypeVar("T")
+
 
 class DocDBError(RuntimeError):
     """DocDB could not be reached or used; the message names host and database, never secrets."""
 
 
 class LeaseHeldError(RuntimeError):
-    """Someone else holds the lease; ``holder`` says who."""
+    """Someone else holds the lease; ``holder`` says who (and ``deployment`` where)."""
 
-    def __init__(self, name: str, holder: str, since: Any):
+    def __init__(
+        self,
+        name: str,
+        holder: str,
+        since: Any,
+        *,
+        deployment: str | None = None,
+        expires_at: Any = None,
+    ):
         self.name, self.holder, self.since = name, holder, since
-        super().__init__(f"{name} is held by {holder} since {since}")
+        self.deployment, self.expires_at = deployment, expires_at
+        where = f" of deployment {deployment}" if deployment else ""
+        until = f", expires at {expires_at} unless renewed" if expires_at else ""
+        super().__init__(f"{name} is held by {holder}{where} since {since}{until}")
+
+
+class LeaseLostError(RuntimeError):
+    """The lease expired or was taken over while held: stop before changing anything more."""
+
+
+def lease_expired(document: Mapping[str, Any], now: datetime | None = None) -> bool:
+    """Whether a lease document is past its ``expires_at`` (no expiry: never)."""
+    expires = document.get("expires_at")
+    if not isinstance(expires, datetime):
+        return False
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return expires < (now or datetime.now(UTC))
+
+
+class Lease:
+    """A lease held by this process; a heartbeat thread keeps ``expires_at`` in the future.
+
+    ``check()`` raises :class:`LeaseLostError` once the lease was found expired or taken
+    over: call it before every step that must only run under the lease.
+    """
+
+    def __init__(
+        self,
+        docdb: DocDBResource,
+        collection: str,
+        name: str,
+        holder: str,
+        deployment: str | None,
+        ttl_s: float | None,
+    ) -> None:
+        self.docdb, self.collection, self.name, self.holder = docdb, collection, name, holder
+        self.deployment, self.ttl_s = deployment, ttl_s
+        self.token = uuid.uuid4().hex
+        self.expires_at: datetime | None = None
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def document(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        self.token = uuid.uuid4().hex
+        self.expires_at = now + timedelta(seconds=self.ttl_s) if self.ttl_s else None
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "holder": self.holder,
+            "token": self.token,
+            "since": now,
+            "deployment": self.deployment,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        if self.expires_at is not None:
+            doc["expires_at"] = self.expires_at
+        return doc
+
+    def renew(self) -> bool:
+        """Push the expiry forward; False (and ``lost``) when the lease is no longer ours."""
+        if not self.ttl_s:
+            return True
+        expires = datetime.now(UTC) + timedelta(seconds=self.ttl_s)
+        try:
+            matched = self.docdb.update(
+                self.collection,
+                {"name": self.name, "token": self.token},
+                {"$set": {"expires_at": expires}},
+            )
+        except DocDBError:
+            if self.expires_at is not None and datetime.now(UTC) >= self.expires_at:
+                self.lost.set()  # could not renew in time: someone may take it over now
+            return not self.lost.is_set()
+        if matched == 0:
+            self.lost.set()
+            return False
+        self.expires_at = expires
+        return True
+
+    def check(self) -> None:
+        if self.lost.is_set() or (
+            self.expires_at is not None and datetime.now(UTC) >= self.expires_at
+        ):
+            self.lost.set()
+            raise LeaseLostError(
+                f"lease {self.name} of {self.holder} expired or was taken over while held "
+                "(DocDB unreachable for longer than its time to live?): stopping"
+            )
+
+    def start_heartbeat(self) -> None:
+        if not self.ttl_s:
+            return
+        interval = self.ttl_s / 4
+
+        def beat() -> None:
+            while not self._stop.wait(interval):
+                if not self.renew():
+                    return
+
+        self._thread = threading.Thread(target=beat, name=f"lease {self.name}", daemon=True)
+        self._thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
 
 def _hosts(uri: str) -> str:
@@ -107,7 +230,9 @@ class DocDBResource(ConfigurableResource):
     def teardown_after_execution(self, context) -> None:  # noqa: ANN001 - dagster hook
         self.close()
 
-    def _call(self, fn):
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one driver operation; every driver failure becomes a :class:`DocDBError` naming
+        the host and database, with the password scrubbed (duplicates are answers, not errors)."""
         try:
             return fn()
         except pymongo.errors.ServerSelectionTimeoutError as e:
@@ -121,6 +246,15 @@ class DocDBResource(ConfigurableResource):
             raise DocDBError(
                 f"{self._where()} refused the operation: {_scrub(str(e), self.uri)}"
             ) from e
+        except pymongo.errors.ConnectionFailure as e:  # AutoReconnect, NetworkTimeout, ...
+            raise DocDBError(
+                f"Lost the connection to {self._where()} during the operation "
+                f"({type(e).__name__}): {_scrub(str(e).split(' (configured')[0], self.uri)}"
+            ) from None
+        except pymongo.errors.PyMongoError as e:
+            raise DocDBError(
+                f"{self._where()} failed ({type(e).__name__}): {_scrub(str(e), self.uri)}"
+            ) from None
 
     # -- indexes ------------------------------------------------------------------------------
     def ensure_index(
@@ -197,12 +331,9 @@ class DocDBResource(ConfigurableResource):
     ) -> int:
         """Upsert many documents by ``key`` in one round trip per 1000; returns how many."""
         ops = [ReplaceOne({key: d[key]}, dict(d), upsert=True) for d in documents]
+        col = self.collection(collection)
         for start in range(0, len(ops), 1000):
-            self._call(
-                lambda s=start: self.collection(collection).bulk_write(
-                    ops[s : s + 1000], ordered=False
-                )
-            )
+            self._call(functools.partial(col.bulk_write, ops[start : start + 1000], ordered=False))
         return len(ops)
 
     def set_fields(
@@ -228,6 +359,21 @@ class DocDBResource(ConfigurableResource):
             return False
         return True
 
+    def update(
+        self,
+        collection: str,
+        filter: Mapping[str, Any],  # noqa: A002 - pymongo's name
+        update: Mapping[str, Any],
+        *,
+        upsert: bool = False,
+        many: bool = False,
+    ) -> int:
+        """Apply an update document (``$set``, ``$setOnInsert``...); returns how many matched."""
+        col = self.collection(collection)
+        op = col.update_many if many else col.update_one
+        result = self._call(lambda: op(dict(filter), dict(update), upsert=upsert))
+        return result.matched_count + (1 if result.upserted_id is not None else 0)
+
     @contextlib.contextmanager
     def lease(
         self,
@@ -236,37 +382,73 @@ class DocDBResource(ConfigurableResource):
         *,
         is_stale: Callable[[Mapping[str, Any]], bool] = lambda _: False,
         collection: str = "leases",
-    ) -> Iterator[None]:
-        """Hold ``name`` for the ``with`` block: one holder at a time, across processes.
+        ttl_s: float | None = None,
+        deployment: str | None = None,
+        wait_s: float = 0.0,
+    ) -> Iterator[Lease]:
+        """Hold ``name`` for the ``with`` block: one holder at a time, across processes and
+        across deployments sharing this DocDB.
 
-        The unique index on ``name`` decides between two takers. A lease left by a holder that
-        died is taken over when ``is_stale(document)`` says so (conditioned on that holder, so
-        two takers cannot both win). Raises :class:`LeaseHeldError` naming the holder.
+        The unique index on ``name`` decides between two takers. With ``ttl_s`` the lease
+        carries ``expires_at``, renewed by a heartbeat thread every ``ttl_s / 4``: a lease past
+        its expiry was left by a holder that stopped (killed, or cut off), whoever it was. A
+        lease not yet expired is taken over only when ``is_stale(document)`` says so; callers
+        use it for what they know for sure (a run of their own ``deployment`` that ended).
+        Takeovers are conditioned on the old holder's token, so two takers cannot both win.
+        Waits up to ``wait_s`` for a held lease, then raises :class:`LeaseHeldError`.
         """
-        mine = {"name": name, "holder": holder, "since": datetime.now(UTC)}
-        if not self.insert_unique(collection, mine):
-            current = self.find_one(collection, {"name": name}) or {}
-            if not current:  # released between our insert and our read: try once more
-                if not self.insert_unique(collection, mine):
-                    raise LeaseHeldError(name, "another holder", "just now")
-            elif not is_stale(current):
-                raise LeaseHeldError(name, str(current.get("holder")), current.get("since"))
-            elif (
-                self._call(
-                    lambda: self.collection(collection).find_one_and_replace(
-                        {"name": name, "holder": current.get("holder")}, mine
-                    )
-                )
-                is None
-            ):
-                raise LeaseHeldError(name, "another holder", "just now")
+        lease = Lease(self, collection, name, holder, deployment, ttl_s)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._acquire(lease, is_stale)
+                break
+            except LeaseHeldError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        lease.start_heartbeat()
         try:
-            yield
-        finally:  # best effort: a lease left behind is taken over once its holder is stale
+            yield lease
+        finally:  # best effort: a lease left behind expires, or is found stale
+            lease.stop_heartbeat()
             with contextlib.suppress(DocDBError):
                 self._call(
-                    lambda: self.collection(collection).delete_one({"name": name, "holder": holder})
+                    lambda: self.collection(collection).delete_one(
+                        {"name": name, "token": lease.token}
+                    )
                 )
+
+    def _acquire(self, lease: Lease, is_stale: Callable[[Mapping[str, Any]], bool]) -> None:
+        mine = lease.document()
+        if self.insert_unique(lease.collection, mine):
+            return
+        current = self.find_one(lease.collection, {"name": lease.name}) or {}
+        if not current:  # released between our insert and our read: try once more
+            if not self.insert_unique(lease.collection, lease.document()):
+                raise LeaseHeldError(lease.name, "another holder", "just now")
+            return
+        if not (lease_expired(current) or is_stale(current)):
+            raise LeaseHeldError(
+                lease.name,
+                str(current.get("holder")),
+                current.get("since"),
+                deployment=current.get("deployment"),
+                expires_at=current.get("expires_at"),
+            )
+        taken = self._call(
+            lambda: self.collection(lease.collection).find_one_and_replace(
+                {
+                    "name": lease.name,
+                    "holder": current.get("holder"),
+                    # leases of earlier versions have no token
+                    "token": current.get("token", {"$exists": False}),
+                },
+                lease.document(),
+            )
+        )
+        if taken is None:
+            raise LeaseHeldError(lease.name, "another holder", "just now")
 
     def delete_many(self, collection: str, filter: Mapping[str, Any]) -> int:  # noqa: A002
         return self._call(

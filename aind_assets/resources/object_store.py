@@ -47,6 +47,11 @@ class ObjectStoreResource(ConfigurableResource):
         default_factory=list,
         description="S3 buckets read without credentials (public data beside private buckets)",
     )
+    max_attempts: int | None = Field(
+        default=None,
+        description="Attempts per S3 request in the S3 client before failing (None: its "
+        "default retries); 1 fails soon when the endpoint is down",
+    )
 
     _fs: dict[str, fsspec.AbstractFileSystem] = PrivateAttr(default_factory=dict)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -60,6 +65,8 @@ class ObjectStoreResource(ConfigurableResource):
             "client_kwargs": {"region_name": self.region},
             "config_kwargs": {"max_pool_connections": max(10, self.max_concurrency * 2)},
         }
+        if self.max_attempts is not None:
+            opts["config_kwargs"]["retries"] = {"max_attempts": self.max_attempts}
         if self.endpoint_url:
             opts["client_kwargs"]["endpoint_url"] = self.endpoint_url
         if self.access_key_id:

@@ -19,6 +19,7 @@ import dagster as dg
 import pytest
 
 from aind_assets.analysis import paging
+from aind_assets.io_managers.commit import committed_folder
 from aind_assets_tests.analysis.conftest import RESULTS, World
 from aind_assets_tests.conftest import S3_KEY, S3_SECRET
 
@@ -124,7 +125,8 @@ def test_sync_range_materialize_job_backfill_and_results(
     )
     io_root = world.store.url("dagster-io")
     for key in (first, second):
-        assert world.store.exists(f"{io_root}/analysis/unit_quality/{key}/processing.json")
+        output = world.store.upath(f"{io_root}/analysis/unit_quality/{key}")
+        assert (committed_folder(output) / "processing.json").exists()
     # the session of `second` has no NWB file: only `first` produced results
     assert world.docdb.count(RESULTS) == 2
     assert {d["input_asset_names"][0] for d in world.docdb.find(RESULTS, {})} == {first}

@@ -1,5 +1,5 @@
-"""One job at a time (wrapper.py) on the real servers: de-duplication, races, refusal to
-overwrite, dry runs, stale claims, and bad outputs."""
+"""One job at a time (wrapper.py) on the real servers: de-duplication, races, redoing results
+left without a record, dry runs, stale claims, and bad outputs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from aind_assets.analysis.registry import AnalysisRegistry
 from aind_assets.analysis.wrapper import (
     METADATA_FILE,
     AnalysisOutputError,
-    ResultsExistError,
     claims_collection,
     run_job,
 )
@@ -182,16 +181,22 @@ def test_a_stale_claim_is_taken_over(local_store, docdb):
     assert docdb.count(RESULTS) == 1
 
 
-def test_an_existing_results_path_is_never_overwritten(store, docdb):
+def test_results_left_without_a_record_are_redone(store, docdb):
+    """A run that died after uploading (no record) does not block the job: it is redone."""
     task = make_task(store)
     run = job(store, docdb, task)
     name = run(dry_run=True).result.record_name
     store.put_bytes(store.url("results", name, "left-over.txt"), b"from a run that died")
-    with pytest.raises(ResultsExistError, match=f"results path {store.url('results', name)}"):
-        run()
-    assert docdb.count(RESULTS) == 0
-    assert store.get_bytes(store.url("results", name, "left-over.txt")) == b"from a run that died"
+    assert run().result.status == "completed"
+    assert docdb.count(RESULTS) == 1
+    listed = [
+        i.relative_to(store.url("results", name))
+        for i in store.list_objects(store.url("results", name))
+    ]
+    assert listed == [METADATA_FILE, "total.txt"]
     assert docdb.count(claims_collection(RESULTS)) == 0
+    # results with their record are never overwritten: the job is skipped
+    assert run().result.status == "skipped"
 
 
 def test_dry_run_writes_nothing(local_store, docdb):

@@ -11,6 +11,7 @@ from aind_data_schema.core.processing import Processing
 from pydantic import BaseModel
 
 from aind_assets import lineage
+from aind_assets.io_managers.commit import committed_folder, url_of
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
@@ -53,6 +54,11 @@ def _io(store: ObjectStoreResource, docdb: DocDBResource, root: str) -> ObjectSt
     )
 
 
+def current(store: ObjectStoreResource, url: str) -> str:
+    """The committed version folder of the output at ``url`` (what its CURRENT.json names)."""
+    return url_of(committed_folder(store.upath(url)))
+
+
 def test_round_trip_partitioned_and_not(store: ObjectStoreResource, docdb: DocDBResource) -> None:
     root = store.url("io")
     resources = {"io_manager": _io(store, docdb, root)}
@@ -65,42 +71,53 @@ def test_round_trip_partitioned_and_not(store: ObjectStoreResource, docdb: DocDB
     assert result.success
     assert result.output_for_node("all_subjects") == {"total_units": 28, "subjects": ["s1", "s2"]}
 
-    # layout: <root>/<asset key>/<partition key>/..., with processing.json beside the value
-    value = json.loads(store.get_bytes(f"{root}/summary/s1/value.json"))
+    # layout: <root>/<asset key>/<partition key>/versions/<id>/ with processing.json beside the
+    # value, and CURRENT.json naming that version
+    value = json.loads(store.get_bytes(f"{current(store, f'{root}/summary/s1')}/value.json"))
     assert value == {"subject": "s1", "units": 14}
-    table_listing = [
-        i.url.rsplit("/", 1)[1] for i in store.list_objects(f"{root}/summary_table/s2")
+    table = current(store, f"{root}/summary_table/s2")
+    assert [
+        i.relative_to(f"{root}/summary_table/s2")
+        for i in store.list_objects(f"{root}/summary_table/s2")
+    ] == [
+        "CURRENT.json",
+        f"versions/{table.rsplit('/', 1)[1]}/processing.json",
+        f"versions/{table.rsplit('/', 1)[1]}/value.parquet",
     ]
-    assert table_listing == ["processing.json", "value.parquet"]
-    assert json.loads(store.get_bytes(f"{root}/all_subjects/value.json"))["total_units"] == 28
+    total = json.loads(store.get_bytes(f"{current(store, f'{root}/all_subjects')}/value.json"))
+    assert total["total_units"] == 28
 
     # the record beside the output and the one in DocDB are the same valid Processing
     for path in ("summary/s1", "summary_table/s2", "all_subjects", "plain_config"):
-        on_disk = Processing.model_validate_json(store.get_bytes(f"{root}/{path}/processing.json"))
+        version = current(store, f"{root}/{path}")
+        on_disk = Processing.model_validate_json(store.get_bytes(f"{version}/processing.json"))
         process = on_disk.data_processes[0]
-        assert process.output_parameters.model_dump()["output_location"] == f"{root}/{path}"
-        assert str(process.output_path) == path
+        assert process.output_parameters.model_dump()["output_location"] == version
+        assert str(process.output_path) == version.removeprefix(f"{root}/")
         assert process.start_date_time <= process.end_date_time
         assert process.resources.ram > 0
         doc = docdb.find_one(RECORDS, {"location": f"{root}/{path}"})
         assert doc is not None
+        assert (doc["status"], doc["version_location"]) == ("current", version)
         assert Processing.model_validate(doc["processing"]) == on_disk
         assert doc["_id"] == lineage.record_name(process.code)
 
-    s1 = Processing.model_validate_json(store.get_bytes(f"{root}/summary/s1/processing.json"))
+    def record(path: str) -> Processing:
+        version = current(store, f"{root}/{path}")
+        return Processing.model_validate_json(store.get_bytes(f"{version}/processing.json"))
+
+    s1 = record("summary/s1")
     assert s1.data_processes[0].code.version == "3"
     assert s1.data_processes[0].code.parameters.model_dump()["partition_key"] == "s1"
-    # the downstream record names its upstream input location
-    table = Processing.model_validate_json(
-        store.get_bytes(f"{root}/summary_table/s2/processing.json")
-    )
-    assert [d.url for d in table.data_processes[0].code.input_data] == [f"{root}/summary/s2"]
-    agg = Processing.model_validate_json(store.get_bytes(f"{root}/all_subjects/processing.json"))
+    # the downstream record names the upstream version it read
+    inputs = record("summary_table/s2").data_processes[0].code.input_data
+    assert [d.url for d in inputs] == [current(store, f"{root}/summary/s2")]
+    agg = record("all_subjects")
     assert [d.url for d in agg.data_processes[0].code.input_data] == [
-        f"{root}/summary/s1",
-        f"{root}/summary/s2",
+        current(store, f"{root}/summary/s1"),
+        current(store, f"{root}/summary/s2"),
     ]
-    plain = Processing.model_validate_json(store.get_bytes(f"{root}/plain_config/processing.json"))
+    plain = record("plain_config")
     assert plain.data_processes[0].code.parameters.model_dump() == {"threshold": 0.5}
 
 
@@ -118,7 +135,7 @@ def test_failed_write_leaves_no_record(s3_store: ObjectStoreResource, docdb: Doc
     )
     assert not result.success
     assert docdb.count(RECORDS) == 0
-    assert not s3_store.exists(f"{root}/plain_config/processing.json")
+    assert not s3_store.exists(f"{root}/plain_config/CURRENT.json")
 
 
 def test_incomplete_output_is_not_loaded(
@@ -127,8 +144,8 @@ def test_incomplete_output_is_not_loaded(
     root = local_store.url("io")
     resources = {"io_manager": _io(local_store, docdb, root)}
     assert dg.materialize([summary], partition_key="s1", resources=resources).success
-    # a crash after the value but before the record: the directory has no processing.json
-    local_store.delete(f"{root}/summary/s1/processing.json")
+    # as if every commit of it had crashed before its pointer: versions, but no CURRENT.json
+    local_store.delete(f"{root}/summary/s1/CURRENT.json")
     result = dg.materialize(
         [summary.to_source_asset(), summary_table],
         partition_key="s1",
@@ -181,11 +198,10 @@ def test_files_and_folders_are_stored_as_themselves(
         [report_folder, report_size], resources={"io_manager": _io(store, docdb, root)}
     )
     assert result.success
-    names = sorted(
-        i.relative_to(f"{root}/report_folder") for i in store.list_objects(f"{root}/report_folder")
-    )
+    version = current(store, f"{root}/report_folder")
+    names = sorted(i.relative_to(version) for i in store.list_objects(version))
     assert names == ["data/report/plots/rates.png", "data/report/summary.txt", "processing.json"]
-    assert store.get_bytes(f"{root}/report_folder/data/report/summary.txt") == b"3 units\n"
+    assert store.get_bytes(f"{version}/data/report/summary.txt") == b"3 units\n"
     assert result.output_for_node("report_size") == len(b"3 units\n") + len(
         b"\x89PNG fake-bytes-for-layout"
     )
@@ -210,10 +226,9 @@ def test_one_run_over_several_partitions_writes_each(
     )
     assert result.success
     for key in ("s1", "s2"):
-        assert json.loads(local_store.get_bytes(f"{root}/per_subject/{key}/value.json")) == {
-            "subject": key
-        }
-        assert local_store.exists(f"{root}/per_subject/{key}/processing.json")
+        version = current(local_store, f"{root}/per_subject/{key}")
+        assert json.loads(local_store.get_bytes(f"{version}/value.json")) == {"subject": key}
+        assert local_store.exists(f"{version}/processing.json")
     meta = result.asset_materializations_for_node("per_subject")[0].metadata
     assert meta["partitions written"].value == 2
     assert "| s2 |" in meta["outputs"].value

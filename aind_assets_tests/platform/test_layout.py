@@ -28,6 +28,7 @@ IO_MODULES = {
     "aind_assets.hbcd.release.specs",
     "aind_assets.hbcd.release.staging",
     "aind_assets.io_managers.store_io_manager",
+    "aind_assets.io_managers.deployment",
     "aind_assets.resources.docdb",
     "aind_assets.resources.object_store",
 }

@@ -28,6 +28,7 @@ from aind_assets.hbcd.release.resources import (
     release_partition,
 )
 from aind_assets.hbcd.release.spec import RAW
+from aind_assets.io_managers.deployment import deployment_id, ended_here
 from aind_assets.resources.docdb import DocDBResource, LeaseHeldError
 from aind_assets.resources.urls import join_url
 
@@ -44,6 +45,7 @@ UPSTREAM = [
     dg.AssetDep(dg.AssetKey(["hbcd", "cbrain_derivatives"])),
 ]
 LORIS_DIR = "loris"
+LEASE_TTL_S = 300.0
 METADATA_ROWS = 100
 
 
@@ -116,6 +118,12 @@ class StagingConfig(dg.Config):
         description="Re-stage a complete release whose release-ready data changed "
         "(a complete release is otherwise never changed in place)",
     )
+    lease_ttl_s: float = Field(
+        default=LEASE_TTL_S,
+        gt=0,
+        description="How long the staging lease outlives its holder's last heartbeat: a run "
+        "killed, or of another deployment, blocks the release at most this long",
+    )
 
 
 @dg.asset(
@@ -141,12 +149,16 @@ def release_staging(
     changes nothing."""
     release = release_partition(context)
     spec = hbcd_release.spec(release)
+    instance = context.instance
+    here = deployment_id(instance)
     try:
         with docdb.lease(
             f"hbcd/release_staging/{release}",
             context.run_id,
-            is_stale=lambda lease: _run_finished(context.instance, str(lease.get("holder"))),
-        ):
+            ttl_s=config.lease_ttl_s,
+            deployment=here,
+            is_stale=ended_here(instance, here),
+        ) as lease:
             result = staging.stage_release(
                 hbcd_release.object_store,
                 spec,
@@ -157,11 +169,14 @@ def release_staging(
                 identifiers=hbcd_release.identifiers(),
                 replace_complete=config.replace_complete,
                 log=context.log.info,
+                guard=lease.check,
             )
     except LeaseHeldError as e:
+        where = f" of deployment {e.deployment}" if e.deployment and e.deployment != here else ""
         raise dg.Failure(
-            f"release {release} is being staged by run {e.holder} (since {e.since}): wait for "
-            "it to finish, or cancel it, then run again"
+            f"release {release} is being staged by run {e.holder}{where} (since {e.since}): "
+            "wait for it to finish, or cancel it, then run again (a lease whose holder died "
+            f"expires {config.lease_ttl_s:g} s after its last heartbeat)"
         ) from None
     counts = result.counts
     context.add_output_metadata(
@@ -183,12 +198,6 @@ def release_staging(
         }
     )
     return result.summary()
-
-
-def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """A lease whose run ended (or is unknown to this instance) was left by a dead run."""
-    run = instance.get_run_by_id(run_id)
-    return run is None or run.is_finished
 
 
 @dg.asset(

@@ -241,8 +241,12 @@ def stage_release(
     replace_complete: bool = False,
     started: datetime | None = None,
     log: Callable[[str], None] = lambda msg: None,
+    guard: Callable[[], None] = lambda: None,
 ) -> StagingResult:
-    """Stage (or confirm) one release; see the module docstring."""
+    """Stage (or confirm) one release; see the module docstring.
+
+    ``guard()`` is called before every step that deletes or promotes (the caller's lease
+    check): it raises to stop a run that no longer holds the release."""
     started = started or datetime.now(UTC)
     release = spec.release
     rel_url = release_url(staging_root, release)
@@ -271,6 +275,7 @@ def stage_release(
             )
         status = "replaced" if marker.get("plan_sha256") != fingerprint else "repaired"
         log(f"release {release}: removing the completion marker before {status} staging")
+        guard()
         store.delete(marker_url)
 
     # 1. sources still as selected
@@ -293,6 +298,7 @@ def stage_release(
     stale = {k.split("/", 1)[0] for k in listing if k.startswith(TEMP_PREFIX)}
     if stale:
         log(f"removing {len(stale)} temporary prefix(es) of earlier runs")
+        guard()
         store.delete([join_url(rel_url, s) for s in sorted(stale)], recursive=True)
 
     temp = join_url(rel_url, f"{TEMP_PREFIX}{run_id}", HBCD)
@@ -336,6 +342,7 @@ def stage_release(
         raise
 
     # 7. promote: remove what is not in the plan, copy the temporary tree over
+    guard()
     final_now = {relative_key(i.url, final) for i in store.list_objects(final)}
     extra = sorted(final_now - want.keys())
     if extra:
@@ -384,6 +391,7 @@ def stage_release(
         notes=f"release {release}, run {run_id}",
     )
     name = lineage.record_name(code)
+    guard()
     store.put_bytes(record_url, record.model_dump_json(indent=2).encode())
     marker = {
         "release": release,

@@ -29,6 +29,7 @@ from aind_assets.hbcd.release.resources import (
 from aind_assets.hbcd.release.sensors import release_specs_sensor
 from aind_assets.hbcd.release.spec import load_release_spec
 from aind_assets.hbcd.resources import IdentityMapResource
+from aind_assets.io_managers.commit import committed_folder, url_of
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
@@ -238,12 +239,17 @@ def check_first_release(
     assert {f["path"] for f in marker["files"]} == {f"hbcd/{p}" for p in files}
     Processing.model_validate_json(store.get_bytes(join_url(rel_url, "processing.json")))
     for key in (READY_KEY, STAGING_KEY, SUMMARY_KEY):
-        out = join_url(io_root, *key.path, release)
+        out = url_of(committed_folder(store.upath(join_url(io_root, *key.path, release))))
         Processing.model_validate_json(store.get_bytes(join_url(out, "processing.json")))
         record = docdb.find_one(RECORDS, {"asset_key": key.to_user_string()})
         assert record is not None and record["partition_key"] == release
     selection = pd.read_parquet(
-        store.open(join_url(io_root, *READY_KEY.path, release, "value.parquet"))
+        store.open(
+            join_url(
+                url_of(committed_folder(store.upath(join_url(io_root, *READY_KEY.path, release)))),
+                "value.parquet",
+            )
+        )
     )
     sessions = selection[selection.kind == "session"]
     assert dict(zip(sessions.session, sessions.reason, strict=True)) == {
