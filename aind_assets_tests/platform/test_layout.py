@@ -17,6 +17,7 @@ PACKAGE = ROOT / "aind_assets"
 #: Modules that talk to Dagster or to storage clients; everything else is pure logic.
 DAGSTER_OR_IO = {"assets", "checks", "sensors", "definitions", "defs", "resources", "cli", "keys"}
 IO_MODULES = {
+    "aind_assets.analysis.pipes",  # the Dagster Pipes layer of out-of-process analyses
     "aind_assets.settings",
     "aind_assets.demo.seed",
     "aind_assets.hbcd.storage",
