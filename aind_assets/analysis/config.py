@@ -19,7 +19,6 @@ The platform-wide settings (DocDB, object store, collections, roots) live in
 | ``AIND_ANALYSIS_PIPES_LAUNCHER`` | out-of-process analyses: ``subprocess`` (local environments), ``ecs`` or ``k8s`` | ``subprocess`` |
 | ``AIND_ANALYSIS_ENVIRONMENTS_DIR`` | cache of built analysis environments | ``$AIND_DATA_DIR/analysis-envs`` |
 | ``AIND_ANALYSIS_MEMORY_LIMIT_MB`` | address-space limit of an out-of-process analysis (``0``: none) | ``4096`` |
-| ``AIND_ANALYSIS_EXAMPLES_OUT_OF_PROCESS`` | ``1``: the packaged examples run out of process in their own environment | ``0`` |
 | ``AIND_ANALYSIS_PIPES_STAGING_ROOT``, ``AIND_ANALYSIS_ECS_CLUSTER``, ``AIND_ANALYSIS_ECS_TASK_DEFINITION``, ``AIND_ANALYSIS_ECS_CONTAINER``, ``AIND_ANALYSIS_ECS_SUBNETS``, ``AIND_ANALYSIS_ECS_SECURITY_GROUPS``, ``AIND_ANALYSIS_K8S_NAMESPACE`` | production launches (docs/operations.md) | none |
 """
 
@@ -66,7 +65,6 @@ class AnalysisSettings(BaseModel):
     remove_gone: bool = False
     sweep_batch: int = Field(1, ge=1)
     claim_timeout_s: float = Field(6 * 3600.0, gt=0)
-    examples_out_of_process: bool = False
     #: launchers.PipesLaunchSettings fields read from the environment (environments_dir
     #: defaults to $AIND_DATA_DIR/analysis-envs where the resource is built)
     pipes: dict[str, object] = Field(default_factory=dict)
@@ -119,7 +117,6 @@ class AnalysisSettings(BaseModel):
         flag("AIND_ANALYSIS_SENSOR_RUNNING", "sensor_running")
         flag("AIND_ANALYSIS_REQUEST_RUNS", "request_runs")
         flag("AIND_ANALYSIS_REMOVE_GONE", "remove_gone")
-        flag("AIND_ANALYSIS_EXAMPLES_OUT_OF_PROCESS", "examples_out_of_process")
         pipes: dict[str, object] = {}
         for name, key in _PIPES_TEXT.items():
             if (raw := text(name)) is not None:

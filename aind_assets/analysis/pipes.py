@@ -221,9 +221,15 @@ def build_pipes_client(settings: PipesLaunchSettings) -> Any:
     ``dagster-k8s==0.29.27`` into the production image to use it."""
     if settings.launcher == "ecs":
         import boto3  # type: ignore[import-untyped]
-        from dagster_aws.pipes import PipesECSClient
+        from dagster_aws.pipes import PipesCloudWatchMessageReader, PipesECSClient
 
-        return PipesECSClient(client=boto3.client("ecs", region_name=settings.ecs_region))
+        region = settings.ecs_region
+        return PipesECSClient(
+            client=boto3.client("ecs", region_name=region),
+            message_reader=PipesCloudWatchMessageReader(
+                client=boto3.client("logs", region_name=region)
+            ),
+        )
     if settings.launcher == "k8s":
         try:
             from dagster_k8s import PipesK8sClient  # type: ignore[import-not-found]
