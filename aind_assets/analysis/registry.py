@@ -289,7 +289,7 @@ def register_analysis(
     """Register an analysis (in :data:`REGISTRY` unless ``registry`` is given); see the module
     docstring. ``defaults`` are the analysis-code layer of the parameter merge; with
     ``environment`` it runs out of process (:func:`register_external_analysis`)."""
-    return (registry or REGISTRY).register(
+    return (REGISTRY if registry is None else registry).register(
         name=name,
         version=version,
         spec=spec,
@@ -322,7 +322,7 @@ def register_external_analysis(
 
     run.__qualname__ = f"external:{environment.entrypoint}"
     run.__module__ = environment.entrypoint.split(":", 1)[0]
-    return (registry or REGISTRY).add(
+    return (REGISTRY if registry is None else registry).add(
         AnalysisDefinition(
             name=name,
             version=str(version),
