@@ -21,7 +21,9 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from aind_assets import lineage
 from aind_assets.analysis.dispatch import PartitionDispatch, dispatch_partitions
+from aind_assets.analysis.launchers import PipesLaunchSettings
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
+from aind_assets.analysis.pipes import environment_container, out_of_process
 from aind_assets.analysis.registry import AnalysisDefinition, AnalysisParameterError, canonical_json
 from aind_assets.analysis.resources import AnalysisResource
 from aind_assets.analysis.wrapper import (
@@ -261,6 +263,9 @@ def _run_partition(
         )
     # Validate every job's parameters before running any (a bad parameter fails the step).
     prepared = []
+    settings = PipesLaunchSettings.model_validate(analysis.pipes)
+    env = definition.environment
+    recorded = environment_container(env, settings.launcher) if env is not None else {}
     for task, code in tasks:
         if code.version and code.version != definition.version:
             context.log.warning(
@@ -269,6 +274,8 @@ def _run_partition(
             )
         job_code = definition.job_code(task, config.parameters)
         merged = job_code.parameters.model_dump() if job_code.parameters else {}
+        if recorded:  # the environment is part of the job's Code (and so of its identity)
+            job_code = job_code.model_validate({**job_code.model_dump(), **recorded})
         where = f"partition {key} ({', '.join(task.file_location or task.s3_location)})"
         prepared.append((task, job_code, definition.validate_parameters(merged, where=where)))
     dispatch_config, _ = analysis.load()
@@ -358,22 +365,29 @@ def _analysis_asset(
         images: list = []
         failures: list[str] = []
         inputs: set[str] = set()
-        for key in keys:
-            models = _MODELS.validate_python(loaded.get(key) or [])
-            try:
-                results[key] = _run_partition(
-                    context, definition, key, models, config, analysis, images, failures, inputs
-                )
-            except AnalysisParameterError as exc:
-                raise dg.Failure(description=str(exc)) from exc
+        settings = PipesLaunchSettings.model_validate(analysis.pipes)
+        with out_of_process(
+            context, definition, store=analysis.object_store, settings=settings
+        ) as runnable:
+            for key in keys:
+                models = _MODELS.validate_python(loaded.get(key) or [])
+                try:
+                    results[key] = _run_partition(
+                        context, runnable, key, models, config, analysis, images, failures, inputs
+                    )
+                except AnalysisParameterError as exc:
+                    raise dg.Failure(description=str(exc)) from exc
         if failures:
             raise dg.Failure(
                 description=f"{len(failures)} {definition.name} job(s) failed:\n"
                 + "\n".join(f"- {f}" for f in failures),
                 metadata={"failed_jobs": dg.MetadataValue.json(failures)},
             )
-        context.add_output_metadata(_analysis_metadata(results, images, sorted(inputs)))
-        return _one_or_many(keys, results)
+        # An Output, not a bare value: a Pipes session asks for a typed event stream.
+        return dg.Output(
+            _one_or_many(keys, results),
+            metadata=_analysis_metadata(results, images, sorted(inputs)),
+        )
 
     return _analysis
 

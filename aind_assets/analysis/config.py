@@ -16,6 +16,10 @@ The platform-wide settings (DocDB, object store, collections, roots) live in
 | ``AIND_ANALYSIS_REMOVE_GONE`` | ``1``: sensors delete partitions whose assets left the spec's results | ``0`` |
 | ``AIND_ANALYSIS_SWEEP_BATCH`` | partition-map chunks (up to 1000 partitions each) checked per tick for removal | ``1`` |
 | ``AIND_ANALYSIS_CLAIM_TIMEOUT_S`` | after this long an unfinished job's claim may be taken over | ``21600`` |
+| ``AIND_ANALYSIS_PIPES_LAUNCHER`` | out-of-process analyses: ``subprocess`` (local environments), ``ecs`` or ``k8s`` | ``subprocess`` |
+| ``AIND_ANALYSIS_ENVIRONMENTS_DIR`` | cache of built analysis environments | ``$AIND_DATA_DIR/analysis-envs`` |
+| ``AIND_ANALYSIS_MEMORY_LIMIT_MB`` | address-space limit of an out-of-process analysis (``0``: none) | ``4096`` |
+| ``AIND_ANALYSIS_PIPES_STAGING_ROOT``, ``AIND_ANALYSIS_ECS_CLUSTER``, ``AIND_ANALYSIS_ECS_TASK_DEFINITION``, ``AIND_ANALYSIS_ECS_CONTAINER``, ``AIND_ANALYSIS_ECS_SUBNETS``, ``AIND_ANALYSIS_ECS_SECURITY_GROUPS``, ``AIND_ANALYSIS_K8S_NAMESPACE`` | production launches (docs/operations.md) | none |
 """
 
 from __future__ import annotations
@@ -36,6 +40,19 @@ class AnalysisSettingsError(ValueError):
     """An analysis setting in the environment is invalid; the message names the variable."""
 
 
+_PIPES_TEXT = {
+    "AIND_ANALYSIS_PIPES_LAUNCHER": "launcher",
+    "AIND_ANALYSIS_ENVIRONMENTS_DIR": "environments_dir",
+    "AIND_ANALYSIS_PIPES_STAGING_ROOT": "staging_root",
+    "AIND_ANALYSIS_ECS_CLUSTER": "ecs_cluster",
+    "AIND_ANALYSIS_ECS_TASK_DEFINITION": "ecs_task_definition",
+    "AIND_ANALYSIS_ECS_CONTAINER": "ecs_container",
+    "AIND_ANALYSIS_ECS_SUBNETS": "ecs_subnets",
+    "AIND_ANALYSIS_ECS_SECURITY_GROUPS": "ecs_security_groups",
+    "AIND_ANALYSIS_K8S_NAMESPACE": "k8s_namespace",
+}
+
+
 class AnalysisSettings(BaseModel):
     dispatch_config: Path = EXAMPLE_DISPATCH_CONFIG
     analysis_modules: list[str] = Field(default_factory=list)
@@ -48,6 +65,9 @@ class AnalysisSettings(BaseModel):
     remove_gone: bool = False
     sweep_batch: int = Field(1, ge=1)
     claim_timeout_s: float = Field(6 * 3600.0, gt=0)
+    #: launchers.PipesLaunchSettings fields read from the environment (environments_dir
+    #: defaults to $AIND_DATA_DIR/analysis-envs where the resource is built)
+    pipes: dict[str, object] = Field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AnalysisSettings:
@@ -97,6 +117,23 @@ class AnalysisSettings(BaseModel):
         flag("AIND_ANALYSIS_SENSOR_RUNNING", "sensor_running")
         flag("AIND_ANALYSIS_REQUEST_RUNS", "request_runs")
         flag("AIND_ANALYSIS_REMOVE_GONE", "remove_gone")
+        pipes: dict[str, object] = {}
+        for name, key in _PIPES_TEXT.items():
+            if (raw := text(name)) is not None:
+                pipes[key] = (
+                    [v.strip() for v in raw.split(",") if v.strip()]
+                    if key
+                    in (
+                        "ecs_subnets",
+                        "ecs_security_groups",
+                    )
+                    else raw
+                )
+        if (limit := text("AIND_ANALYSIS_MEMORY_LIMIT_MB")) is not None:
+            if not limit.isdigit():
+                raise AnalysisSettingsError(f"AIND_ANALYSIS_MEMORY_LIMIT_MB={limit!r} is not MiB")
+            pipes["memory_limit_mb"] = int(limit) or None
+        values["pipes"] = pipes
         try:
             return cls(**values)
         except ValueError as exc:

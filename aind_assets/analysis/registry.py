@@ -35,6 +35,7 @@ from typing import Any
 from aind_data_schema.components.identifiers import Code, DataAsset
 from pydantic import ValidationError
 
+from aind_assets.analysis.environments import AnalysisEnvironment
 from aind_assets.analysis.files import dispatch_parameters, job_parameters
 from aind_assets.analysis.models import (
     AnalysisDispatchModel,
@@ -52,6 +53,7 @@ __all__ = [
     "canonical_json",
     "load_analyses",
     "register_analysis",
+    "register_external_analysis",
 ]
 
 #: Modules whose import registers the packaged analyses.
@@ -89,6 +91,8 @@ class AnalysisDefinition:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     url: str = CODE_URL
     run_script: str = ""
+    #: Set: the analysis runs out of process in this environment (docs/analysis.md).
+    environment: AnalysisEnvironment | None = None
 
     # -- parameters ---------------------------------------------------------------------------
     def code_defaults(self) -> dict[str, Any]:
@@ -211,8 +215,10 @@ class AnalysisRegistry:
         description: str | None = None,
         defaults: Mapping[str, Any] | None = None,
         url: str = CODE_URL,
+        environment: AnalysisEnvironment | None = None,
     ) -> Callable[[RunFn], RunFn]:
-        """Decorator registering ``run`` as the analysis ``name``."""
+        """Decorator registering ``run`` as the analysis ``name`` (out of process in
+        ``environment`` when given: then ``run`` is only its in-process fallback, unused)."""
 
         def decorate(run: RunFn) -> RunFn:
             self.add(
@@ -225,7 +231,8 @@ class AnalysisRegistry:
                     description=(description or (run.__doc__ or "").strip().split("\n\n")[0]),
                     defaults=dict(defaults or {}),
                     url=url,
-                    run_script=run.__module__.replace(".", "/") + ".py",
+                    run_script=_run_script(run, environment),
+                    environment=environment,
                 )
             )
             return run
@@ -254,6 +261,11 @@ class AnalysisRegistry:
         return len(self._analyses)
 
 
+def _run_script(run: RunFn, environment: AnalysisEnvironment | None) -> str:
+    module = environment.entrypoint.split(":", 1)[0] if environment else run.__module__
+    return module.replace(".", "/") + ".py"
+
+
 def _qualname(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
@@ -272,10 +284,12 @@ def register_analysis(
     defaults: Mapping[str, Any] | None = None,
     url: str = CODE_URL,
     registry: AnalysisRegistry | None = None,
+    environment: AnalysisEnvironment | None = None,
 ) -> Callable[[RunFn], RunFn]:
     """Register an analysis (in :data:`REGISTRY` unless ``registry`` is given); see the module
-    docstring. ``defaults`` are the analysis-code layer of the parameter merge."""
-    return (registry or REGISTRY).register(
+    docstring. ``defaults`` are the analysis-code layer of the parameter merge; with
+    ``environment`` it runs out of process (:func:`register_external_analysis`)."""
+    return (REGISTRY if registry is None else registry).register(
         name=name,
         version=version,
         spec=spec,
@@ -283,6 +297,44 @@ def register_analysis(
         description=description,
         defaults=defaults,
         url=url,
+        environment=environment,
+    )
+
+
+def register_external_analysis(
+    *,
+    name: str,
+    version: str,
+    spec: type[AnalysisSpecification],
+    outputs: type[AnalysisOutputs],
+    environment: AnalysisEnvironment,
+    description: str = "",
+    defaults: Mapping[str, Any] | None = None,
+    url: str = CODE_URL,
+    registry: AnalysisRegistry | None = None,
+) -> AnalysisDefinition:
+    """Register an analysis whose code lives only in its own environment: the platform imports
+    its parameter and output models (pydantic only), never its code, and runs
+    ``environment.entrypoint`` out of process."""
+
+    def run(task: Any, params: Any, ctx: Any) -> Any:
+        raise RuntimeError(f"analysis {name!r} runs out of process only")
+
+    run.__qualname__ = f"external:{environment.entrypoint}"
+    run.__module__ = environment.entrypoint.split(":", 1)[0]
+    return (REGISTRY if registry is None else registry).add(
+        AnalysisDefinition(
+            name=name,
+            version=str(version),
+            spec=spec,
+            outputs=outputs,
+            run=run,
+            description=description,
+            defaults=dict(defaults or {}),
+            url=url,
+            run_script=_run_script(run, environment),
+            environment=environment,
+        )
     )
 
 

@@ -1,6 +1,7 @@
 """The analysis flow's Dagster resource: where records, partitions and results live."""
 
 import functools
+from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -46,6 +47,11 @@ class AnalysisResource(dg.ConfigurableResource):
     experimenter: str | None = Field(
         default=None,
         description="Experimenter named in records (a run's aind/experimenter tag wins)",
+    )
+
+    pipes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How out-of-process analyses run (launchers.PipesLaunchSettings fields)",
     )
 
     _indexed: bool = PrivateAttr(default=False)

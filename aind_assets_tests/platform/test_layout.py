@@ -18,6 +18,7 @@ PACKAGE = ROOT / "aind_assets"
 DAGSTER_OR_IO = {"assets", "checks", "sensors", "definitions", "defs", "resources", "cli", "keys"}
 IO_MODULES = {
     "aind_assets.runs",
+    "aind_assets.analysis.pipes",  # the Dagster Pipes layer of out-of-process analyses
     "aind_assets.settings",
     "aind_assets.demo.seed",
     "aind_assets.hbcd.storage",

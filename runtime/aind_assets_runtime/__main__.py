@@ -1,0 +1,5 @@
+import sys
+
+from aind_assets_runtime.worker import main
+
+sys.exit(main())
