@@ -104,8 +104,11 @@ class AnalysisContext:
                 import h5py
                 from pynwb import NWBHDF5IO
 
+                from aind_assets.analysis.h5safe import GcSafeReader
+
                 raw = stack.enter_context(self.open(url, "rb"))
-                h5 = stack.enter_context(h5py.File(raw, "r"))
+                # reads pause cyclic GC: h5py + fsspec service thread deadlock otherwise (h5safe)
+                h5 = stack.enter_context(h5py.File(GcSafeReader(raw), "r"))
                 io: Any = stack.enter_context(NWBHDF5IO(file=h5, mode="r"))
             else:
                 from hdmf_zarr import NWBZarrIO, NWBZarrV2IO
