@@ -103,3 +103,28 @@ def test_deterministic_and_seeded(tmp_path: Path):
     ids_a = parse_identity_map((a / "identifiers/release_identifiers.csv").read_text())
     ids_c = parse_identity_map((c / "identifiers/release_identifiers.csv").read_text())
     assert {r.dccid for r in ids_a} != {r.dccid for r in ids_c}
+
+
+def test_extras_eeg_mrs_and_sessionless_subject_flow_through(tmp_path: Path) -> None:
+    """The demo seed's extras: EEG (EDF+ readable by the field's reader), NIfTI-MRS and a
+    sessionless subject are all de-identified (nothing refused) and leak-free."""
+    import edfio
+
+    from aind_assets.hbcd.formats.dispatch import deidentify_tree
+    from aind_assets.hbcd.leaks.scan import scan_tree
+
+    map_path = write_identified_bids(tmp_path / "src", n_subjects=2, extras=True)
+    idmap = parse_identity_map(map_path.read_text(), "demo")
+    src = tmp_path / "src" / "assembly_bids"
+    edf = next(src.rglob("*_eeg.edf"))
+    rec = edfio.read_edf(edf)
+    assert rec.patient.code == idmap.rows[0].pscid and len(rec.signals) == 2
+    assert next(src.rglob("*_svs.nii.gz")) and len(idmap.rows) == 3
+    assert not list((src / f"sub-{idmap.rows[2].dccid}").glob("ses-*"))
+    out = tmp_path / "deid"
+    report = deidentify_tree(src, out, idmap)
+    assert report.skipped == []
+    assert scan_tree(out, idmap) == []
+    assert (out / f"sub-{idmap.rows[2].rc_id}/anat/sub-{idmap.rows[2].rc_id}_T1w.nii.gz").exists()
+    back = edfio.read_edf(next(out.rglob("*_eeg.edf")))
+    assert back.patient.code == idmap.rows[0].rc_id

@@ -46,8 +46,10 @@ from aind_assets.hbcd.formats.base import (
     FormatContext,
     UnsupportedFileType,
 )
+from aind_assets.hbcd.formats.eeg import EDF, RAW_SAMPLES
 from aind_assets.hbcd.formats.gz import GzipFormatError, gzipped
 from aind_assets.hbcd.formats.json_sidecar import JSON
+from aind_assets.hbcd.formats.mrs import MRS, is_mrs_name
 from aind_assets.hbcd.formats.nifti import NIFTI, NiftiFormatError, run_nifti
 from aind_assets.hbcd.formats.text import (
     TEXT,
@@ -66,6 +68,11 @@ from aind_assets.hbcd.identity.replace import (
 from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 
 NIFTI_GZ = FileHandler("nifti.gz", gzipped(run_nifti))
+MRS_GZ = FileHandler("nifti-mrs.gz", gzipped(MRS.run))
+#: EEG and other binary formats, by extension (see formats/eeg.py); BrainVision headers and
+#: markers (.vhdr/.vmrk, INI-like text naming the data and marker files) follow the text rules.
+_BINARY_EXTENSIONS = {".edf": EDF, ".bdf": EDF, ".eeg": RAW_SAMPLES, ".fdt": RAW_SAMPLES}
+_EEG_TEXT_EXTENSIONS = (".vhdr", ".vmrk")
 _GZ = {h.name: FileHandler(h.name + ".gz", gzipped(h.run)) for h in (TSV, JSON, TEXT)}
 
 
@@ -74,6 +81,8 @@ def _simple_handler(lower_name: str) -> FileHandler | None:
         return TSV
     if lower_name.endswith(".json"):
         return JSON
+    if lower_name.endswith(_EEG_TEXT_EXTENSIONS):
+        return TEXT
     dot = lower_name.rfind(".")
     ext = lower_name[dot:] if dot > 0 else ""
     if ext in TEXT_EXTENSIONS or lower_name in TEXT_NAMES:
@@ -84,6 +93,11 @@ def _simple_handler(lower_name: str) -> FileHandler | None:
 def handler_for(relpath: str) -> FileHandler | None:
     """The allow-list: the handler for a file name, or ``None`` (do not copy; report)."""
     name = relpath.rsplit("/", 1)[-1].lower()
+    if is_mrs_name(relpath):
+        return MRS_GZ if name.endswith(".gz") else MRS
+    dot = name.rfind(".")
+    if dot > 0 and name[dot:] in _BINARY_EXTENSIONS:
+        return _BINARY_EXTENSIONS[name[dot:]]
     if name.endswith(".nii.gz"):
         return NIFTI_GZ
     if name.endswith(".nii"):
