@@ -4,7 +4,7 @@ Each format lives in its own module of this package; this one picks between them
 Every handler reads a binary stream and writes a binary stream, with bounded memory except
 JSON (sidecars are parsed whole). The set of handlers is an allow-list: :func:`handler_for`
 returns ``None`` for anything the rules cannot de-identify (``.dcm``, ``.zip``, ``.pdf``,
-``.edf``, unknown binaries); such files are not copied and are reported.
+EEGLAB ``.set``, unknown binaries); such files are not copied and are reported.
 
 =========================  =================================================================
 file                       rule
@@ -22,6 +22,14 @@ file                       rule
                            data streamed unchanged
 text (see TEXT_EXTENSIONS) encoding detected (BOMs, UTF-16, else UTF-8 that round-trips any
                            byte) and kept; identifiers replaced token-wise
+``*.edf`` / ``*.bdf``       patient/recording identification, signal labels, transducer,
+                           prefiltering and EDF+/BDF+ annotations rewritten in place (fixed
+                           width); samples byte for byte (:mod:`.eeg`)
+``*.vhdr`` / ``*.vmrk``    BrainVision header/markers: text rules (``DataFile``/``MarkerFile``
+                           names, comments, marker descriptions)
+``*.eeg`` / ``*.fdt``      header-less samples: byte for byte (refused if it looks like text)
+NIfTI-MRS                  ``*_svs|_mrsi|_unloc|_mrsref.nii[.gz]`` or under ``mrs/``: NIfTI rules
+                           plus the ecode-44 JSON extension through the sidecar rules (:mod:`.mrs`)
 ``*.<allowed>.gz``         same rule inside; re-compressed without FNAME, mtime 0
 =========================  =================================================================
 

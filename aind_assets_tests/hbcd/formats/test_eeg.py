@@ -162,3 +162,18 @@ def test_raw_samples_that_look_like_text_are_refused(idmap: IdentityMap, row: Id
     rel = SES.format(d=row.dccid) + ".eeg"
     with pytest.raises(DeidentificationError, match="looks like text"):
         deidentify_bytes(rel, f"name: {row.pscid}\n".encode() * 100, idmap)
+
+
+def test_motion_tsv_and_json(idmap: IdentityMap, row: IdentityRow) -> None:
+    """Wearable motion data (``motion/`` TSV + JSON): samples kept as they are (numbers equal to
+    an identifier too: TSV data columns are not identifier positions), names and sidecar
+    identifiers replaced."""
+    stem = f"sub-{row.dccid}/ses-V02/motion/sub-{row.dccid}_ses-V02_task-play_tracksys-ankle"
+    data = f"0.01\t-9.81\t{row.dccid}\n0.02\t-9.80\t0.5\n".encode()
+    new_rel, out = deidentify_bytes(f"{stem}_motion.tsv", data, idmap)
+    assert out == data and row.rc_id in new_rel
+    meta = f'{{"TaskName": "play", "SamplingFrequency": 60, "DeviceSerialNumber": "{row.pscid}"}}'
+    _, out_json = deidentify_bytes(f"{stem}_motion.json", meta.encode(), idmap)
+    assert row.pscid.encode() not in out_json and row.rc_id.encode() in out_json
+    channels = b"name\tcomponent\ttype\ttracked_point\tunits\nacc_x\tx\tACCEL\tankle\tm/s^2\n"
+    assert deidentify_bytes(f"{stem}_channels.tsv", channels, idmap)[1] == channels
