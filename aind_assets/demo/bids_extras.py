@@ -110,7 +110,17 @@ def write_mrs(ses_dir: Path, stem: str, row: IdentityRow) -> str:
         gz.write(img.to_bytes())
     (ses_dir / rel).write_bytes(buf.getvalue())
     (ses_dir / "mrs" / f"{stem}_svs.json").write_text(
-        json.dumps({"EchoTime": 0.03, "RepetitionTime": 2.0, "PatientID": row.dccid}) + "\n"
+        json.dumps(
+            {
+                "EchoTime": 0.03,
+                "RepetitionTime": 2.0,
+                "ResonantNucleus": "1H",
+                "SpectrometerFrequency": 123.25,
+                "SpectralWidth": 2000.0,
+                "PatientID": row.dccid,
+            }
+        )
+        + "\n"
     )
     return rel
 
