@@ -34,6 +34,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from aind_assets.demo.bids_extras import write_eeg, write_mrs, write_sessionless
 from aind_assets.hbcd.identity.idmap import IdentityRow, format_identity_map
 
 __all__ = ["DEMO_SITES", "IDENTITY_MAP_RELPATH", "demo_identity_rows", "write_identified_bids"]
@@ -128,13 +129,17 @@ def write_identified_bids(
     n_subjects: int = 5,
     sessions: tuple[str, ...] = ("V02", "V03"),
     seed: int = 0,
+    extras: bool = False,
 ) -> Path:
     """Write the identified tree under ``root/assembly_bids`` and the identity map CSV under
     ``root/identifiers/release_identifiers.csv``; returns the CSV's path (its text is the
-    identity map for :func:`aind_assets.hbcd.identity.idmap.parse_identity_map`). Deterministic."""
+    identity map for :func:`aind_assets.hbcd.identity.idmap.parse_identity_map`). Deterministic.
+    With ``extras`` (the demo seed): the first subject's first session also has EEG (EDF+) and
+    MR spectroscopy (NIfTI-MRS), and one more subject has no session folder
+    (:mod:`aind_assets.demo.bids_extras`)."""
     root = Path(root)
     bids = root / "assembly_bids"
-    rows = demo_identity_rows(n_subjects, seed)
+    rows = demo_identity_rows(n_subjects + (1 if extras else 0), seed)
     rng = random.Random(seed + 1)
     nrng = np.random.default_rng(seed)
 
@@ -178,6 +183,9 @@ def write_identified_bids(
     for row in rows:
         sub = f"sub-{row.dccid}"
         sdir = bids / sub
+        if extras and row is rows[-1]:
+            write_sessionless(sdir, row)
+            continue
         _write_tsv(
             sdir / f"{sub}_sessions.tsv",
             ["session_id", "age", "site"],
@@ -219,12 +227,16 @@ def write_identified_bids(
                     row,
                     ses,
                     PhaseEncodingDirection="j",
+                    TotalReadoutTime=0.05,
                     IntendedFor=[f"ses-{ses}/{bold}", f"bids::{sub}/ses-{ses}/{bold}"],
                 ),
             )
+            more: list[str] = []
+            if extras and row is rows[0] and ses == sessions[0]:
+                more = [write_eeg(ses_dir, stem, row), write_mrs(ses_dir, stem, row)]
             scans = []
-            for rel in (t1, bold, epi):
-                motion = "_NaN_" if rel is epi else str(rng.randint(1, 3))
+            for rel in (t1, bold, epi, *more):
+                motion = "_NaN_" if rel is epi or rel in more else str(rng.randint(1, 3))
                 scans.append(
                     [
                         rel,

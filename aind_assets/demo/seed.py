@@ -62,7 +62,7 @@ def seed_demo(
         store.map_concurrently(lambda pair: store.put_tree(*pair), uploads)
 
         bids_root = tmp_dir / "bids"
-        map_path = write_identified_bids(bids_root, n_subjects=n_subjects)
+        map_path = write_identified_bids(bids_root, n_subjects=n_subjects, extras=True)
         bids_files = store.put_tree(
             bids_root / BIDS_PREFIX, join_url(settings.hbcd_identified_root, BIDS_PREFIX)
         )

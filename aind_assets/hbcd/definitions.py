@@ -23,7 +23,7 @@ from aind_assets.hbcd.processing.sensors import (
     hbcd_derivatives_sensor,
     processing_job,
 )
-from aind_assets.hbcd.reid.assets import reidentified_derivatives
+from aind_assets.hbcd.reid.assets import loris_change_feed, reidentified_derivatives
 from aind_assets.hbcd.reid.sensors import (
     hbcd_daily_reidentification,
     hbcd_reidentify_sensor,
@@ -39,6 +39,7 @@ ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
     session_derivatives,
     cbrain_derivatives,
     reidentified_derivatives,
+    loris_change_feed,
 ]
 CHECKS = [
     session_has_no_identifiers,

@@ -24,6 +24,7 @@ DEIDENTIFIED_DATASET = dg.AssetKey(["hbcd", "deidentified_dataset"])
 SESSION_DERIVATIVES = dg.AssetKey(["hbcd", "session_derivatives"])
 CBRAIN_DERIVATIVES = dg.AssetKey(["hbcd", "cbrain_derivatives"])
 REIDENTIFIED_DERIVATIVES = dg.AssetKey(["hbcd", "reidentified_derivatives"])
+LORIS_CHANGE_FEED = dg.AssetKey(["hbcd", "loris_change_feed"])
 
 LEAK_CHECK = "no_identifiers"
 STALENESS_CHECK = "inputs_in_sync"

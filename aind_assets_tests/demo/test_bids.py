@@ -103,3 +103,60 @@ def test_deterministic_and_seeded(tmp_path: Path):
     ids_a = parse_identity_map((a / "identifiers/release_identifiers.csv").read_text())
     ids_c = parse_identity_map((c / "identifiers/release_identifiers.csv").read_text())
     assert {r.dccid for r in ids_a} != {r.dccid for r in ids_c}
+
+
+def test_extras_eeg_mrs_and_sessionless_subject_flow_through(tmp_path: Path) -> None:
+    """The demo seed's extras: EEG (EDF+ readable by the field's reader), NIfTI-MRS and a
+    sessionless subject are all de-identified (nothing refused) and leak-free."""
+    import edfio
+
+    from aind_assets.hbcd.formats.dispatch import deidentify_tree
+    from aind_assets.hbcd.leaks.scan import scan_tree
+
+    map_path = write_identified_bids(tmp_path / "src", n_subjects=2, extras=True)
+    idmap = parse_identity_map(map_path.read_text(), "demo")
+    src = tmp_path / "src" / "assembly_bids"
+    edf = next(src.rglob("*_eeg.edf"))
+    rec = edfio.read_edf(edf)
+    assert rec.patient.code == idmap.rows[0].pscid and len(rec.signals) == 2
+    assert next(src.rglob("*_svs.nii.gz")) and len(idmap.rows) == 3
+    assert not list((src / f"sub-{idmap.rows[2].dccid}").glob("ses-*"))
+    out = tmp_path / "deid"
+    report = deidentify_tree(src, out, idmap)
+    assert report.skipped == []
+    assert scan_tree(out, idmap) == []
+    assert (out / f"sub-{idmap.rows[2].rc_id}/anat/sub-{idmap.rows[2].rc_id}_T1w.nii.gz").exists()
+    back = edfio.read_edf(next(out.rglob("*_eeg.edf")))
+    assert back.patient.code == idmap.rows[0].rc_id
+
+
+def test_extras_stage_a_release_the_official_validator_accepts(tmp_path: Path) -> None:
+    """The seed's extras (EEG, MRS, a sessionless subject) stage into a release with zero
+    bids-validator-deno errors (staging runs it before promoting)."""
+    from aind_assets.hbcd.formats.dispatch import deidentify_tree
+    from aind_assets.hbcd.release import plan, staging
+    from aind_assets.hbcd.release.spec import load_release_spec
+    from aind_assets.resources.object_store import ObjectStoreResource
+
+    map_path = write_identified_bids(tmp_path / "src", n_subjects=3, extras=True)
+    idmap = parse_identity_map(map_path.read_text(), "demo")
+    deidentify_tree(tmp_path / "src/assembly_bids", tmp_path / "deid/assembly_bids", idmap)
+    store = ObjectStoreResource(root=str(tmp_path / "store"))
+    deid = store.url("deid")
+    store.put_tree(tmp_path / "deid", deid)
+    spec = load_release_spec(
+        "release: demo1\nqc:\n  default: {HBCD_compliant: [Yes, equals]}\n", "spec"
+    )
+    decisions = plan.select_sessions(store, spec, deid)
+    result = staging.stage_release(
+        store,
+        spec,
+        decisions,
+        deid_root=deid,
+        staging_root=store.url("staging"),
+        run_id="r",
+        identifiers=idmap,
+    )
+    names = [f["path"] for f in result.marker["files"]]
+    assert any(n.endswith("_eeg.edf") for n in names)
+    assert any(n.endswith("_svs.nii.gz") for n in names)

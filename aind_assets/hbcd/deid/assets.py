@@ -50,6 +50,10 @@ def _sync_metadata(result: SyncResult, hbcd: HbcdResource, inputs: list[str]) ->
         "bytes read": result.bytes_read,
         "unsupported files (not copied)": dg.MetadataValue.json(listed(result.unsupported)),
         "unsupported count": len(result.unsupported),
+        "refused files (not de-identified)": dg.MetadataValue.json(
+            [r.as_dict() for r in result.refused[:MAX_LISTED]]
+        ),
+        "refused count": len(result.refused),
         "paths naming unmapped subjects (not copied)": len(result.unmapped),
         "de-identification notes": dg.MetadataValue.json(result.notes),
         lineage.META_INPUTS: inputs,

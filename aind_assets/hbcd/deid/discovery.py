@@ -7,7 +7,13 @@ The identified ``assembly_bids`` listing is grouped into
 * **subject-level files** ``sub-<DCCID>/<anything not under ses-*>`` (``*_sessions.tsv``/``.json``),
   de-identified by a run of any one session of the subject;
 * **dataset-level files**: everything not under ``sub-*`` (``participants.tsv``,
-  ``dataset_description.json``, ``README``...), de-identified by the dataset asset.
+  ``dataset_description.json``, ``README``...), de-identified by the dataset asset;
+* **sessionless subjects**: a subject folder without any ``ses-*`` folder (sessionless BIDS,
+  ``sub-<DCCID>/anat/...``): its files have no session run, so the dataset asset de-identifies
+  them too (they are part of the dataset unit's digest).
+
+Nothing is dropped silently: what cannot be de-identified (type not in the allow-list, subject
+missing from the map, colliding names) is listed by :mod:`~aind_assets.hbcd.deid.refused`.
 
 Each unit has a *digest* of its listing (keys, sizes, ETags) and of :data:`RULES_VERSION`, so a
 change in any file, or in the rules, changes the digest. Digests are truncated SHA-256 of
@@ -40,6 +46,7 @@ __all__ = [
     "RequestPlan",
     "SessionSource",
     "SourceObject",
+    "dataset_digest",
     "digest_files",
     "discover",
     "ledger_name",
@@ -49,7 +56,7 @@ __all__ = [
 
 #: Version of the de-identification rules. Bump it when a rule changes: every session's digest
 #: changes, so every session is redone (and each object records the version it was made with).
-RULES_VERSION = "1"
+RULES_VERSION = "2"
 #: Digest recorded for a session that no longer exists in the source (its copy was removed).
 EMPTY_DIGEST = "0" * 16
 #: Ledger unit name of the dataset-level files.
@@ -82,6 +89,16 @@ def digest_files(files: Iterable[SourceObject], extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
+def dataset_digest(
+    dataset_files: Iterable[SourceObject], sessionless_files: Mapping[str, list[SourceObject]]
+) -> str:
+    """Digest of the dataset unit: dataset-level files and the sessionless subjects' files."""
+    files = list(dataset_files)
+    for group in sessionless_files.values():
+        files.extend(group)
+    return digest_files(files, DATASET_UNIT)
+
+
 @dataclass
 class SessionSource:
     partition_key: str
@@ -104,6 +121,8 @@ class Discovery:
     #: release-candidate ID -> its session partition keys (sorted)
     subject_sessions: dict[str, list[str]] = field(default_factory=dict)
     dataset_files: list[SourceObject] = field(default_factory=list, repr=False)
+    #: release-candidate ID -> files of a subject without any session folder (dataset unit)
+    sessionless_files: dict[str, list[SourceObject]] = field(default_factory=dict, repr=False)
     dataset_digest: str = EMPTY_DIGEST
     #: identified subject folder names missing from the map: for the report on the identified
     #: side only (never put these in Dagster)
@@ -153,7 +172,10 @@ def discover(objects: Iterable[SourceObject], idmap: IdentityMap) -> Discovery:
         out.subject_digests[rc] = digest_files(subject_files.get(rc, []), f"subject {rc}")
     for keys in out.subject_sessions.values():
         keys.sort()
-    out.dataset_digest = digest_files(out.dataset_files, DATASET_UNIT)
+    out.sessionless_files = {
+        rc: files for rc, files in sorted(subject_files.items()) if rc not in out.subject_sessions
+    }
+    out.dataset_digest = dataset_digest(out.dataset_files, out.sessionless_files)
     out.unmapped_subject_folders = sorted(unmapped)
     return out
 
@@ -279,7 +301,7 @@ def plan_requests(
     entry = ledger.get(DATASET_UNIT)
     dataset_changed = entry is None or entry.session_digest != discovery.dataset_digest
     dataset_pending = in_flight.get(DATASET_UNIT) == discovery.dataset_digest
-    has_dataset = bool(discovery.dataset_files) or entry is not None
+    has_dataset = bool(discovery.dataset_files or discovery.sessionless_files) or entry is not None
     if dataset_changed and not dataset_pending and has_dataset:
         plan.dataset = discovery.dataset_digest
     return plan

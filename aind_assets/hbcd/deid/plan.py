@@ -18,7 +18,7 @@ from aind_assets.hbcd.copies import (
     Write,
     hidden_path_token,
 )
-from aind_assets.hbcd.deid.discovery import RULES_VERSION, SourceObject
+from aind_assets.hbcd.deid.discovery import RULES_VERSION, SourceObject, discover
 from aind_assets.hbcd.formats.dispatch import handler_for
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.identity.replace import (
@@ -60,6 +60,43 @@ def in_dataset_scope(rel: str) -> bool:
     """De-identified ``rel`` (under ``assembly_bids``) is a dataset-level file (not under a
     ``sub-*`` folder)."""
     return not rel.split("/", 1)[0].startswith("sub-") or "/" not in rel
+
+
+def subjects_with_sessions(rels: list[str]) -> set[str]:
+    """Subject labels (``sub-<label>``) having at least one ``ses-*`` folder."""
+    out = set()
+    for rel in rels:
+        parts = rel.split("/")
+        if len(parts) > 2 and parts[0].startswith("sub-") and parts[1].startswith("ses-"):
+            out.add(parts[0])
+    return out
+
+
+def dataset_scope(
+    src_rels: list[str], dst_rels: list[str], idmap: IdentityMap
+) -> tuple[set[str], Callable[[str], bool]]:
+    """The dataset unit's subjects (``sub-<RC>`` folders without any session, on the source
+    side or on the de-identified side and not sessioned in the source) and its scope: those
+    folders and everything not under ``sub-*``."""
+    found = discover([SourceObject(r, 0, None) for r in src_rels], idmap)
+    subjects = {f"sub-{rc}" for rc in found.sessionless_files}
+    sessioned = {f"sub-{k.split('_ses-')[0][4:]}" for k in found.sessions}
+    dst_sessioned = subjects_with_sessions(dst_rels)
+    for rel in dst_rels:
+        first = rel.split("/", 1)[0]
+        if (
+            "/" in rel
+            and first.startswith("sub-")
+            and first not in dst_sessioned
+            and first not in sessioned
+            and idmap.has_rc(first[4:])
+        ):
+            subjects.add(first)
+
+    def scope(rel: str) -> bool:
+        return in_dataset_scope(rel) or rel.split("/", 1)[0] in subjects
+
+    return subjects, scope
 
 
 def plan_sync(

@@ -78,7 +78,7 @@ def dataset_request(digest: str) -> dg.RunRequest:
     )
 
 
-def _describe(plan: RequestPlan, discovery) -> str:  # noqa: ANN001 - Discovery
+def _describe(plan: RequestPlan, discovery, refused: int = 0) -> str:  # noqa: ANN001
     parts = [
         f"{len(discovery.sessions)} session(s) found",
         f"{len(plan.sessions)} to de-identify ({len(plan.removed)} removed from the source)",
@@ -91,6 +91,16 @@ def _describe(plan: RequestPlan, discovery) -> str:  # noqa: ANN001 - Discovery
         parts.append(
             f"{discovery.unmapped_subjects} subject folder(s) not in the identity map were not "
             "processed (listed in the discovery report on the identified side)"
+        )
+    if refused:
+        parts.append(
+            f"{refused} file(s) refused (type not allowed, unmapped subject or name collision; "
+            "listed by type and reason in the discovery report)"
+        )
+    if discovery.sessionless_files:
+        parts.append(
+            f"{len(discovery.sessionless_files)} subject(s) without a session folder "
+            "(de-identified with the dataset-level files)"
         )
     if plan.orphaned:
         parts.append(
@@ -150,7 +160,7 @@ def hbcd_session_discovery(
     if plan.dataset:
         state[DATASET_UNIT] = plan.dataset
         runs.append(dataset_request(plan.dataset))
-    message = _describe(plan, result.discovery)
+    message = _describe(plan, result.discovery, len(result.refused))
     context.log.info(message)
     return dg.SensorResult(
         run_requests=runs,
@@ -180,6 +190,6 @@ def hbcd_daily_deidentification(context: dg.ScheduleEvaluationContext, hbcd: Hbc
     runs = [session_request(k, d) for k, d in plan.sessions.items()]
     if plan.dataset:
         runs.append(dataset_request(plan.dataset))
-    message = _describe(plan, result.discovery)
+    message = _describe(plan, result.discovery, len(result.refused))
     context.log.info(message)
     return runs or dg.SkipReason(message)

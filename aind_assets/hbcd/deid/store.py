@@ -32,6 +32,7 @@ from aind_assets.hbcd.deid.discovery import (
     Discovery,
     Ledger,
     SourceObject,
+    dataset_digest,
     digest_files,
     discover,
     ledger_name,
@@ -39,10 +40,20 @@ from aind_assets.hbcd.deid.discovery import (
 )
 from aind_assets.hbcd.deid.plan import (
     SessionPlan,
+    dataset_scope,
     in_dataset_scope,
     in_session_scope,
     plan_session_sync,
     plan_sync,
+    subjects_with_sessions,
+)
+from aind_assets.hbcd.deid.refused import (
+    REASON_COLLISION,
+    REASON_TYPE,
+    REASON_UNMAPPED,
+    Refusal,
+    file_type,
+    refusals,
 )
 from aind_assets.hbcd.formats.dispatch import (
     deidentify_file,
@@ -107,6 +118,8 @@ def forget_ledger_entry(store: ObjectStoreResource, layout: HbcdLayout, unit: st
 class DiscoveryResult:
     discovery: Discovery
     ledger: Ledger
+    #: every identified object that is not de-identified, with its type and reason
+    refused: list[Refusal] = field(default_factory=list)
 
 
 def discover_sessions(
@@ -118,7 +131,9 @@ def discover_sessions(
         lambda f: f(),
         [lambda: list_identified_bids(store, layout), lambda: read_ledger(store, layout)],
     )
-    return DiscoveryResult(discover(objects, idmap), ledger)
+    return DiscoveryResult(
+        discover(objects, idmap), ledger, refusals((o.rel for o in objects), idmap)
+    )
 
 
 def write_discovery_report(
@@ -127,14 +142,18 @@ def write_discovery_report(
     """Write the identified-side report (sessions found, unmapped subject folders by name, for
     the operators who maintain the map) when it changed. Returns whether it was written."""
     d = result.discovery
+    refused = [r.as_dict() for r in result.refused]
     body = {
         "sessions": len(d.sessions),
         "subjects": len(d.subject_digests),
+        "sessionless_subjects": len(d.sessionless_files),
         "dataset_files": len(d.dataset_files),
         "unmapped_subject_folders": d.unmapped_subject_folders,
+        "refused_files": refused,
+        "refused_by_type": dict(sorted(Counter(r["type"] for r in refused).items())),
         "digest": digest_files(
             [SourceObject(k, 0, s.digest) for k, s in d.sessions.items()],
-            d.dataset_digest + ",".join(d.unmapped_subject_folders),
+            d.dataset_digest + ",".join(d.unmapped_subject_folders) + json.dumps(refused),
         ),
     }
     url = layout.discovery_report
@@ -169,6 +188,16 @@ class SyncResult:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.collisions
+
+    @property
+    def refused(self) -> list[Refusal]:
+        """Source files of the unit that were not de-identified (no identifier: de-identified
+        paths or hashed tokens), with their type and reason."""
+        out = [Refusal(p, file_type(p), REASON_TYPE) for p in self.unsupported]
+        out += [Refusal(p, "(hidden)", REASON_UNMAPPED) for p in self.unmapped]
+        out += [Refusal(p, file_type(p), REASON_COLLISION) for p in self.collisions]
+        out += [Refusal(p, file_type(p), f"failed: {why}") for p, why in self.failed.items()]
+        return out
 
 
 def _existing_with_metadata(
@@ -291,10 +320,14 @@ def deidentify_session(
             for s in all_sources
             if s.rel.split("/")[1] == f"ses-{ses}" or not s.rel.split("/")[1].startswith("ses-")
         ]
+        scope_session_only = False
         if session is None:  # the session is gone from the source: remove its copy
             sources = [s for s in sources if not s.rel.split("/")[1].startswith("ses-")]
-            if not found.sessions:  # and the subject has no session left
+            if not found.sessions:
+                # and the subject has no session left: its subject-level files now belong to
+                # the dataset unit (sessionless subject); this run removes the session only
                 sources = []
+                scope_session_only = True
         src_by_rel = {s.rel: s for s in sources}
         wanted = set()
         for s in sources:
@@ -302,7 +335,12 @@ def deidentify_session(
                 wanted.add(deidentify_path(s.rel, idmap))
         dst_root = layout.deidentified_bids
         existing = _existing_with_metadata(store, listings[dst_subject], dst_root, wanted)
-        plan = plan_session_sync(sources, existing, idmap, rc_id=rc, session=ses)
+        if scope_session_only:
+            plan = plan_sync(
+                sources, existing, idmap, lambda rel: rel.startswith(f"sub-{rc}/ses-{ses}/")
+            )
+        else:
+            plan = plan_session_sync(sources, existing, idmap, rc_id=rc, session=ses)
         result = SyncResult(partition_key, source_files=len(sources))
         refused = {
             url: reason
@@ -333,29 +371,38 @@ def deidentify_session(
         return result
 
 
+def _full_listing(store: ObjectStoreResource, root: str) -> list[ObjectInfo]:
+    files, dirs = list_children(store, root)
+    for infos in store.list_many(dirs).values():
+        files.extend(infos)
+    return files
+
+
 def deidentify_dataset(
     store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap
 ) -> SyncResult:
     """The dataset-level files (``participants.tsv`` with rows of unmapped subjects dropped,
-    ``participants.json``, ``dataset_description.json``, ``README``...)."""
+    ``participants.json``, ``dataset_description.json``, ``README``...) and the files of
+    subjects without any session folder (sessionless BIDS)."""
     with scrubbed_errors(idmap, "de-identifying the dataset-level files"):
         src_root, dst_root = layout.identified_bids, layout.deidentified_bids
-
-        def side(root: str) -> list[ObjectInfo]:
-            files, dirs = list_children(store, root)
-            top = [d for d in dirs if not d.rsplit("/", 1)[-1].startswith("sub-")]
-            for infos in store.list_many(top).values():
-                files.extend(infos)
-            return files
-
-        src_infos, dst_infos = map_concurrently(store, side, [src_root, dst_root])
-        sources = [SourceObject(relpath_of(i, src_root), i.size, i.etag) for i in src_infos]
+        src_infos, dst_infos = map_concurrently(
+            store, lambda root: _full_listing(store, root), [src_root, dst_root]
+        )
+        all_sources = [SourceObject(relpath_of(i, src_root), i.size, i.etag) for i in src_infos]
+        dst_rels = [relpath_of(i, dst_root) for i in dst_infos]
+        found = discover(all_sources, idmap)
+        _, scope = dataset_scope([s.rel for s in all_sources], dst_rels, idmap)
+        sources = list(found.dataset_files)
+        for group in found.sessionless_files.values():
+            sources.extend(group)
         wanted = set()
         for s in sources:
             with contextlib.suppress(UnmappedIdentifierError):
                 wanted.add(deidentify_path(s.rel, idmap))
-        existing = _existing_with_metadata(store, dst_infos, dst_root, wanted)
-        plan = plan_sync(sources, existing, idmap, in_dataset_scope)
+        dst_in_scope = [i for i, rel in zip(dst_infos, dst_rels, strict=True) if scope(rel)]
+        existing = _existing_with_metadata(store, dst_in_scope, dst_root, wanted)
+        plan = plan_sync(sources, existing, idmap, scope)
         result = SyncResult(DATASET_UNIT, source_files=len(sources))
         refused = _top_level_links(src_root)
         for folder in list_children(store, src_root)[1]:
@@ -363,7 +410,7 @@ def deidentify_dataset(
                 refused.update(store.refused_links(folder))
         _refuse_links(refused, src_root, idmap, result)
         _execute_sync(store, layout, idmap, plan, {s.rel: s for s in sources}, result)
-        result.digest = digest_files(sources, DATASET_UNIT)
+        result.digest = dataset_digest(found.dataset_files, found.sessionless_files)
         if result.ok:
             write_ledger_entry(
                 store,
@@ -438,10 +485,15 @@ def scan_session(
 
 
 def scan_dataset(store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap) -> ScanResult:
+    """The dataset-level files and every subject folder without a session folder."""
     with scrubbed_errors(idmap, "scanning the dataset-level files"):
         root = layout.deidentified_bids
-        files, dirs = list_children(store, root)
-        top = [d for d in dirs if not d.rsplit("/", 1)[-1].startswith("sub-")]
-        for infos in store.list_many(top).values():
-            files.extend(infos)
+        infos = _full_listing(store, root)
+        rels = [relpath_of(i, root) for i in infos]
+        sessioned = subjects_with_sessions(rels)
+        files = [
+            i
+            for i, rel in zip(infos, rels, strict=True)
+            if in_dataset_scope(rel) or rel.split("/", 1)[0] not in sessioned
+        ]
         return scan_objects(store, files, root, idmap)

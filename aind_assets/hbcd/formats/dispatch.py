@@ -4,7 +4,7 @@ Each format lives in its own module of this package; this one picks between them
 Every handler reads a binary stream and writes a binary stream, with bounded memory except
 JSON (sidecars are parsed whole). The set of handlers is an allow-list: :func:`handler_for`
 returns ``None`` for anything the rules cannot de-identify (``.dcm``, ``.zip``, ``.pdf``,
-``.edf``, unknown binaries); such files are not copied and are reported.
+EEGLAB ``.set``, unknown binaries); such files are not copied and are reported.
 
 =========================  =================================================================
 file                       rule
@@ -22,6 +22,14 @@ file                       rule
                            data streamed unchanged
 text (see TEXT_EXTENSIONS) encoding detected (BOMs, UTF-16, else UTF-8 that round-trips any
                            byte) and kept; identifiers replaced token-wise
+``*.edf`` / ``*.bdf``       patient/recording identification, signal labels, transducer,
+                           prefiltering and EDF+/BDF+ annotations rewritten in place (fixed
+                           width); samples byte for byte (:mod:`.eeg`)
+``*.vhdr`` / ``*.vmrk``    BrainVision header/markers: text rules (``DataFile``/``MarkerFile``
+                           names, comments, marker descriptions)
+``*.eeg`` / ``*.fdt``      header-less samples: byte for byte (refused if it looks like text)
+NIfTI-MRS                  ``*_svs|_mrsi|_unloc|_mrsref.nii[.gz]`` or under ``mrs/``: NIfTI rules
+                           plus the ecode-44 JSON extension through the sidecar rules (:mod:`.mrs`)
 ``*.<allowed>.gz``         same rule inside; re-compressed without FNAME, mtime 0
 =========================  =================================================================
 
@@ -46,9 +54,11 @@ from aind_assets.hbcd.formats.base import (
     FormatContext,
     UnsupportedFileType,
 )
+from aind_assets.hbcd.formats.eeg import EDF, RAW_SAMPLES
 from aind_assets.hbcd.formats.errors import describe_foreign_error
 from aind_assets.hbcd.formats.gz import GzipFormatError, gzipped
 from aind_assets.hbcd.formats.json_sidecar import JSON
+from aind_assets.hbcd.formats.mrs import MRS, is_mrs_name
 from aind_assets.hbcd.formats.nifti import NIFTI, NiftiFormatError, run_nifti
 from aind_assets.hbcd.formats.text import (
     TEXT,
@@ -68,6 +78,11 @@ from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 from aind_assets.resources.links import link_refusal
 
 NIFTI_GZ = FileHandler("nifti.gz", gzipped(run_nifti))
+MRS_GZ = FileHandler("nifti-mrs.gz", gzipped(MRS.run))
+#: EEG and other binary formats, by extension (see formats/eeg.py); BrainVision headers and
+#: markers (.vhdr/.vmrk, INI-like text naming the data and marker files) follow the text rules.
+_BINARY_EXTENSIONS = {".edf": EDF, ".bdf": EDF, ".eeg": RAW_SAMPLES, ".fdt": RAW_SAMPLES}
+_EEG_TEXT_EXTENSIONS = (".vhdr", ".vmrk")
 _GZ = {h.name: FileHandler(h.name + ".gz", gzipped(h.run)) for h in (TSV, JSON, TEXT)}
 
 
@@ -76,6 +91,8 @@ def _simple_handler(lower_name: str) -> FileHandler | None:
         return TSV
     if lower_name.endswith(".json"):
         return JSON
+    if lower_name.endswith(_EEG_TEXT_EXTENSIONS):
+        return TEXT
     dot = lower_name.rfind(".")
     ext = lower_name[dot:] if dot > 0 else ""
     if ext in TEXT_EXTENSIONS or lower_name in TEXT_NAMES:
@@ -86,6 +103,11 @@ def _simple_handler(lower_name: str) -> FileHandler | None:
 def handler_for(relpath: str) -> FileHandler | None:
     """The allow-list: the handler for a file name, or ``None`` (do not copy; report)."""
     name = relpath.rsplit("/", 1)[-1].lower()
+    if is_mrs_name(relpath):
+        return MRS_GZ if name.endswith(".gz") else MRS
+    dot = name.rfind(".")
+    if dot > 0 and name[dot:] in _BINARY_EXTENSIONS:
+        return _BINARY_EXTENSIONS[name[dot:]]
     if name.endswith(".nii.gz"):
         return NIFTI_GZ
     if name.endswith(".nii"):

@@ -29,7 +29,7 @@ DROP_JSON_KEYS = frozenset(
 # --- JSON --------------------------------------------------------------------------------
 
 
-def _json_walk(obj: Any, ctx: FormatContext) -> Any:
+def json_walk(obj: Any, ctx: FormatContext) -> Any:
     tr = ctx.translator.text
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
@@ -43,12 +43,12 @@ def _json_walk(obj: Any, ctx: FormatContext) -> Any:
                 elif isinstance(v, list):
                     out[k] = [ctx.translator.path(p) if isinstance(p, str) else p for p in v]
                 else:
-                    out[k] = _json_walk(v, ctx)
+                    out[k] = json_walk(v, ctx)
                 continue
-            out[tr(k)] = _json_walk(v, ctx)
+            out[tr(k)] = json_walk(v, ctx)
         return out
     if isinstance(obj, list):
-        return [_json_walk(v, ctx) for v in obj]
+        return [json_walk(v, ctx) for v in obj]
     if isinstance(obj, str):
         return tr(obj)
     return obj
@@ -113,7 +113,7 @@ def _run_json(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext) -> N
             "are UTF-8)"
         ) from None
     obj = parse_sidecar(text, ctx.translator.text)
-    out = json.dumps(_json_walk(obj, ctx), indent=4, ensure_ascii=False) + "\n"
+    out = json.dumps(json_walk(obj, ctx), indent=4, ensure_ascii=False) + "\n"
     dst.write(out.encode("utf-8", "surrogateescape"))
 
 

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aind_assets.hbcd.formats.eeg import EdfFormatError
 from aind_assets.hbcd.formats.gz import (
     GZIP_MAGIC,
     GzipContentStream,
@@ -51,6 +52,7 @@ from aind_assets.hbcd.formats.nifti import (
 )
 from aind_assets.hbcd.formats.text import PrefixedReader, detect_encoding, read_exact_or_less
 from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
+from aind_assets.hbcd.leaks.eeg import RAW_SAMPLE_EXTENSIONS, is_edf, scan_edf
 from aind_assets.hbcd.streams import ReadableBinary
 
 __all__ = ["Finding", "redact", "scan_for_identifiers", "scan_tree"]
@@ -140,6 +142,7 @@ class _Matcher:
 class _Scan:
     def __init__(self, relpath: str, ids: Identifiers, max_findings: int):
         self.ids = ids
+        self.relpath = relpath
         self.path = redact(relpath, ids)
         self.findings: list[Finding] = []
         self.max = max_findings
@@ -213,6 +216,8 @@ class _Scan:
             self.nifti(rest, location)
             _drain(rest)
             return
+        if self.format_hook(prefix, rest):
+            return
         if not is_json:
             self.text_chunks(_chunks(rest), location)
             return
@@ -231,6 +236,17 @@ class _Scan:
         if size <= _MAX_JSON:
             self.json_view(b"".join(kept))
 
+    def format_hook(self, prefix: bytes, rest: ReadableBinary) -> bool:
+        """Formats read by :mod:`aind_assets.hbcd.leaks.eeg`: EDF/BDF (header and
+        annotations); raw sample files (by name: only their path is scanned)."""
+        if is_edf(prefix):
+            scan_edf(rest, self.text_bytes)
+            return True
+        if self.relpath.lower().endswith(RAW_SAMPLE_EXTENSIONS):
+            _drain(rest)
+            return True
+        return False
+
     def nifti(self, stream: ReadableBinary, location: str) -> None:
         info, raw, exts = read_nifti_prefix(stream)
         base = "nifti"
@@ -240,6 +256,8 @@ class _Scan:
             self.text_bytes(raw[off : off + length], f"{base}.{name}")
         for ext in exts:
             self.text_bytes(ext.content, f"{base}.extension[{ext.index}]({ext.label})")
+            if ext.ecode == 44:  # NIfTI-MRS JSON header extension: \u escapes too
+                self.json_view(ext.content.rstrip(b"\0"))
 
 
 def _is_nifti(prefix: bytes) -> bool:
@@ -285,8 +303,9 @@ def scan_for_identifiers(
     is_json = name.endswith(".json") or name.endswith(".json.gz")
     try:
         scan.stream(stream, "content", is_json)
-    except (GzipFormatError, NiftiFormatError, EOFError, OSError, zlib.error) as e:
-        reason = str(e) if isinstance(e, GzipFormatError | NiftiFormatError) else type(e).__name__
+    except (GzipFormatError, NiftiFormatError, EdfFormatError, EOFError, OSError, zlib.error) as e:
+        known = GzipFormatError | NiftiFormatError | EdfFormatError
+        reason = str(e) if isinstance(e, known) else type(e).__name__
         scan.add(f"unreadable ({reason})", None, None, "unscannable")
     return scan.findings
 

@@ -10,9 +10,11 @@ from aind_assets import lineage
 from aind_assets.hbcd.keys import (
     CBRAIN_DERIVATIVES,
     GROUP,
+    LORIS_CHANGE_FEED,
     REIDENTIFIED_DERIVATIVES,
     SESSION_DERIVATIVES,
 )
+from aind_assets.hbcd.reid.feed import change_feed_root, read_latest_changes
 from aind_assets.hbcd.reid.store import reidentify_derivatives
 from aind_assets.hbcd.resources import HbcdResource
 
@@ -55,6 +57,7 @@ def reidentified_derivatives(
             "unchanged": result.unchanged,
             "bytes copied": result.bytes_copied,
             "not copied: subject not in the identity map": len(result.unmapped),
+            "LORIS change feed": dg.MetadataValue.json(result.changes),
             lineage.META_INPUTS: [hbcd.layout.deidentified_derivatives],
             lineage.META_PARAMETERS: {"identified_root": hbcd.identified_root},
         }
@@ -75,3 +78,55 @@ def reidentified_derivatives(
         unchanged=result.unchanged,
         unmapped=result.unmapped,
     )
+
+
+class LorisChangeCounts(BaseModel):
+    """Counts of the latest LORIS change feed (the feed itself, DCCID-keyed, stays on the
+    identified side)."""
+
+    removed: int
+    replaced: int
+    added: int
+    candidates: int
+    written_at: str
+
+
+@dg.asset(
+    key=LORIS_CHANGE_FEED,
+    deps=[REIDENTIFIED_DERIVATIVES],
+    group_name=GROUP,
+    code_version="1",
+    kinds={"python"},
+    tags={"aind/flow": "hbcd"},
+    description=(
+        "The LORIS change feed of the latest re-identification: derivative outputs removed, "
+        "replaced and added, DCCID-keyed, written on the identified side "
+        "(.aind-assets/reidentified/changes/latest.json); counts only here."
+    ),
+)
+def loris_change_feed(context: dg.AssetExecutionContext, hbcd: HbcdResource) -> LorisChangeCounts:
+    feed = read_latest_changes(hbcd.store, hbcd.layout)
+    if feed is None:
+        raise dg.Failure(
+            description="no LORIS change feed yet: materialize hbcd/reidentified_derivatives",
+            allow_retries=False,
+        )
+    counts = feed.get("counts", {})
+    value = LorisChangeCounts(
+        removed=int(counts.get("removed", 0)),
+        replaced=int(counts.get("replaced", 0)),
+        added=int(counts.get("added", 0)),
+        candidates=len(feed.get("candidates", [])),
+        written_at=str(feed.get("written_at", "")),
+    )
+    context.add_output_metadata(
+        {
+            "removed": value.removed,
+            "replaced": value.replaced,
+            "added": value.added,
+            "candidates": value.candidates,
+            "written_at": value.written_at,
+            lineage.META_INPUTS: [change_feed_root(hbcd.layout)],
+        }
+    )
+    return value

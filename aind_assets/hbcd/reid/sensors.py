@@ -9,13 +9,14 @@ from aind_assets.hbcd.keys import (
     AUTOMATED_TAGS,
     CBRAIN_DERIVATIVES,
     FLOW_TAGS,
+    LORIS_CHANGE_FEED,
     REIDENTIFIED_DERIVATIVES,
     SESSION_DERIVATIVES,
 )
 
 reidentify_job = dg.define_asset_job(
     "hbcd_reidentify_derivatives",
-    selection=dg.AssetSelection.assets(REIDENTIFIED_DERIVATIVES),
+    selection=dg.AssetSelection.assets(REIDENTIFIED_DERIVATIVES, LORIS_CHANGE_FEED),
     tags=FLOW_TAGS,
 )
 
@@ -25,13 +26,15 @@ reidentify_job = dg.define_asset_job(
 
 def reidentify_request(run_key: str) -> dg.RunRequest:
     return dg.RunRequest(
-        run_key=run_key, asset_selection=[REIDENTIFIED_DERIVATIVES], tags=AUTOMATED_TAGS
+        run_key=run_key,
+        asset_selection=[REIDENTIFIED_DERIVATIVES, LORIS_CHANGE_FEED],
+        tags=AUTOMATED_TAGS,
     )
 
 
 @dg.sensor(
     name="hbcd_reidentify_sensor",
-    target=dg.AssetSelection.assets(REIDENTIFIED_DERIVATIVES),
+    target=dg.AssetSelection.assets(REIDENTIFIED_DERIVATIVES, LORIS_CHANGE_FEED),
     minimum_interval_seconds=600,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Derivatives changed (processed, or CBRAIN outputs observed) -> re-identify.",
@@ -59,7 +62,7 @@ def hbcd_reidentify_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
     name="hbcd_daily_reidentification",
     cron_schedule="0 6 * * *",
     execution_timezone="UTC",
-    target=dg.AssetSelection.assets(REIDENTIFIED_DERIVATIVES),
+    target=dg.AssetSelection.assets(REIDENTIFIED_DERIVATIVES, LORIS_CHANGE_FEED),
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 def hbcd_daily_reidentification(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:

@@ -25,6 +25,7 @@ from aind_assets.hbcd.formats.dispatch import (
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.identity.scrub import Scrubber, error_reason, scrubbed_errors
 from aind_assets.hbcd.layout import HbcdLayout
+from aind_assets.hbcd.reid.feed import write_change_feed
 from aind_assets.hbcd.reid.plan import ReidLedgerEntry, plan_reidentify, reidentify_content
 from aind_assets.hbcd.storage import (
     S3_SERVER_COPY_LIMIT,
@@ -47,6 +48,10 @@ class ReidentifyResult:
     unmapped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     bytes_copied: int = 0
+    #: identified paths of the orphans deleted (for the LORIS change feed; never to Dagster)
+    deleted: list[str] = field(default_factory=list, repr=False)
+    #: counts of the LORIS change feed written by this run
+    changes: dict[str, int] = field(default_factory=dict)
 
 
 def _read_reid_ledger(store: ObjectStoreResource, layout: HbcdLayout) -> dict[str, ReidLedgerEntry]:
@@ -145,6 +150,7 @@ def reidentify_derivatives(
         if plan.delete:
             store.delete([join_url(dst_root, rel) for rel in plan.delete])
         result.orphans_deleted = len(plan.delete)
+        result.deleted = list(plan.delete)
         scrub = Scrubber(idmap)
 
         def copy(w: Write) -> tuple[Write, str | None, str | None]:
@@ -169,4 +175,8 @@ def reidentify_derivatives(
         result.new.sort()
         result.newer.sort()
         _write_reid_ledger(store, layout, new_ledger)
+        feed = write_change_feed(
+            store, layout, idmap, removed=result.deleted, replaced=result.newer, added=result.new
+        )
+        result.changes = dict(feed["counts"])
         return result

@@ -5,6 +5,7 @@ that tells whether a staged release is still what the plan would make.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from collections import defaultdict
@@ -223,7 +224,66 @@ def plan_staging(
                 identical_sources=others,
             )
         )
-    return plan
+    return with_bidsignore(store, deid_root, spec.bids_ignore, plan)
+
+
+def bidsignore_patterns(patterns: Sequence[str], datasets: Sequence[str]) -> dict[str, list[str]]:
+    """The release's ignore patterns (relative to ``hbcd/``) as each dataset's ``.bidsignore``
+    lines: ``rawdata/X`` -> ``X`` in ``rawdata``; ``derivatives/<glob>/X`` -> ``X`` in each
+    pipeline the glob matches; a pattern naming no dataset goes to every dataset."""
+    out: dict[str, list[str]] = {d: [] for d in datasets}
+    for raw in patterns:
+        pat = raw.strip().lstrip("/")
+        if not pat or pat.startswith("#"):
+            continue
+        head, _, rest = pat.partition("/")
+        if head == "rawdata" and rest:
+            if "rawdata" in out:
+                out["rawdata"].append(rest)
+        elif head == "derivatives" and rest:
+            glob, _, inner = rest.partition("/")
+            for d in datasets:
+                if d.startswith("derivatives/") and fnmatch.fnmatch(d.split("/", 1)[1], glob):
+                    out[d].append(inner or "*")
+        else:
+            for lines in out.values():
+                lines.append(pat)
+    return {d: lines for d, lines in out.items() if lines}
+
+
+def with_bidsignore(
+    store: ObjectStoreResource, deid_root: str, patterns: Sequence[str], plan: list[PlannedFile]
+) -> list[PlannedFile]:
+    """``plan`` with each dataset's ``.bidsignore`` holding the release's ignore patterns
+    (after the lines of a released source ``.bidsignore``), so the official validator skips
+    what the spec ignores."""
+    datasets = {"rawdata"} | {
+        "/".join(p.dest.split("/")[:2]) for p in plan if p.dest.startswith("derivatives/")
+    }
+    wanted = bidsignore_patterns(patterns, sorted(datasets))
+    if not wanted:
+        return plan
+    by_dest = {p.dest: p for p in plan}
+    for dataset, lines in wanted.items():
+        dest = f"{dataset}/.bidsignore"
+        old = by_dest.get(dest)
+        head = ""
+        if old is not None:
+            if old.content is not None:
+                head = old.content.decode("utf-8", "surrogateescape")
+            else:
+                head = store.get_bytes(join_url(deid_root, old.source)).decode(
+                    "utf-8", "surrogateescape"
+                )
+        have = set(head.splitlines())
+        body = head + ("\n" if head and not head.endswith("\n") else "")
+        body += "".join(f"{line}\n" for line in lines if line not in have)
+        by_dest[dest] = PlannedFile(
+            dest=dest,
+            source=old.source if old is not None else "",
+            content=body.encode("utf-8", "surrogateescape"),
+        )
+    return [by_dest[d] for d in sorted(by_dest)]
 
 
 def pruned_fieldmaps(

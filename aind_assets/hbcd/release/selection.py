@@ -234,10 +234,19 @@ def select_release(
                     action=action,
                 )
             )
+    released_names = [d.dest.rsplit("/", 1)[-1] for d in out if d.included and d.kind == "raw"]
+    released_names += [f"sub-{rc}_sessions.tsv" for rc in released_subjects]
     for f in top:
         name = f.relpath[len(RAW) + 1 :]
         if not released:
             out.append(file_row(f, kind="raw", reason="no session is release-ready"))
+            continue
+        if not top_level_sidecar_applies(name, released_names):
+            out.append(
+                file_row(
+                    f, kind="raw", reason="top-level sidecar without a released file it applies to"
+                )
+            )
             continue
         action = "rebuild" if name in ("participants.tsv", "dataset_description.json") else "copy"
         out.append(file_row(f, kind="raw", dest=f"rawdata/{name}", included=True, action=action))
@@ -259,6 +268,30 @@ def select_release(
         )
     )
     return out
+
+
+_TOP_SIDECAR = re.compile(r"((?:[a-zA-Z]+-[a-zA-Z0-9]+_)*)([a-zA-Z0-9]+)\.(?:json|tsv)\Z")
+_DATASET_FILES = frozenset(
+    {"participants.tsv", "participants.json", "dataset_description.json", "samples.tsv"}
+    | {"samples.json", "genetic_info.json"}
+)
+
+
+def top_level_sidecar_applies(name: str, released_names: Iterable[str]) -> bool:
+    """A top-level file other than a sidecar (``README``, ``participants.tsv``...) always
+    applies; a top-level sidecar (``dwi.json``, ``task-rest_bold.json``, ``scans.json``: the
+    inheritance principle) only when a released file has its suffix and all its entities."""
+    m = _TOP_SIDECAR.fullmatch(name)
+    if name in _DATASET_FILES or m is None:
+        return True
+    entities = {e for e in m[1].split("_") if e}
+    suffix = m[2]
+    for other in released_names:
+        stem = file_stem(other)
+        parts = stem.split("_")
+        if parts[-1] == suffix and entities <= set(parts[:-1]):
+            return True
+    return False
 
 
 def session_files(
@@ -325,12 +358,17 @@ def session_files(
         if not folder:  # session-level file other than scans.tsv (scans.json...)
             out.append(row(True))
             continue
+        if is_data_file(name):
+            # a data file goes in only through its own scans.tsv row (an unlisted X.nii beside
+            # a listed X.nii.gz is not a sidecar of it: the stem is cut at the first dot)
+            out.append(row(False, "data file not listed in scans.tsv (no QC values)"))
+            continue
         stem = f"{folder}/{file_stem(name)}"
         owner = by_stem.get(stem)
-        if owner is None and stem in unlisted_data and not is_data_file(name):
+        if owner is None and stem in unlisted_data:
             out.append(row(False, "belongs to a data file not listed in scans.tsv"))
             continue
-        if owner is None and not is_data_file(name):
+        if owner is None:
             group = by_entities.get(f"{folder}/{entities_of(file_stem(name))}", [])
             if group:
                 kept = [g for g in group if verdict[g][0]]
@@ -338,8 +376,6 @@ def session_files(
         if owner is not None:
             ok = verdict[owner][0]
             out.append(row(ok, "" if ok else f"belongs to excluded {owner}"))
-        elif is_data_file(name):
-            out.append(row(False, "data file not listed in scans.tsv (no QC values)"))
         else:
             out.append(row(False, "not associated with any file listed in scans.tsv"))
     for filename in rows:

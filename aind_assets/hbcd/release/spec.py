@@ -19,7 +19,9 @@ MANIFESTS = "cbrain_misc"
 
 
 #: Extensions of data files (each needs its own ``scans.tsv`` row to be released).
-DATA_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".edf", ".bdf", ".set", ".eeg", ".snirf")
+#: BrainVision is listed by its header (``.vhdr``); its ``.eeg``/``.vmrk`` and EEGLAB's ``.fdt``
+#: follow their header as sidecars do.
+DATA_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".edf", ".bdf", ".set", ".vhdr", ".snirf")
 
 LABEL = re.compile(r"[A-Za-z0-9]+\Z")
 _RELEASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")

@@ -42,6 +42,7 @@ from aind_assets.hbcd.release.errors import (
     SourceChangedError,
     StagingError,
 )
+from aind_assets.hbcd.release.official import official_problems
 from aind_assets.hbcd.release.plan import (
     CHUNK,
     HBCD,
@@ -132,9 +133,12 @@ def validate_staged(
     *,
     ignore: Sequence[str] = (),
     texts: Mapping[str, bytes] | None = None,
+    official: bool = True,
 ) -> list[Problem]:
-    """BIDS validity of the tree under ``hbcd_root`` (``relpaths`` relative to it); the files
-    the rules read are fetched concurrently first."""
+    """BIDS validity of the tree under ``hbcd_root`` (``relpaths`` relative to it): the
+    platform's rules (the files they read are fetched concurrently first) and, with
+    ``official``, the errors of ``bids-validator-deno`` on a local mirror
+    (:mod:`~aind_assets.hbcd.release.official`)."""
     generated = {rel: data.decode("utf-8-sig") for rel, data in (texts or {}).items()}
     present = set(relpaths)
     fetched = read_texts(store, hbcd_root, [p for p in files_read(relpaths) if p not in generated])
@@ -148,7 +152,10 @@ def validate_staged(
             raise FileNotFoundError(rel)
         return store.get_bytes(join_url(hbcd_root, rel)).decode("utf-8-sig")
 
-    return validate_release(relpaths, read_text, ignore=ignore)
+    problems = validate_release(relpaths, read_text, ignore=ignore)
+    if official:
+        problems += official_problems(store, hbcd_root, relpaths, texts=texts)
+    return problems
 
 
 # --- staging ----------------------------------------------------------------------------------

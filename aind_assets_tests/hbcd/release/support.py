@@ -166,7 +166,15 @@ def write_bibsnet(
         store.put_bytes(join_url(out, f"{stem}_space-T1w_desc-aseg_dseg.nii.gz"), seg)
         store.put_bytes(
             join_url(out, f"{stem}_space-T1w_desc-aseg_dseg.json"),
-            (json.dumps({"Description": "two intensity classes in the mask"}) + "\n").encode(),
+            (
+                json.dumps(
+                    {
+                        "Description": "two intensity classes in the mask",
+                        "SpatialReference": f"bids:raw:sub-{rc}/ses-{ses}/{t1}",
+                    }
+                )
+                + "\n"
+            ).encode(),
         )
         used = [store.info(join_url(session, p)) for p in (t1, t1.replace(".nii.gz", ".json"))]
         manifest = DerivativeManifest.from_listing(
