@@ -36,6 +36,10 @@ from aind_assets.hbcd.identity.replace import deidentify_path, session_partition
 from aind_assets.hbcd.keys import BIDS_SESSIONS_NAME
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.hbcd.processing.assets import session_derivatives
+from aind_assets.hbcd.release import specs
+from aind_assets.hbcd.release.plan import MARKER, RECORD
+from aind_assets.hbcd.release.resources import RELEASES_NAME, HbcdReleaseResource
+from aind_assets.hbcd.release.spec import load_release_spec
 from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
 from aind_assets.hbcd.storage import object_metadata
 from aind_assets.io_managers.commit import POINTER, VERSIONS, list_versions, read_pointer
@@ -43,6 +47,7 @@ from aind_assets.io_managers.store_io_manager import StoreIOManager
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import join_url
+from aind_assets_tests.hbcd.release.support import SPEC_YAML, build_release_data
 
 RECORDS = "processing_records"
 RESULTS = "analysis_results"
@@ -357,3 +362,44 @@ def materializations(instance: dg.DagsterInstance, key: dg.AssetKey, partition: 
             dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=100
         ).records
     )
+
+
+def release_resources(env: Env, tmp: Path) -> tuple[HbcdReleaseResource, dict[str, Any]]:
+    """The release test data (de-identified and processed) on ``env``, and run resources."""
+    data = build_release_data(tmp)
+    deid = env.store.url("hbcd-deid")
+    env.store.put_tree(data.deidentified, deid)
+    map_url = env.store.url("hbcd-pr", MAP)
+    env.store.put_bytes(map_url, data.map_csv.encode())
+    res = HbcdReleaseResource(
+        object_store=env.store,
+        deidentified_root=deid,
+        staging_root=env.store.url("hbcd-staging"),
+        specs_root=env.store.url("specs"),
+        identity_map=IdentityMapResource(object_store=env.store, url=map_url),
+    )
+    manager = dg.IOManagerDefinition.hardcoded_io_manager(io_manager(env))
+    return res, {"hbcd_release": res, "docdb": env.docdb, "io_manager": manager}
+
+
+def register(res: HbcdReleaseResource, instance: dg.DagsterInstance) -> str:
+    spec = load_release_spec(SPEC_YAML, "fault spec")
+    specs.write_spec(res.object_store, res.specs_root, res.staging_root, spec)
+    instance.add_dynamic_partitions(RELEASES_NAME, [spec.release])
+    return spec.release
+
+
+def check_release(env: Env, res: HbcdReleaseResource, release: str) -> int:
+    """Exactly the planned files under ``<release>/hbcd/``, one processing.json, one
+    ``_COMPLETE`` naming them, no temporary folder, the lease free; the number of files."""
+    url = res.release_url(release)
+    names = sorted(i.relative_to(url) for i in env.store.list_objects(url))
+    marker = json.loads(env.store.get_bytes(f"{url}/{MARKER}"))
+    planned = sorted(f["path"] for f in marker["files"])
+    assert len(planned) == marker["counts"]["files"] > 0
+    assert names == sorted([*planned, MARKER, RECORD]), names  # no .staging-*, nothing else
+    for f in marker["files"]:
+        assert env.store.info(f"{url}/{f['path']}").size == f["size"]
+    Processing.model_validate_json(env.store.get_bytes(f"{url}/{RECORD}"))
+    assert env.docdb.count("leases", {}) == 0, "the staging lease was left behind"
+    return len(planned)

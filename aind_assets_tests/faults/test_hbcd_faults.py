@@ -2,12 +2,15 @@
 session's IO-manager record, the run process killed mid-session. Before the re-run, processing
 refuses the half session, naming it, and discovery asks for it again; after the re-run the
 session's files are exactly its current source's, with one ledger entry, one current record
-and ``processing.json`` per output, and no writing marker."""
+and ``processing.json`` per output, and no writing marker. Release staging with S3 killed
+between copy and promote: the re-run stages exactly the planned files, once."""
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -16,6 +19,8 @@ from aind_assets.hbcd.deid.commit import marker_url
 from aind_assets.hbcd.deid.discovery import plan_requests
 from aind_assets.hbcd.deid.store import discover_sessions
 from aind_assets.hbcd.keys import SESSION_DERIVATIVES
+from aind_assets.hbcd.release import staging
+from aind_assets.hbcd.release.assets import release_ready_sessions, release_staging
 from aind_assets_tests.faults import flows
 from aind_assets_tests.faults.conftest import FaultServers, run_killed
 from aind_assets_tests.faults.flows import Env
@@ -79,3 +84,44 @@ def test_a_half_written_session_is_never_consumed_and_is_redone(
     assert (counts.outputs, counts.pointers, counts.current_records) == (2, 2, 2)
     assert counts.versions == counts.processing_files <= 4
     assert flows.materializations(instance, SESSION_DERIVATIVES, key) == 2
+
+
+def test_release_staging_killed_between_copy_and_promote_is_redone(
+    fault_servers: FaultServers, env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    res, resources = flows.release_resources(env, tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    release = flows.register(res, instance)
+    original = staging.stage_release
+    fired: list[str] = []
+
+    def stage_release(*args: Any, guard: Callable[[], None], **kwargs: Any) -> Any:
+        def killing_guard() -> None:  # first called once the copy is checked, before promoting
+            if not fired:
+                fired.append("promote")
+                fault_servers.s3.kill()
+            guard()
+
+        return original(*args, guard=killing_guard, **kwargs)
+
+    monkeypatch.setattr(staging, "stage_release", stage_release)
+    assets = [release_ready_sessions, release_staging]
+    result = dg.materialize(
+        assets, partition_key=release, resources=resources, instance=instance, raise_on_error=False
+    )
+    assert fired and not result.success
+    text = flows.failure_text(result)
+    assert f"127.0.0.1:{fault_servers.s3.port}" in text and "endpoint" in text.lower(), text
+    fault_servers.restart("s3", env)
+    url = res.release_url(release)
+    left = {i.relative_to(url).split("/", 1)[0] for i in env.store.list_objects(url)}
+    assert any(n.startswith(".staging-") for n in left) and flows.MARKER not in left
+
+    monkeypatch.setattr(staging, "stage_release", original)
+    again = dg.materialize(assets, partition_key=release, resources=resources, instance=instance)
+    assert again.success
+    assert flows.check_release(env, res, release) > 10
+    counts = flows.check_outputs(
+        env, [f"hbcd/release_ready_sessions/{release}", f"hbcd/release_staging/{release}"]
+    )
+    assert (counts.outputs, counts.current_records) == (2, 2)
