@@ -329,6 +329,21 @@ def hbcd_outputs(key: str) -> list[str]:
     return [f"hbcd/deidentified_session/{key}", f"hbcd/session_derivatives/{key}"]
 
 
+def from_current_source(env: Env, idmap: IdentityMap) -> dict[str, bool]:
+    """Each de-identified file of the subject: whether it was made from its current source."""
+    layout = hbcd_layout(env)
+    row = idmap.rows[0]
+    etags = {
+        deidentify_path(i.relative_to(layout.identified_bids), idmap): i.etag
+        for i in env.store.list_objects(join_url(layout.identified_bids, f"sub-{row.dccid}"))
+    }
+    return {
+        rel: object_metadata(env.store, i).get(META_SOURCE_ETAG) == etags.get(rel)
+        for i in env.store.list_objects(join_url(layout.deidentified_bids, f"sub-{row.rc_id}"))
+        if (rel := i.relative_to(layout.deidentified_bids))
+    }
+
+
 def check_session(env: Env, idmap: IdentityMap, key: str) -> int:
     """The session's de-identified files are exactly those of its current source, each made
     from the current source object; its ledger entry matches; no writing marker; nothing left
@@ -345,9 +360,8 @@ def check_session(env: Env, idmap: IdentityMap, key: str) -> int:
         i.relative_to(layout.deidentified_bids): i for i in env.store.list_objects(dst_prefix)
     }
     assert set(written) == set(sources), (sorted(written), sorted(sources))
-    for rel, info in written.items():
-        meta = object_metadata(env.store, info)
-        assert meta.get(META_SOURCE_ETAG) == sources[rel].etag, f"{rel} is not from the source"
+    stale = [rel for rel, current in from_current_source(env, idmap).items() if not current]
+    assert not stale, f"not made from the current source: {stale}"
     assert sessions_being_written(env.store, layout.deidentified_root) == set()
     found = discover_sessions(env.store, layout, idmap)
     entry = found.ledger.get(key)

@@ -64,6 +64,9 @@ def test_a_half_written_session_is_never_consumed_and_is_redone(
             assert f"DocDB at 127.0.0.1:{server.port}" in text, text
         fault_servers.restart(dies, env)
 
+    if step == "2":  # a real mix: the first changed file new, the other two old
+        current = flows.from_current_source(env, idmap)
+        assert sorted(current.values()).count(False) == 2, current
     # the session is marked as not complete ...
     layout = flows.hbcd_layout(env)
     assert env.store.exists(marker_url(layout.deidentified_root, key))
