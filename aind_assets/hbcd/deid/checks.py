@@ -4,10 +4,13 @@ fields and extensions, UTF-8/UTF-16 text, parsed JSON) is scanned for every DCCI
 ID of the map. A hit fails the check, which blocks downstream assets of the run; the leaking
 objects are deleted from the de-identified side at once and the session's ledger entry is
 dropped, so the daily schedule redoes it. Metadata holds counts and redacted locations only.
+A passed session check on its own run's materialization completes the session's commit
+protocol (:mod:`~aind_assets.hbcd.deid.commit`): it removes the session's writing marker.
 """
 
 import dagster as dg
 
+from aind_assets.hbcd.deid.commit import commit_session_write
 from aind_assets.hbcd.deid.discovery import DATASET_UNIT
 from aind_assets.hbcd.deid.store import ScanResult, forget_ledger_entry, scan_dataset, scan_session
 from aind_assets.hbcd.keys import (
@@ -62,7 +65,20 @@ def session_has_no_identifiers(
 ) -> dg.AssetCheckResult:
     key = context.partition_key
     scan = scan_session(hbcd.store, hbcd.layout, hbcd.idmap(), key)
-    return _leak_result(scan, hbcd, key, f"session {key}")
+    result = _leak_result(scan, hbcd, key, f"session {key}")
+    if scan.clean and _materialized_by_this_run(context, key):
+        # the last step of the session's commit protocol (files, ledger, value and record done)
+        commit_session_write(hbcd.store, hbcd.layout.deidentified_root, key)
+    return result
+
+
+def _materialized_by_this_run(context: dg.AssetCheckExecutionContext, key: str) -> bool:
+    """Whether the newest materialization of the session is this run's (a check run on its
+    own, after a run that stopped halfway, does not complete that run's write)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=DEIDENTIFIED_SESSION, asset_partitions=[key]), limit=1
+    ).records
+    return bool(records) and records[0].run_id == context.op_execution_context.run_id
 
 
 @dg.asset_check(

@@ -25,6 +25,7 @@ from aind_assets.hbcd.copies import (
     Write,
     hidden_path_token,
 )
+from aind_assets.hbcd.deid.commit import begin_session_write, sessions_being_written
 from aind_assets.hbcd.deid.discovery import (
     DATASET_UNIT,
     EMPTY_DIGEST,
@@ -125,12 +126,18 @@ class DiscoveryResult:
 def discover_sessions(
     store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap
 ) -> DiscoveryResult:
-    """Scan the identified side and read the ledger (both concurrently)."""
-    objects, ledger = map_concurrently(
+    """Scan the identified side and read the ledger (concurrently); a session whose write did
+    not complete (:mod:`~aind_assets.hbcd.deid.commit`) counts as not done."""
+    objects, ledger, writing = map_concurrently(
         store,
         lambda f: f(),
-        [lambda: list_identified_bids(store, layout), lambda: read_ledger(store, layout)],
+        [
+            lambda: list_identified_bids(store, layout),
+            lambda: read_ledger(store, layout),
+            lambda: sessions_being_written(store, layout.deidentified_root),
+        ],
     )
+    ledger.entries = {u: e for u, e in ledger.entries.items() if u not in writing}
     return DiscoveryResult(
         discover(objects, idmap), ledger, refusals((o.rel for o in objects), idmap)
     )
@@ -304,7 +311,9 @@ def deidentify_session(
 ) -> SyncResult:
     """Bring ``sub-<RC>/ses-<label>/`` and the subject-level files on the de-identified side in
     line with the identified source: write new and changed files, delete what the source no
-    longer has, leave the rest. Records the ledger entry last, and only if nothing failed."""
+    longer has, leave the rest. Writes the session's writing marker first (its leak check
+    removes it: :mod:`~aind_assets.hbcd.deid.commit`) and the ledger entry last, and only if
+    nothing failed."""
     with scrubbed_errors(idmap, f"de-identifying {partition_key}"):
         rc, ses, src_subject, dst_subject = layout.session_urls(partition_key, idmap)
         listings = store.list_many([src_subject, dst_subject])
@@ -348,6 +357,7 @@ def deidentify_session(
             if _in_run(url[len(src_subject.rstrip("/")) + 1 :], ses)
         }
         _refuse_links(refused, src_root, idmap, result)
+        begin_session_write(store, layout.deidentified_root, partition_key)  # see deid.commit
         _execute_sync(store, layout, idmap, plan, src_by_rel, result)
         result.digest = session.digest if session is not None else EMPTY_DIGEST
         if result.ok:

@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import BaseModel
 
 from aind_assets import lineage
+from aind_assets.hbcd.deid.commit import SessionNotCommittedError, require_committed
 from aind_assets.hbcd.identity.replace import parse_session_partition_key
 from aind_assets.hbcd.keys import (
     CBRAIN_DERIVATIVES,
@@ -57,6 +58,10 @@ def session_derivatives(
 ) -> SessionDerivatives:
     key = context.partition_key
     rc, ses = parse_session_partition_key(key)
+    try:
+        require_committed(hbcd.store, hbcd.layout.deidentified_root, [key], f"session {key}")
+    except SessionNotCommittedError as e:
+        raise dg.Failure(description=str(e), allow_retries=False) from None
     if not latest_leak_check_passed(context.instance, key):
         raise dg.Failure(
             description=(

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from aind_assets import lineage
+from aind_assets.hbcd.deid.commit import require_committed
 from aind_assets.hbcd.release.decisions import Decision, SourceFile
 from aind_assets.hbcd.release.errors import StagingError
 from aind_assets.hbcd.release.selection import select_release, texts_needed
@@ -97,7 +98,13 @@ def select_sessions(
     """List the de-identified root, read what the selection needs, and select."""
     files = list_deidentified(store, deid_root)
     texts = read_texts(store, deid_root, texts_needed(files, spec))
-    return select_release(spec, files, texts, now=now)
+    decisions = select_release(spec, files, texts, now=now)
+    require_committed(store, deid_root, included_sessions(decisions), f"release {spec.release}")
+    return decisions
+
+
+def included_sessions(decisions: Iterable[Decision]) -> list[str]:
+    return [d.session for d in decisions if d.kind == "session" and d.included]
 
 
 def decisions_frame(decisions: Iterable[Decision]) -> pd.DataFrame:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aind_assets import lineage
+from aind_assets.hbcd.deid.commit import require_committed
 from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
 from aind_assets.hbcd.leaks.scan import Finding, scan_for_identifiers
 from aind_assets.hbcd.release.decisions import Decision
@@ -50,6 +51,7 @@ from aind_assets.hbcd.release.plan import (
     RECORD,
     TEMP_PREFIX,
     PlannedFile,
+    included_sessions,
     list_deidentified,
     plan_fingerprint,
     plan_staging,
@@ -285,7 +287,8 @@ def stage_release(
         guard()
         store.delete(marker_url)
 
-    # 1. sources still as selected
+    # 1. sources still as selected, and whole
+    require_committed(store, deid_root, included_sessions(decisions), f"release {release}")
     current = {f.relpath: f for f in list_deidentified(store, deid_root)}
     for p in plan:
         for src in (s for s in (p.source, *p.identical_sources) if s):
