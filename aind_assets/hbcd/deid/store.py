@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +22,6 @@ from aind_assets.hbcd.copies import (
     META_SOURCE_ETAG,
     DestObject,
     Write,
-    hidden_path_token,
 )
 from aind_assets.hbcd.deid.commit import begin_session_write, sessions_being_written
 from aind_assets.hbcd.deid.discovery import (
@@ -39,6 +37,7 @@ from aind_assets.hbcd.deid.discovery import (
     ledger_name,
     parse_ledger_names,
 )
+from aind_assets.hbcd.deid.links import in_run, refused_links, top_level_links
 from aind_assets.hbcd.deid.plan import (
     SessionPlan,
     dataset_scope,
@@ -69,7 +68,6 @@ from aind_assets.hbcd.identity.scrub import Scrubber, error_reason, scrubbed_err
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.hbcd.leaks.scan import Finding, redact, scan_for_identifiers
 from aind_assets.hbcd.storage import list_children, map_concurrently, object_metadata, relpath_of
-from aind_assets.resources.links import link_refusal
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import ObjectInfo, join_url
 
@@ -268,44 +266,6 @@ def _execute_sync(
     result.notes = dict(sorted(notes.items()))
 
 
-def _top_level_links(root: str) -> dict[str, str]:
-    """Refused links directly in the local ``root`` (dataset-level files); ``{}`` on S3."""
-    if root.startswith("s3://"):
-        return {}
-    path = os.path.abspath(root)
-    if not os.path.isdir(path):
-        return {}
-    found = {os.path.join(path, entry): entry for entry in sorted(os.listdir(path))}
-    return {
-        full: reason
-        for full, entry in found.items()
-        if not entry.startswith("sub-") and (reason := link_refusal(full, path)) is not None
-    }
-
-
-def _in_run(rel_to_subject: str, ses: str) -> bool:
-    """``rel_to_subject`` (below ``sub-<id>/``) belongs to the run of session ``ses``."""
-    first = rel_to_subject.split("/", 1)[0]
-    return first == f"ses-{ses}" or not first.startswith("ses-")
-
-
-def _refuse_links(
-    refused: dict[str, str], src_root: str, idmap: IdentityMap, result: SyncResult
-) -> None:
-    """Symbolic links that listings left out (pointing outside the tree, dangling, to a folder;
-    ``{url: reason}``) become failures of the run, named by their de-identified path: the
-    target is never read, and a copy made before the link appeared is deleted."""
-    scrub = Scrubber(idmap)
-    base = src_root.rstrip("/") + "/"
-    for url, reason in refused.items():
-        rel = url[len(base) :] if url.startswith(base) else url.rsplit("/", 1)[-1]
-        try:
-            shown = deidentify_path(rel, idmap)
-        except UnmappedIdentifierError:
-            shown = hidden_path_token(rel)
-        result.failed[shown] = scrub(reason)
-
-
 def deidentify_session(
     store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap, partition_key: str
 ) -> SyncResult:
@@ -354,9 +314,9 @@ def deidentify_session(
         refused = {
             url: reason
             for url, reason in store.refused_links(src_subject).items()
-            if _in_run(url[len(src_subject.rstrip("/")) + 1 :], ses)
+            if in_run(url[len(src_subject.rstrip("/")) + 1 :], ses)
         }
-        _refuse_links(refused, src_root, idmap, result)
+        result.failed.update(refused_links(refused, src_root, idmap))
         begin_session_write(store, layout.deidentified_root, partition_key)  # see deid.commit
         _execute_sync(store, layout, idmap, plan, src_by_rel, result)
         result.digest = session.digest if session is not None else EMPTY_DIGEST
@@ -414,11 +374,11 @@ def deidentify_dataset(
         existing = _existing_with_metadata(store, dst_in_scope, dst_root, wanted)
         plan = plan_sync(sources, existing, idmap, scope)
         result = SyncResult(DATASET_UNIT, source_files=len(sources))
-        refused = _top_level_links(src_root)
+        refused = top_level_links(src_root)
         for folder in list_children(store, src_root)[1]:
             if not folder.rsplit("/", 1)[-1].startswith("sub-"):
                 refused.update(store.refused_links(folder))
-        _refuse_links(refused, src_root, idmap, result)
+        result.failed.update(refused_links(refused, src_root, idmap))
         _execute_sync(store, layout, idmap, plan, {s.rel: s for s in sources}, result)
         result.digest = dataset_digest(found.dataset_files, found.sessionless_files)
         if result.ok:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from aind_assets.hbcd.deid.commit import commit_session_write
 from aind_assets.hbcd.deid.discovery import plan_requests
 from aind_assets.hbcd.deid.refused import REASON_TYPE, REASON_UNMAPPED, file_type, refusals
 from aind_assets.hbcd.deid.store import (
@@ -83,8 +84,13 @@ def test_sessionless_subject_is_deidentified_and_refusals_reported(
     scan = scan_dataset(store, layout, idmap)
     assert scan.clean and scan.scanned == 4  # 2 top-level + 2 of the sessionless subject
 
-    session = deidentify_session(store, layout, idmap, f"sub-{a.rc_id}_ses-V02")
+    key = f"sub-{a.rc_id}_ses-V02"
+    session = deidentify_session(store, layout, idmap, key)
     assert session.ok and [r.type for r in session.refused] == [".pdf"]
+    # until its leak check passes, the session's write is not committed: discovery redoes it
+    again = discover_sessions(store, layout, idmap)
+    assert list(plan_requests(again.discovery, again.ledger, idmap).sessions) == [key]
+    commit_session_write(store, layout.deidentified_root, key)  # what the passing check does
 
     # unchanged: the ledger now matches, nothing requested
     again = discover_sessions(store, layout, idmap)
