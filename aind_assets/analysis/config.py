@@ -20,7 +20,7 @@ The platform-wide settings (DocDB, object store, collections, roots) live in
 | ``AIND_ANALYSIS_ENVIRONMENTS_DIR`` | cache of built analysis environments | ``$AIND_DATA_DIR/analysis-envs`` |
 | ``AIND_ANALYSIS_MEMORY_LIMIT_MB`` | address-space limit of an out-of-process analysis (``0``: none) | ``4096`` |
 | ``AIND_ANALYSIS_JOB_TIMEOUT_S`` | an out-of-process job running longer is killed and fails (``0``: none) | none |
-| ``AIND_ANALYSIS_PIPES_STAGING_ROOT``, ``AIND_ANALYSIS_ECS_CLUSTER``, ``AIND_ANALYSIS_ECS_TASK_DEFINITION``, ``AIND_ANALYSIS_ECS_CONTAINER``, ``AIND_ANALYSIS_ECS_SUBNETS``, ``AIND_ANALYSIS_ECS_SECURITY_GROUPS``, ``AIND_ANALYSIS_K8S_NAMESPACE`` | production launches (docs/operations.md) | none |
+| ``AIND_ANALYSIS_PIPES_STAGING_ROOT``, ``AIND_ANALYSIS_ECS_CLUSTER``, ``AIND_ANALYSIS_ECS_TASK_DEFINITION``, ``AIND_ANALYSIS_ECS_CONTAINER``, ``AIND_ANALYSIS_ECS_SUBNETS``, ``AIND_ANALYSIS_ECS_SECURITY_GROUPS``, ``AIND_ANALYSIS_K8S_NAMESPACE``, ``AIND_ANALYSIS_K8S_KUBECONFIG`` | production launches (docs/operations.md) | none |
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ _PIPES_TEXT = {
     "AIND_ANALYSIS_ECS_SUBNETS": "ecs_subnets",
     "AIND_ANALYSIS_ECS_SECURITY_GROUPS": "ecs_security_groups",
     "AIND_ANALYSIS_K8S_NAMESPACE": "k8s_namespace",
+    "AIND_ANALYSIS_K8S_KUBECONFIG": "k8s_kubeconfig",
 }
 
 

@@ -45,6 +45,7 @@ class PipesLaunchSettings(BaseModel):
     ecs_region: str | None = None
     k8s_namespace: str = "default"
     k8s_service_account: str | None = None
+    k8s_kubeconfig: str | None = Field(None, description="kube config file (default: in-cluster)")
 
     def uv_binary(self) -> str:
         if self.uv:

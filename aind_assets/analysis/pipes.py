@@ -230,7 +230,8 @@ def build_pipes_client(settings: PipesLaunchSettings) -> Any:
 
     ECS: dagster-aws ``PipesECSClient`` (messages from the task's CloudWatch logs, the awslogs
     driver of its task definition). Kubernetes: dagster-k8s ``PipesK8sClient`` (messages from
-    the pod's logs; kube config from the cluster when in one, else ``KUBECONFIG``)."""
+    the pod's logs; the cluster's own config when the platform runs in one, else the kube config
+    file ``k8s_kubeconfig`` or ``~/.kube/config``)."""
     if settings.launcher == "ecs":
         import boto3  # type: ignore[import-untyped]
         from dagster_aws.pipes import PipesCloudWatchMessageReader, PipesECSClient
@@ -245,7 +246,7 @@ def build_pipes_client(settings: PipesLaunchSettings) -> Any:
     if settings.launcher == "k8s":
         from dagster_k8s import PipesK8sClient
 
-        return PipesK8sClient()
+        return PipesK8sClient(kubeconfig_file=settings.k8s_kubeconfig)
     raise ValueError(f"no Pipes client for launcher {settings.launcher!r}")
 
 
