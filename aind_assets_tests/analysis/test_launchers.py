@@ -256,3 +256,27 @@ def test_ecs_and_k8s_clients_send_the_launch_with_the_pipes_bootstrap(
         assert container["resources"]["limits"] == {"memory": f"{registration.MEMORY_LIMIT_MB}Mi"}
         names = {e["name"] for e in container["env"]}
         assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES", "OPENBLAS_NUM_THREADS"} <= names
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "analysis-pipes"
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs if not k.lstrip().startswith("#")}
+
+
+def test_the_deploy_examples_are_valid_launch_settings():
+    ecs = PipesLaunchSettings.model_validate(
+        AnalysisSettings.from_env(_env_file(DEPLOY / "ecs.env")).pipes
+    )
+    assert ecs.launcher == "ecs" and ecs.ecs_task_definition and len(ecs.ecs_subnets) == 2
+    assert ecs.job_timeout_s == 21600 and ecs.memory_limit_mb == 8192
+    k8s = PipesLaunchSettings.model_validate(
+        AnalysisSettings.from_env(_env_file(DEPLOY / "k8s.env")).pipes
+    )
+    assert k8s.launcher == "k8s" and k8s.k8s_namespace == "aind-analysis"
+    task = json.loads((DEPLOY / "ecs-task-definition.json").read_text())
+    container = task["containerDefinitions"][0]
+    assert container["name"] == ecs.ecs_container and container["command"] == RUNTIME_COMMAND
+    assert container["logConfiguration"]["logDriver"] == "awslogs"  # Pipes messages
