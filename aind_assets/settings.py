@@ -27,6 +27,7 @@ never land in run config, tags or logs.
 | ``HBCD_IDENTIFIED_ROOT`` | identified side (PR bucket) | ``$AIND_STORE_ROOT/hbcd-pr`` |
 | ``HBCD_DEIDENTIFIED_ROOT`` | de-identified side | ``$AIND_STORE_ROOT/hbcd-deid`` |
 | ``HBCD_STAGING_ROOT`` | release staging | ``$AIND_STORE_ROOT/hbcd-staging`` |
+| ``AIND_EXAMPLES_OUT_OF_PROCESS`` | ``1``: the packaged example analyses run in their own environment through Dagster Pipes (docs/analysis.md) | ``0`` (in process) |
 | ``HBCD_IDENTITY_MAP`` | identifier map CSV (identified side) | ``$HBCD_IDENTIFIED_ROOT/identifiers/release_identifiers.csv`` |
 """
 
@@ -47,7 +48,20 @@ from aind_assets.settings_checks import SettingsError, check_environment
 
 DEFAULT_EMBEDDED_DOCDB_PORT = 27027
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = ["Settings", "SettingsError", "examples_out_of_process"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def examples_out_of_process(env: Mapping[str, str] | None = None) -> bool:
+    """``AIND_EXAMPLES_OUT_OF_PROCESS``: the packaged example analyses run out of process (read
+    when they register, at import)."""
+    raw = (os.environ if env is None else env).get("AIND_EXAMPLES_OUT_OF_PROCESS", "")
+    value = raw.strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise SettingsError(f"AIND_EXAMPLES_OUT_OF_PROCESS={raw!r}: use 1/0, true/false, yes/no")
+    return value in _TRUE
 
 
 class Settings(BaseModel):
@@ -66,6 +80,7 @@ class Settings(BaseModel):
     aws_key_set: bool = False
     s3_anonymous_buckets: list[str] = []
     experimenter: str | None = None
+    examples_out_of_process: bool = False
     io_root: str
     data_assets_root: str
     results_root: str
@@ -106,6 +121,7 @@ class Settings(BaseModel):
                 if b.strip()
             ],
             experimenter=get("AIND_EXPERIMENTER"),
+            examples_out_of_process=examples_out_of_process(env),
             io_root=get("AIND_IO_ROOT", join_url(store, "dagster-io")),
             data_assets_root=get("AIND_DATA_ASSETS_ROOT", join_url(store, "data-assets")),
             results_root=get("AIND_RESULTS_ROOT", join_url(store, "analysis-results")),

@@ -62,7 +62,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from aind_assets.analysis.registry import load_analyses
 
     settings, analysis = _settings()
-    registry = load_analyses(analysis.analysis_modules)
+    registry = load_analyses(
+        analysis.analysis_modules, examples_out_of_process=settings.examples_out_of_process
+    )
     config = load_dispatch_config(analysis.dispatch_config, known_analyses=registry.names())
     validate_dispatch_config(config, registry, analysis.dispatch_config)
     specs = [config[name] for name in args.spec] if args.spec else list(config)

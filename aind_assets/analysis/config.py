@@ -19,7 +19,8 @@ The platform-wide settings (DocDB, object store, collections, roots) live in
 | ``AIND_ANALYSIS_PIPES_LAUNCHER`` | out-of-process analyses: ``subprocess`` (local environments), ``ecs`` or ``k8s`` | ``subprocess`` |
 | ``AIND_ANALYSIS_ENVIRONMENTS_DIR`` | cache of built analysis environments | ``$AIND_DATA_DIR/analysis-envs`` |
 | ``AIND_ANALYSIS_MEMORY_LIMIT_MB`` | address-space limit of an out-of-process analysis (``0``: none) | ``4096`` |
-| ``AIND_ANALYSIS_PIPES_STAGING_ROOT``, ``AIND_ANALYSIS_ECS_CLUSTER``, ``AIND_ANALYSIS_ECS_TASK_DEFINITION``, ``AIND_ANALYSIS_ECS_CONTAINER``, ``AIND_ANALYSIS_ECS_SUBNETS``, ``AIND_ANALYSIS_ECS_SECURITY_GROUPS``, ``AIND_ANALYSIS_K8S_NAMESPACE`` | production launches (docs/operations.md) | none |
+| ``AIND_ANALYSIS_JOB_TIMEOUT_S`` | an out-of-process job running longer is killed and fails (``0``: none) | none |
+| ``AIND_ANALYSIS_PIPES_STAGING_ROOT``, ``AIND_ANALYSIS_ECS_CLUSTER``, ``AIND_ANALYSIS_ECS_TASK_DEFINITION``, ``AIND_ANALYSIS_ECS_CONTAINER``, ``AIND_ANALYSIS_ECS_SUBNETS``, ``AIND_ANALYSIS_ECS_SECURITY_GROUPS``, ``AIND_ANALYSIS_K8S_NAMESPACE``, ``AIND_ANALYSIS_K8S_KUBECONFIG`` | production launches (docs/operations.md) | none |
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ _PIPES_TEXT = {
     "AIND_ANALYSIS_ECS_SUBNETS": "ecs_subnets",
     "AIND_ANALYSIS_ECS_SECURITY_GROUPS": "ecs_security_groups",
     "AIND_ANALYSIS_K8S_NAMESPACE": "k8s_namespace",
+    "AIND_ANALYSIS_K8S_KUBECONFIG": "k8s_kubeconfig",
 }
 
 
@@ -133,6 +135,13 @@ class AnalysisSettings(BaseModel):
             if not limit.isdigit():
                 raise AnalysisSettingsError(f"AIND_ANALYSIS_MEMORY_LIMIT_MB={limit!r} is not MiB")
             pipes["memory_limit_mb"] = int(limit) or None
+        if (timeout := text("AIND_ANALYSIS_JOB_TIMEOUT_S")) is not None:
+            try:
+                pipes["job_timeout_s"] = float(timeout) or None
+            except ValueError:
+                raise AnalysisSettingsError(
+                    f"AIND_ANALYSIS_JOB_TIMEOUT_S={timeout!r} is not a number of seconds"
+                ) from None
         values["pipes"] = pipes
         try:
             return cls(**values)

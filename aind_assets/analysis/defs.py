@@ -13,7 +13,7 @@ from aind_assets.analysis.registry import load_analyses
 from aind_assets.analysis.resources import AnalysisResource
 from aind_assets.analysis.sensors import build_discovery_sensor
 from aind_assets.runs import flow_tags
-from aind_assets.settings import Settings
+from aind_assets.settings import Settings, examples_out_of_process
 
 #: The partitioned job over dispatch and every analysis (``dagster job backfill -j ...``).
 ANALYSIS_JOB = "aind_analysis"
@@ -52,7 +52,9 @@ def build_analysis_definitions(
     discovery sensor per dispatch spec, the partitioned job ``aind_analysis`` and the
     ``analysis`` resource. A broken dispatch config fails here, naming the file and field."""
     analysis_settings = analysis_settings or AnalysisSettings.from_env()
-    registry = load_analyses(analysis_settings.analysis_modules)
+    registry = load_analyses(
+        analysis_settings.analysis_modules, examples_out_of_process=examples_out_of_process()
+    )
     config = load_dispatch_config(
         analysis_settings.dispatch_config, known_analyses=registry.names()
     )

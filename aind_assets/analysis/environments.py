@@ -63,6 +63,7 @@ class AnalysisEnvironment:
       environment; without it the run function gets them as attributes of a permissive model;
     * ``runtime_extras`` — extras of ``aind-assets-runtime`` to install (``nwb``, ``s3``, ``zarr``);
     * ``memory_limit_mb`` — address-space limit of the local process (default: the setting);
+    * ``timeout_s`` — a job running longer is killed and fails (default: the setting);
     * ``batch`` — jobs of one step share one process (False: one process per job).
     """
 
@@ -74,6 +75,7 @@ class AnalysisEnvironment:
     spec: str | None = None
     runtime_extras: tuple[str, ...] = ()
     memory_limit_mb: int | None = None
+    timeout_s: float | None = None
     batch: bool = True
     task_definition: str | None = None
     env: dict[str, str] = field(default_factory=dict)

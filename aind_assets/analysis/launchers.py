@@ -9,6 +9,7 @@ themselves are in :mod:`aind_assets.analysis.pipes`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -19,6 +20,7 @@ __all__ = [
     "RUNTIME_COMMAND",
     "PipesLaunchSettings",
     "ecs_run_task_params",
+    "ecs_waiter_config",
     "k8s_run_kwargs",
 ]
 
@@ -30,6 +32,7 @@ class PipesLaunchSettings(BaseModel):
     launcher: Literal["subprocess", "ecs", "k8s"] = "subprocess"
     environments_dir: str = Field("data/analysis-envs", description="cache of built environments")
     memory_limit_mb: int | None = Field(4096, description="address-space limit of a local run")
+    job_timeout_s: float | None = Field(None, description="a job running longer is killed")
     runtime_source: str | None = Field(None, description="runtime/ source tree (default: repo)")
     uv: str | None = Field(None, description="uv binary (default: the installed uv package)")
     staging_root: str | None = Field(None, description="remote results staging (default: store)")
@@ -42,6 +45,7 @@ class PipesLaunchSettings(BaseModel):
     ecs_region: str | None = None
     k8s_namespace: str = "default"
     k8s_service_account: str | None = None
+    k8s_kubeconfig: str | None = Field(None, description="kube config file (default: in-cluster)")
 
     def uv_binary(self) -> str:
         if self.uv:
@@ -89,11 +93,24 @@ def ecs_run_task_params(
     return params
 
 
+def ecs_waiter_config(timeout_s: float | None) -> dict[str, int] | None:
+    """``waiter_config`` of ``PipesECSClient.run``: stop waiting for the task after
+    about ``timeout_s`` (polling every 6 s): the job then fails. ECS has no task time limit of its
+    own: the task is not stopped by this (docs/operations.md)."""
+    if not timeout_s:
+        return None
+    return {"Delay": 6, "MaxAttempts": max(1, math.ceil(timeout_s / 6))}
+
+
 def k8s_run_kwargs(
-    env: AnalysisEnvironment, settings: PipesLaunchSettings, memory_limit_mb: int | None
+    env: AnalysisEnvironment,
+    settings: PipesLaunchSettings,
+    memory_limit_mb: int | None,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of ``PipesK8sClient.run`` (besides context and extras): the image, the
-    runtime command, the namespace, the environment and a pod spec with the memory limit."""
+    runtime command, the namespace, the environment and a pod spec with the memory limit and
+    the job's time limit (``active_deadline_seconds``: the kubelet kills the pod)."""
     if not env.image:
         raise ValueError("Kubernetes launches need the environment's image")
     container: dict[str, Any] = {}
@@ -103,6 +120,8 @@ def k8s_run_kwargs(
     pod_spec: dict[str, Any] = {"restart_policy": "Never", "containers": [container]}
     if settings.k8s_service_account:
         pod_spec["service_account_name"] = settings.k8s_service_account
+    if timeout_s:
+        pod_spec["active_deadline_seconds"] = max(1, math.ceil(timeout_s))
     return {
         "image": env.image,
         "command": list(RUNTIME_COMMAND),

@@ -45,6 +45,7 @@ from aind_assets.analysis.environments import (
 from aind_assets.analysis.launchers import (
     PipesLaunchSettings,
     ecs_run_task_params,
+    ecs_waiter_config,
     k8s_run_kwargs,
 )
 from aind_assets.analysis.models import AnalysisDispatchModel
@@ -121,8 +122,10 @@ class SubprocessWorker:
         extras: Mapping[str, Any],
         child_env: Mapping[str, str],
         memory_limit_mb: int | None,
+        timeout_s: float | None = None,
     ) -> None:
         self.context = context
+        self.timeout_s = timeout_s
         self.built = built
         self.env = env
         self.extras = dict(extras)
@@ -176,6 +179,7 @@ class SubprocessWorker:
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # it died: reported below from its exit status
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
         while True:
             reply = self._reply(job["id"])
             if reply is not None:
@@ -189,6 +193,15 @@ class SubprocessWorker:
                     "ok": False,
                     "error": _exit_reason(code, self.memory_limit_mb),
                     "died": True,
+                }
+            if deadline is not None and time.monotonic() > deadline:
+                self._proc.kill()  # the whole process: its other jobs get a fresh one
+                self._proc.wait()
+                self.close()
+                return {
+                    "ok": False,
+                    "error": f"it exceeded its time limit of {self.timeout_s:g} s and was killed",
+                    "timeout": True,
                 }
             time.sleep(0.002)
 
@@ -217,8 +230,8 @@ def build_pipes_client(settings: PipesLaunchSettings) -> Any:
 
     ECS: dagster-aws ``PipesECSClient`` (messages from the task's CloudWatch logs, the awslogs
     driver of its task definition). Kubernetes: dagster-k8s ``PipesK8sClient`` (messages from
-    the pod's logs); dagster-k8s is not a dependency of the platform: install
-    ``dagster-k8s==0.29.27`` into the production image to use it."""
+    the pod's logs; the cluster's own config when the platform runs in one, else the kube config
+    file ``k8s_kubeconfig`` or ``~/.kube/config``)."""
     if settings.launcher == "ecs":
         import boto3  # type: ignore[import-untyped]
         from dagster_aws.pipes import PipesCloudWatchMessageReader, PipesECSClient
@@ -231,18 +244,22 @@ def build_pipes_client(settings: PipesLaunchSettings) -> Any:
             ),
         )
     if settings.launcher == "k8s":
-        try:
-            from dagster_k8s import PipesK8sClient  # type: ignore[import-not-found, unused-ignore]
-        except ImportError as exc:
-            raise RuntimeError(
-                "AIND_ANALYSIS_PIPES_LAUNCHER=k8s needs dagster-k8s==0.29.27 installed"
-            ) from exc
-        return PipesK8sClient()
+        from dagster_k8s import PipesK8sClient
+
+        return PipesK8sClient(kubeconfig_file=settings.k8s_kubeconfig)
     raise ValueError(f"no Pipes client for launcher {settings.launcher!r}")
 
 
-def _failure(definition: AnalysisDefinition, reply: Mapping[str, Any], limit: int | None) -> str:
+def _failure(
+    definition: AnalysisDefinition,
+    reply: Mapping[str, Any],
+    limit: int | None,
+    task: AnalysisDispatchModel | None = None,
+) -> str:
     error = str(reply.get("error") or "unknown error")
+    if reply.get("timeout") and task is not None:
+        inputs = ", ".join(task.file_location or task.s3_location)
+        error = f"job {definition.name} on {inputs}: {error}"
     if reply.get("memory"):
         error = f"it exceeded its memory limit ({limit} MiB): {error}"
     trace = reply.get("traceback")
@@ -296,6 +313,7 @@ def out_of_process(
     storage, secrets = _storage(store)
     extras = {"runtime_version": RUNTIME_VERSION, "storage": storage}
     limit = env.memory_limit_mb or settings.memory_limit_mb
+    timeout_s = env.timeout_s or settings.job_timeout_s
     if settings.launcher == "subprocess":
         built = ensure_environment(
             definition.name,
@@ -315,13 +333,14 @@ def out_of_process(
             extras=extras,
             child_env={**os.environ, **secrets},
             memory_limit_mb=limit,
+            timeout_s=timeout_s,
         )
 
         def run_local(task: AnalysisDispatchModel, params: Any, ctx: Any) -> Any:
             job = {**_job(definition, task, params), "results_dir": str(ctx.results_dir)}
             reply = worker.run(job)
             if not reply.get("ok"):
-                raise OutOfProcessError(_failure(definition, reply, limit))
+                raise OutOfProcessError(_failure(definition, reply, limit, task))
             return reply.get("outputs")
 
         try:
@@ -342,10 +361,13 @@ def out_of_process(
                 context=context,
                 run_task_params=ecs_run_task_params(env, settings, limit),
                 extras=call_extras,
+                waiter_config=ecs_waiter_config(timeout_s),
             )
         else:
             invocation = client.run(
-                context=context, extras=call_extras, **k8s_run_kwargs(env, settings, limit)
+                context=context,
+                extras=call_extras,
+                **k8s_run_kwargs(env, settings, limit, timeout_s),
             )
         replies = [
             m

@@ -216,9 +216,12 @@ class AnalysisRegistry:
         defaults: Mapping[str, Any] | None = None,
         url: str = CODE_URL,
         environment: AnalysisEnvironment | None = None,
+        run_script: str | None = None,
     ) -> Callable[[RunFn], RunFn]:
         """Decorator registering ``run`` as the analysis ``name`` (out of process in
-        ``environment`` when given: then ``run`` is only its in-process fallback, unused)."""
+        ``environment`` when given: then ``run`` is only its in-process fallback, unused).
+        ``run_script`` (``Code.run_script``, part of the job's identity) defaults to the path
+        of ``run``'s module, or of the environment's entry point module."""
 
         def decorate(run: RunFn) -> RunFn:
             self.add(
@@ -231,7 +234,7 @@ class AnalysisRegistry:
                     description=(description or (run.__doc__ or "").strip().split("\n\n")[0]),
                     defaults=dict(defaults or {}),
                     url=url,
-                    run_script=_run_script(run, environment),
+                    run_script=run_script or _run_script(run, environment),
                     environment=environment,
                 )
             )
@@ -285,6 +288,7 @@ def register_analysis(
     url: str = CODE_URL,
     registry: AnalysisRegistry | None = None,
     environment: AnalysisEnvironment | None = None,
+    run_script: str | None = None,
 ) -> Callable[[RunFn], RunFn]:
     """Register an analysis (in :data:`REGISTRY` unless ``registry`` is given); see the module
     docstring. ``defaults`` are the analysis-code layer of the parameter merge; with
@@ -298,6 +302,7 @@ def register_analysis(
         defaults=defaults,
         url=url,
         environment=environment,
+        run_script=run_script,
     )
 
 
@@ -338,8 +343,12 @@ def register_external_analysis(
     )
 
 
-def load_analyses(modules: Iterable[str] = ()) -> AnalysisRegistry:
-    """Import the packaged analyses and ``modules`` (which register theirs); the registry."""
+def load_analyses(
+    modules: Iterable[str] = (), *, examples_out_of_process: bool = False
+) -> AnalysisRegistry:
+    """Import the packaged analyses and ``modules`` (which register theirs); the registry. The
+    packaged analyses run in process, or out of process with ``examples_out_of_process`` (the
+    setting ``AIND_EXAMPLES_OUT_OF_PROCESS``, read by the callers)."""
     for module in (*BUILTIN_MODULES, *modules):
         try:
             importlib.import_module(module)
@@ -347,4 +356,7 @@ def load_analyses(modules: Iterable[str] = ()) -> AnalysisRegistry:
             raise UnknownAnalysisError(
                 f"cannot import analysis module {module!r} (AIND_ANALYSIS_MODULES): {exc}"
             ) from exc
+    from aind_assets.analysis.examples.environments import use_environments
+
+    use_environments(REGISTRY, examples_out_of_process)
     return REGISTRY

@@ -12,11 +12,14 @@ from aind_assets.analysis.models import DispatchConfig, load_dispatch_config
 from aind_assets.analysis.registry import AnalysisRegistry, load_analyses
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.settings import examples_out_of_process
 
 
 @functools.cache
-def _load(path: str, modules: tuple[str, ...]) -> tuple[DispatchConfig, AnalysisRegistry]:
-    registry = load_analyses(modules)
+def _load(
+    path: str, modules: tuple[str, ...], out_of_process: bool
+) -> tuple[DispatchConfig, AnalysisRegistry]:
+    registry = load_analyses(modules, examples_out_of_process=out_of_process)
     config = load_dispatch_config(path, known_analyses=registry.names())
     return validate_dispatch_config(config, registry, path), registry
 
@@ -58,7 +61,7 @@ class AnalysisResource(dg.ConfigurableResource):
 
     def load(self) -> tuple[DispatchConfig, AnalysisRegistry]:
         """The dispatch config (validated against the registry) and the registry."""
-        return _load(self.dispatch_config, tuple(self.analysis_modules))
+        return _load(self.dispatch_config, tuple(self.analysis_modules), examples_out_of_process())
 
     def partition_map(self) -> PartitionMap:
         return PartitionMap(self.docdb, self.partitions_collection)

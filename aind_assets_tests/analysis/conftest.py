@@ -37,6 +37,13 @@ def demo_nwb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def envs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of analysis environments for the session (keyed by their requirements' hash):
+    the first test needing an environment builds it, the others reuse it."""
+    return tmp_path_factory.mktemp("analysis-envs")
+
+
 @dataclasses.dataclass
 class World:
     docdb: DocDBResource

@@ -9,11 +9,11 @@ traceback, and nothing of them is written.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import dagster as dg
 import numpy
-import pytest
 
 from aind_assets.analysis import paging
 from aind_assets.analysis.assets import build_assets
@@ -28,17 +28,12 @@ from aind_assets_tests.analysis.external import registration
 
 CONFIG_FILE = Path(registration.__file__).with_name("dispatch.yaml")
 MODULE = registration.__name__
+NAME_PREFIX = f"{registration.NAME}-"
 
 
-@pytest.fixture(scope="session")
-def envs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One environment cache for the session: the first test builds, the others reuse."""
-    return tmp_path_factory.mktemp("analysis-envs")
-
-
-def _assets():
+def _assets(config_file: Path = CONFIG_FILE):
     registry = load_analyses([MODULE])
-    config = load_dispatch_config(CONFIG_FILE, known_analyses=registry.names())
+    config = load_dispatch_config(config_file, known_analyses=registry.names())
     definition = registry.get(registration.NAME)
     dispatch, analysis = build_assets(config, [definition])
     sensor = build_discovery_sensor(
@@ -72,7 +67,9 @@ def test_environment_is_built_once_and_reused(envs_dir):
     assert again.reused and again.path == first.path and again.key == first.key
     assert again.python_version.startswith("3.12")
     assert "numpy==1." in (first.path / "requirements.lock").read_text()
-    assert [p.name for p in envs_dir.iterdir() if p.is_dir()] == [first.path.name]
+    # one environment of this analysis (the cache is shared with the examples' test)
+    ours = [p.name for p in envs_dir.iterdir() if p.is_dir() and p.name.startswith(NAME_PREFIX)]
+    assert ours == [first.path.name]
 
 
 def test_conflicting_numpy_runs_through_pipes_and_failures_are_clean(world, instance, envs_dir):
@@ -140,3 +137,41 @@ def test_conflicting_numpy_runs_through_pipes_and_failures_are_clean(world, inst
     assert any("reused" in m and "environment" in m for m in logs)
     assert any("exists: skipping" in m for m in logs)
     assert len(list(world.docdb.find(RESULTS, {}))) == 1
+
+
+TIMEOUT_S = 10.0
+
+
+def test_a_job_over_its_time_limit_is_killed_and_the_next_runs(world, instance, envs_dir, tmp_path):
+    config_file = tmp_path / "dispatch.yaml"
+    config_file.write_text(
+        CONFIG_FILE.read_text().split("      distributed_parameters:")[0]
+        + "      distributed_parameters:\n        - mode: sleep\n        - mode: ok\n"
+    )
+    world.seed()
+    dispatch, analysis, sensor = _assets(config_file)
+    resources = world.resources(
+        dispatch_config=str(config_file),
+        analysis_modules=[MODULE],
+        pipes={"environments_dir": str(envs_dir), "job_timeout_s": TIMEOUT_S},
+    )
+    key = _register_partitions(world, instance, sensor, resources)
+    started = time.monotonic()
+    result = dg.materialize(
+        [dispatch, analysis],
+        partition_key=key,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+    )
+    elapsed = time.monotonic() - started
+    assert not result.success and elapsed < 300  # the 600 s sleep was cut short
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.event_specific_data.error.to_string()
+    assert "1 old_numpy_stats job(s) failed" in message
+    assert f"job {registration.NAME} on s3://" in message  # names the job (its input)
+    assert f"exceeded its time limit of {TIMEOUT_S:g} s and was killed" in message
+    records = list(world.docdb.find(RESULTS, {}))
+    assert [
+        r["processing"]["data_processes"][0]["code"]["parameters"]["mode"] for r in records
+    ] == ["ok"]  # the job after it ran in a fresh process

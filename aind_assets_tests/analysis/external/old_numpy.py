@@ -3,6 +3,7 @@ environment (requirements.txt beside it) through Dagster Pipes. Not imported by 
 
 import json
 import os
+import time
 
 import numpy as np
 
@@ -15,6 +16,8 @@ def run(task, params, ctx):
         return {"numpy_version": np.__version__, "n_files": len(hog)}
     if params.mode == "exit":
         os._exit(7)
+    if params.mode == "sleep":  # beyond the job's time limit: killed by the platform
+        time.sleep(params.sleep_s)
     n = len(task.file_location or [])
     (ctx.results_dir / "summary.json").write_text(
         json.dumps({"numpy": np.__version__, "n_files": n, "scale": params.scale})

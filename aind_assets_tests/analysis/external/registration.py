@@ -25,6 +25,7 @@ class OldNumpySpec(AnalysisSpecification):
     mode: str = "ok"
     scale: float = 1.0
     hog_mb: int = 2 * MEMORY_LIMIT_MB
+    sleep_s: float = 600.0
 
 
 class OldNumpyOutputs(AnalysisOutputs):
