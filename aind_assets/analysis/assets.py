@@ -23,9 +23,14 @@ from aind_assets import lineage
 from aind_assets.analysis.dispatch import dispatch_partitions
 from aind_assets.analysis.launchers import PipesLaunchSettings
 from aind_assets.analysis.materialization import (
+    FAILED,
+    HAS_RESULTS,
     analysis_metadata,
     dispatch_metadata,
+    has_results_evaluation,
+    has_results_spec,
     jobs_status,
+    partition_status,
 )
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
 from aind_assets.analysis.parallel import run_bounded
@@ -289,6 +294,7 @@ def _analysis_asset(
         code_version=definition.code_version(fixed_by_spec),
         backfill_policy=dg.BackfillPolicy.single_run(),
         ins={"analysis_dispatch": dg.AssetIn(key=DISPATCH_KEY)},
+        check_specs=[has_results_spec(dg.AssetKey(["analysis", definition.name]), DATA_ASSETS)],
         kinds={"python"},
         description=(definition.description or f"The {definition.name} analysis")
         + f" (version {definition.version}). Results and records are de-duplicated by the "
@@ -354,8 +360,14 @@ def _analysis_asset(
                 analysis_metadata(status, jobs, images, sorted(inputs[key]), None),
                 partition_key=key,
             )
+        check = dg.AssetCheckKey(context.asset_key, HAS_RESULTS)
+        checked = check in context.selected_asset_check_keys
         if failures:
             failed = sorted({k for k, _ in failures})
+            if checked:  # which partitions failed, and what the others have
+                for key in keys:
+                    status = FAILED if key in failed else partition_status(results[key].status)
+                    yield has_results_evaluation(context.asset_key, key, status)
             raise dg.Failure(
                 description=f"{len(failures)} {definition.name} job(s) failed in partition(s) "
                 f"{', '.join(failed)}:\n" + "\n".join(f"- {f}" for f in failures.values()),
@@ -368,7 +380,14 @@ def _analysis_asset(
                 },
             )
         # An Output, not a bare value: a Pipes session asks for a typed event stream.
-        return dg.Output(_one_or_many(keys, {k: results[k] for k in keys}))
+        yield dg.Output(_one_or_many(keys, {k: results[k] for k in keys}))
+        if checked:  # one evaluation per partition (Dagster's own result is per step)
+            for key in keys:
+                status = partition_status(results[key].status)
+                yield has_results_evaluation(context.asset_key, key, status, results[key].note)
+            yield dg.Output(
+                None, output_name=context.assets_def.get_output_name_for_asset_check_key(check)
+            )
 
     return _analysis
 

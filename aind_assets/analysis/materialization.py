@@ -12,10 +12,14 @@ one-partition runs record.
 * ``nothing_to_run`` — no job for this analysis (no data file, or the partition's dispatch spec
   does not run it): no results, no results record;
 * ``dry_run`` — the jobs ran but nothing was written.
+
+The same status is the partition's ``has_results`` asset check evaluation (passed / WARN /
+ERROR for a failed job), so the asset's partitions are told apart in the UI at a glance.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -106,3 +110,48 @@ def analysis_metadata(
     if note:
         meta["note"] = note
     return meta
+
+
+# --------------------------------------------------------------------------------------------
+# The has_results check: results / nothing to run / failed, per partition, at a glance
+# --------------------------------------------------------------------------------------------
+
+HAS_RESULTS = "has_results"
+FAILED = "failed"
+_DESCRIPTIONS = {
+    RESULTS: "the partition has results",
+    NOTHING_TO_RUN: "nothing to run: no job for this analysis (no data file, or the "
+    "partition's dispatch spec does not run it); no results were written",
+    DRY_RUN: "dry run: the jobs ran, nothing was written",
+    FAILED: "a job of this partition failed (see the run's error)",
+}
+
+
+def has_results_spec(
+    asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition
+) -> dg.AssetCheckSpec:
+    """The per-partition check every analysis asset reports with its materialization."""
+    with warnings.catch_warnings():  # partitioned checks are "preview" in Dagster 1.13
+        warnings.simplefilter("ignore", category=dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            HAS_RESULTS,
+            asset=asset_key,
+            partitions_def=partitions_def,
+            description="Passes when the partition has results; warns when it had nothing to "
+            "run (or was a dry run); fails when one of its jobs failed.",
+        )
+
+
+def has_results_evaluation(
+    asset_key: dg.AssetKey, partition: str, status: str, detail: str | None = None
+) -> dg.AssetCheckEvaluation:
+    """The ``has_results`` evaluation of one partition whose ``aind/status`` is ``status``."""
+    return dg.AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=HAS_RESULTS,
+        passed=status == RESULTS,
+        severity=dg.AssetCheckSeverity.ERROR if status == FAILED else dg.AssetCheckSeverity.WARN,
+        metadata={STATUS: status, **({"detail": detail} if detail else {})},
+        description=_DESCRIPTIONS[status],
+        partition=partition,
+    )

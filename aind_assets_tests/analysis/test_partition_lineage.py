@@ -10,7 +10,13 @@ from typing import Any
 
 import dagster as dg
 
-from aind_assets.analysis.materialization import NOTHING_TO_RUN, RESULTS, STATUS
+from aind_assets.analysis.materialization import (
+    FAILED,
+    HAS_RESULTS,
+    NOTHING_TO_RUN,
+    RESULTS,
+    STATUS,
+)
 from aind_assets.io_managers.commit import committed_folder
 from aind_assets_tests.analysis.conftest import RECORDS, World
 from aind_assets_tests.analysis.conftest import RESULTS as RESULTS_COLLECTION
@@ -145,7 +151,86 @@ def test_a_ranged_run_writes_for_each_partition_what_a_one_partition_run_writes(
     # results, nothing to run: told apart on each partition's materialization
     statuses = {k: ranged_meta[("analysis/unit_quality", k)][STATUS] for k in keys}
     assert set(statuses.values()) == {RESULTS, NOTHING_TO_RUN}, statuses
+    checks = check_evaluations(ranged, "analysis/unit_quality")
+    assert checks == {k: (s == RESULTS, s) for k, s in statuses.items()}
     for key, status in statuses.items():
         meta = ranged_meta[("analysis/unit_quality", key)]
         assert (meta["completed"] > 0) == (status == RESULTS)
         assert ("results" in meta) == (status == RESULTS)
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    """``{partition: (passed, aind/status)}`` of the run's ``has_results`` evaluations."""
+    out = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            if data.asset_key.to_user_string() == asset and data.check_name == HAS_RESULTS:
+                out[data.partition] = (data.passed, data.metadata[STATUS].value)
+    return out
+
+
+def test_partitions_with_results_nothing_to_run_or_a_failed_job_are_told_apart(
+    world: World, instance: dg.DagsterInstance
+) -> None:
+    world.seed()
+    apply(instance, tick(world, instance, "ephys_units", None))
+    keys = instance.get_dynamic_partitions("data_assets")[:4]
+    with_nwb = [
+        k
+        for k in keys
+        if any(
+            i.url.endswith(".nwb") for i in world.store.list_objects(world.by_name(k)["location"])
+        )
+    ]
+    assert len(with_nwb) >= 2 and len(with_nwb) < len(keys)
+    bad_key = with_nwb[0]
+    bad = world.by_name(bad_key)
+    world.store.put_bytes(f"{bad['location']}/nwb/{bad['name']}.nwb", b"not HDF5" * 100)
+
+    run_config = {
+        "ops": {
+            "analysis__unit_quality": {"config": {"num_parallel_workers": 3}},
+            "analysis__behavior_performance": {"config": {"num_parallel_workers": 1}},
+        }
+    }
+    ranged = dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources=world.resources(),
+        tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
+        run_config=run_config,
+        raise_on_error=False,
+    )
+    assert not ranged.success
+    message = failure_message(ranged)
+    # the failure names its partition; the other partitions' jobs all ran and kept results
+    assert f"in partition(s) {bad_key}:" in message
+    for key in with_nwb[1:]:
+        name = world.by_name(key)["name"]
+        assert world.docdb.count(RESULTS_COLLECTION, {"input_asset_names": name}) == 3
+    assert world.docdb.count(RESULTS_COLLECTION, {"input_asset_names": bad["name"]}) == 0
+
+    checks = check_evaluations(ranged, "analysis/unit_quality")
+    assert sorted(checks) == sorted(keys)
+    for key in keys:
+        expected = FAILED if key == bad_key else RESULTS if key in with_nwb else NOTHING_TO_RUN
+        assert checks[key] == (expected == RESULTS, expected), key
+
+    # the bad file repaired, a re-run of the range skips what was done and completes the rest
+    world.store.put_tree(world.nwb_dir / bad["name"], bad["location"])
+    again = dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources=world.resources(),
+        tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
+        raise_on_error=False,
+    )
+    assert again.success, failure_message(again)
+    checks = check_evaluations(again, "analysis/unit_quality")
+    for key in keys:
+        expected = RESULTS if key in with_nwb else NOTHING_TO_RUN
+        assert checks[key] == (expected == RESULTS, expected), key
+    meta = by_partition(again)
+    assert meta[("analysis/unit_quality", bad_key)]["completed"] == 2
+    assert meta[("analysis/unit_quality", with_nwb[1])]["skipped"] == 2
