@@ -20,9 +20,7 @@ import dagster as dg
 from pydantic import BaseModel, Field, TypeAdapter
 
 from aind_assets import lineage
-from aind_assets.analysis.dispatch import dispatch_partitions
-from aind_assets.analysis.launchers import PipesLaunchSettings
-from aind_assets.analysis.materialization import (
+from aind_assets.analysis.checks import (
     FAILED,
     HAS_RESULTS,
     analysis_metadata,
@@ -32,6 +30,8 @@ from aind_assets.analysis.materialization import (
     jobs_status,
     partition_status,
 )
+from aind_assets.analysis.dispatch import dispatch_partitions
+from aind_assets.analysis.launchers import PipesLaunchSettings
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
 from aind_assets.analysis.parallel import run_bounded
 from aind_assets.analysis.pipes import environment_container, out_of_process
@@ -43,6 +43,7 @@ from aind_assets.analysis.wrapper import (
     JobResult,
     run_job,
 )
+from aind_assets.runs import OBJECT_STORE_POOL
 
 #: The one partitions definition of the flow: a data asset, or a group of them.
 # The name on its own: Dagster types ``DynamicPartitionsDefinition.name`` as optional.
@@ -295,6 +296,7 @@ def _analysis_asset(
         backfill_policy=dg.BackfillPolicy.single_run(),
         ins={"analysis_dispatch": dg.AssetIn(key=DISPATCH_KEY)},
         check_specs=[has_results_spec(dg.AssetKey(["analysis", definition.name]), DATA_ASSETS)],
+        pool=OBJECT_STORE_POOL,
         kinds={"python"},
         description=(definition.description or f"The {definition.name} analysis")
         + f" (version {definition.version}). Results and records are de-duplicated by the "

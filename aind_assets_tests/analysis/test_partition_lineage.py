@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from aind_assets.analysis.materialization import (
+from aind_assets.analysis.checks import (
     FAILED,
     HAS_RESULTS,
     NOTHING_TO_RUN,
@@ -234,3 +234,44 @@ def test_partitions_with_results_nothing_to_run_or_a_failed_job_are_told_apart(
     meta = by_partition(again)
     assert meta[("analysis/unit_quality", bad_key)]["completed"] == 2
     assert meta[("analysis/unit_quality", with_nwb[1])]["skipped"] == 2
+
+
+def test_sensors_request_batches_of_consecutive_partitions_run_as_ranges(
+    world: World, instance: dg.DagsterInstance
+) -> None:
+    world.seed()
+    result = tick(world, instance, "ephys_units", None, run_batch_size=3)
+    apply(instance, result)
+    order = instance.get_dynamic_partitions("data_assets")
+    batches = []
+    for request in result.run_requests:
+        assert request.tags["dagster/priority"] == "-10"  # below people's runs
+        if request.partition_key is not None:
+            batches.append([request.partition_key])
+            continue
+        start, end = order.index(request.tags[RANGE_START]), order.index(request.tags[RANGE_END])
+        batch = order[start : end + 1]
+        assert 2 <= len(batch) <= 3 and request.tags["aind/partitions"] == str(len(batch))
+        batches.append(batch)
+    assert sorted(k for b in batches for k in b) == sorted(order)  # every key exactly once
+    assert len(batches) == -(-len(order) // 3)
+
+    # a batch's run materializes its partitions, each with its own lineage
+    request = next(r for r in result.run_requests if r.partition_key is None)
+    batch = order[order.index(request.tags[RANGE_START]) : order.index(request.tags[RANGE_END]) + 1]
+    run = dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources=world.resources(),
+        tags=request.tags,
+        raise_on_error=False,
+    )
+    assert run.success, failure_message(run)
+    meta = by_partition(run)
+    assert {k for a, k in meta if a == "analysis/unit_quality"} == set(batch)
+    for key in batch:
+        processing, record = written(world, "analysis/unit_quality", key)
+        assert record["partition_key"] == key
+        inputs = [d["url"] for d in processing["data_processes"][0]["code"]["input_data"]]
+        assert any(f"/analysis_dispatch/{key}/" in u for u in inputs)
+        assert not any(f"/analysis_dispatch/{k}/" in u for u in inputs for k in batch if k != key)
