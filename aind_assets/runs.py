@@ -23,6 +23,9 @@ AUTOMATED_PRIORITY = -10
 #: Runs of one flow a sensor may leave waiting in the queue (setting:
 #: ``AIND_MAX_QUEUED_RUNS_PER_FLOW``).
 DEFAULT_MAX_QUEUED_RUNS = 8
+#: The op pool of assets that read or write much object-store data (deploy/dagster.yaml limits
+#: it: ``default_limit``, or ``dagster instance concurrency set object_store N``).
+OBJECT_STORE_POOL = "object_store"
 _WAITING = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED]
 
 

@@ -12,17 +12,28 @@ import contextlib
 import hashlib
 import json
 import warnings
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import dagster as dg
 from pydantic import BaseModel, Field, TypeAdapter
 
 from aind_assets import lineage
-from aind_assets.analysis.dispatch import PartitionDispatch, dispatch_partitions
+from aind_assets.analysis.checks import (
+    FAILED,
+    HAS_RESULTS,
+    analysis_metadata,
+    dispatch_metadata,
+    has_results_evaluation,
+    has_results_spec,
+    jobs_status,
+    partition_status,
+)
+from aind_assets.analysis.dispatch import dispatch_partitions
 from aind_assets.analysis.launchers import PipesLaunchSettings
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
+from aind_assets.analysis.parallel import run_bounded
 from aind_assets.analysis.pipes import environment_container, out_of_process
 from aind_assets.analysis.registry import AnalysisDefinition, AnalysisParameterError, canonical_json
 from aind_assets.analysis.resources import AnalysisResource
@@ -30,9 +41,9 @@ from aind_assets.analysis.wrapper import (
     UNKNOWN_EXPERIMENTER,
     JobOutcome,
     JobResult,
-    plots_markdown,
     run_job,
 )
+from aind_assets.runs import OBJECT_STORE_POOL
 
 #: The one partitions definition of the flow: a data asset, or a group of them.
 # The name on its own: Dagster types ``DynamicPartitionsDefinition.name`` as optional.
@@ -69,6 +80,12 @@ class AnalysisRunConfig(dg.Config):
     dry_run: bool = Field(
         default=False, description="Run the analysis but write no results and no record."
     )
+    num_parallel_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Jobs (of all partitions of the run) run at once; default: the "
+        "AIND_NUM_PARALLEL_WORKERS setting.",
+    )
 
 
 class AnalysisPartitionResult(BaseModel):
@@ -99,37 +116,6 @@ def _config_hash(config: DispatchConfig) -> str:
 # --------------------------------------------------------------------------------------------
 # analysis_dispatch
 # --------------------------------------------------------------------------------------------
-
-
-def _dispatch_metadata(results: Mapping[str, PartitionDispatch]) -> dict[str, Any]:
-    parts = list(results.values())
-    models = [m for p in parts for m in p.models]
-    warnings = [w for p in parts for w in p.warnings]
-    per_analysis: Counter[str] = Counter()
-    for p in parts:
-        per_analysis.update(p.tasks_per_analysis())
-    meta: dict[str, Any] = {
-        "jobs": len(models),
-        "jobs_per_analysis": dg.MetadataValue.json(dict(sorted(per_analysis.items()))),
-        "dispatch_rows": sum(p.rows for p in parts),
-        "data_assets": sum(p.assets for p in parts),
-        "files": sum(p.files for p in parts),
-        "specs": ", ".join(sorted({s for p in parts for s in p.specs})) or "none",
-        "skipped_assets": dg.MetadataValue.json(
-            sorted({a for p in parts for a in p.skipped_assets})
-        ),
-        lineage.META_INPUTS: sorted({loc for m in models for loc in m.s3_location}),
-    }
-    if models:
-        meta["sample"] = dg.MetadataValue.json(models[0].model_dump(mode="json"))
-    if warnings:
-        meta["warnings"] = dg.MetadataValue.md("\n".join(f"* {w}" for w in warnings))
-    if len(parts) > 1:
-        meta["partitions"] = len(parts)
-        meta["jobs_per_partition"] = dg.MetadataValue.json(
-            {k: len(p.models) for k, p in results.items()}
-        )
-    return meta
 
 
 def build_dispatch_asset(config: DispatchConfig) -> dg.AssetsDefinition:
@@ -175,7 +161,8 @@ def _dispatch_asset(config: DispatchConfig) -> dg.AssetsDefinition:
                 + "\n".join(f"- {k}: {e}" for k, errs in failed.items() for e in errs),
                 metadata={"failed_partitions": dg.MetadataValue.json(failed)},
             )
-        context.add_output_metadata(_dispatch_metadata(results))
+        for key, result in results.items():  # each partition's own metadata, never the run's
+            context.add_asset_metadata(dispatch_metadata(result), partition_key=key)
         return _one_or_many(keys, {k: r.models for k, r in results.items()})
 
     return analysis_dispatch
@@ -186,65 +173,24 @@ def _dispatch_asset(config: DispatchConfig) -> dg.AssetsDefinition:
 # --------------------------------------------------------------------------------------------
 
 
-def _status(jobs: Sequence[JobResult]) -> str:
-    kinds = {j.status for j in jobs}
-    return kinds.pop() if len(kinds) == 1 else "mixed"
+@dataclass
+class _Job:
+    """One prepared job of a partition: validated parameters, its Code."""
+
+    task: AnalysisDispatchModel
+    code: Any
+    params: Any
 
 
-def _job_table(jobs: Sequence[JobResult]) -> str:
-    lines = ["| status | record | inputs | note |", "| --- | --- | --- | --- |"]
-    for job in jobs:
-        inputs = ", ".join(u.rsplit("/", 1)[-1] for u in (job.file_location or job.s3_location))
-        lines.append(f"| {job.status} | `{job.record_name}` | {inputs} | {job.note or ''} |")
-    return "\n".join(lines)
-
-
-def _analysis_metadata(
-    results: Mapping[str, AnalysisPartitionResult], images: list, inputs: list[str]
-) -> dict[str, Any]:
-    jobs = [j for r in results.values() for j in r.jobs]
-    counts = Counter(j.status for j in jobs)
-    meta: dict[str, Any] = {
-        "status": " / ".join(sorted({r.status for r in results.values()})),
-        "jobs": len(jobs),
-        "completed": counts.get("completed", 0),
-        "skipped": counts.get("skipped", 0),
-        "dry_run": counts.get("dry_run", 0),
-        lineage.META_INPUTS: inputs,
-    }
-    if jobs:
-        meta["job_records"] = dg.MetadataValue.md(_job_table(jobs))
-        meta["record_names"] = dg.MetadataValue.json([j.record_name for j in jobs])
-    existing = [j.record_name for j in jobs if j.status == "skipped"]
-    if existing:
-        meta["existing_records"] = dg.MetadataValue.json(existing)
-    urls = [u for j in jobs for u in j.plots]
-    if urls:
-        meta["plot_urls"] = dg.MetadataValue.json(urls)
-    if images:
-        meta["plot"] = dg.MetadataValue.md(plots_markdown(images))
-    locations = [j.results_location for j in jobs if j.results_location and j.status != "dry_run"]
-    if locations:
-        meta["results"] = dg.MetadataValue.json(locations)
-    notes = [r.note for r in results.values() if r.note]
-    if notes:
-        meta["note"] = "; ".join(notes)
-    if len(results) > 1:
-        meta["partition_status"] = dg.MetadataValue.json({k: r.status for k, r in results.items()})
-    return meta
-
-
-def _run_partition(
+def _prepare_partition(
     context: dg.AssetExecutionContext,
     definition: AnalysisDefinition,
     key: str,
     models: list[AnalysisDispatchModel],
     config: AnalysisRunConfig,
     analysis: AnalysisResource,
-    images: list,
-    failures: list[str],
-    inputs: set[str],
-) -> AnalysisPartitionResult:
+) -> list[_Job] | AnalysisPartitionResult:
+    """The jobs of partition ``key`` (parameters validated), or its result when it has none."""
     base = {"analysis": definition.name, "version": definition.version, "partition_key": key}
     if not models:
         return AnalysisPartitionResult(
@@ -261,7 +207,6 @@ def _run_partition(
             note=f"{key}: the dispatch spec(s) of this partition do not run {definition.name}",
             **base,
         )
-    # Validate every job's parameters before running any (a bad parameter fails the step).
     prepared = []
     settings = PipesLaunchSettings.model_validate(analysis.pipes)
     env = definition.environment
@@ -277,47 +222,58 @@ def _run_partition(
         if recorded:  # the environment is part of the job's Code (and so of its identity)
             job_code = job_code.model_validate({**job_code.model_dump(), **recorded})
         where = f"partition {key} ({', '.join(task.file_location or task.s3_location)})"
-        prepared.append((task, job_code, definition.validate_parameters(merged, where=where)))
+        prepared.append(_Job(task, job_code, definition.validate_parameters(merged, where=where)))
+    return prepared
+
+
+def _job_runner(
+    context: dg.AssetExecutionContext,
+    definition: AnalysisDefinition,
+    key: str,
+    job: _Job,
+    config: AnalysisRunConfig,
+    analysis: AnalysisResource,
+) -> Callable[[], JobOutcome]:
     dispatch_config, _ = analysis.load()
     results_root = dispatch_config.output_root(definition.name) or analysis.results_root
     experimenter = (
         context.run.tags.get(EXPERIMENTER_TAG) or analysis.experimenter or UNKNOWN_EXPERIMENTER
     )
-    jobs: list[JobResult] = []
-    for task, job_code, params in prepared:
-        inputs.update(task.s3_location)
-        try:
-            outcome: JobOutcome = run_job(
-                definition,
-                task,
-                params,
-                code=job_code,
-                docdb=analysis.docdb,
-                store=analysis.object_store,
-                results_root=results_root,
-                results_collection=analysis.results_collection,
-                dry_run=config.dry_run,
-                experimenters=[experimenter],
-                run_id=context.run.run_id,
-                claim_timeout_s=analysis.claim_timeout_s,
-                record_fields={
-                    "dagster": {
-                        "run_id": context.run.run_id,
-                        "asset_key": context.asset_key.to_user_string(),
-                        "partition_key": key,
-                    }
-                },
-                log=context.log,
-            )
-        except Exception as exc:  # noqa: BLE001 - reported per job, the step fails below
-            message = f"{key}: {exc}"
-            context.log.error(message)
-            failures.append(message)
-            continue
-        jobs.append(outcome.result)
-        if len(images) < 2:
-            images.extend(outcome.images[: 2 - len(images)])
-    return AnalysisPartitionResult(status=_status(jobs) if jobs else "no_jobs", jobs=jobs, **base)
+    run_id = context.run.run_id
+
+    def run() -> JobOutcome:
+        return run_job(
+            definition,
+            job.task,
+            job.params,
+            code=job.code,
+            docdb=analysis.docdb,
+            store=analysis.object_store,
+            results_root=results_root,
+            results_collection=analysis.results_collection,
+            dry_run=config.dry_run,
+            experimenters=[experimenter],
+            run_id=run_id,
+            claim_timeout_s=analysis.claim_timeout_s,
+            record_fields={
+                "dagster": {
+                    "run_id": run_id,
+                    "asset_key": context.asset_key.to_user_string(),
+                    "partition_key": key,
+                }
+            },
+            log=context.log,
+        )
+
+    return run
+
+
+def _workers(definition: AnalysisDefinition, config: AnalysisRunConfig, analysis: Any) -> int:
+    """Jobs run at once: run config, else the resource's setting; one out of process (the
+    subprocess worker and Pipes sessions of a step serve one job at a time)."""
+    if definition.environment is not None:
+        return 1
+    return max(1, config.num_parallel_workers or analysis.num_parallel_workers)
 
 
 def build_analysis_asset(
@@ -339,6 +295,8 @@ def _analysis_asset(
         code_version=definition.code_version(fixed_by_spec),
         backfill_policy=dg.BackfillPolicy.single_run(),
         ins={"analysis_dispatch": dg.AssetIn(key=DISPATCH_KEY)},
+        check_specs=[has_results_spec(dg.AssetKey(["analysis", definition.name]), DATA_ASSETS)],
+        pool=OBJECT_STORE_POOL,
         kinds={"python"},
         description=(definition.description or f"The {definition.name} analysis")
         + f" (version {definition.version}). Results and records are de-duplicated by the "
@@ -361,33 +319,77 @@ def _analysis_asset(
     ):
         keys = list(context.partition_keys)
         loaded = analysis_dispatch if len(keys) > 1 else {keys[0]: analysis_dispatch}
-        results: dict[str, AnalysisPartitionResult] = {}
-        images: list = []
-        failures: list[str] = []
-        inputs: set[str] = set()
+        base = {"analysis": definition.name, "version": definition.version}
         settings = PipesLaunchSettings.model_validate(analysis.pipes)
+        results: dict[str, AnalysisPartitionResult] = {}
+        runs: dict[tuple[str, int], Callable[[], JobOutcome]] = {}
+        inputs: dict[str, set[str]] = {key: set() for key in keys}
         with out_of_process(
             context, definition, store=analysis.object_store, settings=settings
         ) as runnable:
+            # every partition's parameters are validated before any job runs
             for key in keys:
                 models = _MODELS.validate_python(loaded.get(key) or [])
                 try:
-                    results[key] = _run_partition(
-                        context, runnable, key, models, config, analysis, images, failures, inputs
-                    )
+                    planned = _prepare_partition(context, runnable, key, models, config, analysis)
                 except AnalysisParameterError as exc:
                     raise dg.Failure(description=str(exc)) from exc
+                if isinstance(planned, AnalysisPartitionResult):  # nothing to run
+                    results[key] = planned
+                    context.add_asset_metadata(
+                        analysis_metadata(planned.status, [], [], [], planned.note),
+                        partition_key=key,
+                    )
+                    continue
+                for i, job in enumerate(planned):
+                    inputs[key].update(job.task.s3_location)
+                    runs[(key, i)] = _job_runner(context, runnable, key, job, config, analysis)
+            done = run_bounded(runs, _workers(definition, config, analysis))
+        failures = {job_key: f"{job_key[0]}: {exc}" for job_key, exc in sorted(done.errors.items())}
+        for message in failures.values():
+            context.log.error(message)
+        for key in keys:
+            if key in results:
+                continue
+            outcomes = [done.values[k] for k in sorted(done.values) if k[0] == key]
+            jobs = [o.result for o in outcomes]
+            images = [i for o in outcomes for i in o.images][:2]
+            status = jobs_status(jobs) if jobs else "no_jobs"
+            results[key] = AnalysisPartitionResult(
+                status=status, jobs=jobs, partition_key=key, **base
+            )
+            context.add_asset_metadata(
+                analysis_metadata(status, jobs, images, sorted(inputs[key]), None),
+                partition_key=key,
+            )
+        check = dg.AssetCheckKey(context.asset_key, HAS_RESULTS)
+        checked = check in context.selected_asset_check_keys
         if failures:
+            failed = sorted({k for k, _ in failures})
+            if checked:  # which partitions failed, and what the others have
+                for key in keys:
+                    status = FAILED if key in failed else partition_status(results[key].status)
+                    yield has_results_evaluation(context.asset_key, key, status)
             raise dg.Failure(
-                description=f"{len(failures)} {definition.name} job(s) failed:\n"
-                + "\n".join(f"- {f}" for f in failures),
-                metadata={"failed_jobs": dg.MetadataValue.json(failures)},
+                description=f"{len(failures)} {definition.name} job(s) failed in partition(s) "
+                f"{', '.join(failed)}:\n" + "\n".join(f"- {f}" for f in failures.values()),
+                metadata={
+                    "failed_jobs": dg.MetadataValue.json(list(failures.values())),
+                    "failed_partitions": dg.MetadataValue.json(failed),
+                    "succeeded_partitions": dg.MetadataValue.json(
+                        [k for k in keys if k not in failed]
+                    ),
+                },
             )
         # An Output, not a bare value: a Pipes session asks for a typed event stream.
-        return dg.Output(
-            _one_or_many(keys, results),
-            metadata=_analysis_metadata(results, images, sorted(inputs)),
-        )
+        yield dg.Output(_one_or_many(keys, {k: results[k] for k in keys}))
+        if checked:  # one evaluation per partition (Dagster's own result is per step)
+            for key in keys:
+                status = partition_status(results[key].status)
+                yield has_results_evaluation(context.asset_key, key, status, results[key].note)
+            yield dg.Output(
+                None, output_name=context.assets_def.get_output_name_for_asset_check_key(check)
+            )
 
     return _analysis
 

@@ -38,6 +38,8 @@ def build_analysis_resource(
         sweep_batch=analysis_settings.sweep_batch,
         claim_timeout_s=analysis_settings.claim_timeout_s,
         experimenter=settings.experimenter,
+        num_parallel_workers=settings.num_parallel_workers,
+        run_batch_size=settings.run_batch_size,
         pipes={
             "environments_dir": str(settings.data_dir / "analysis-envs"),
             **analysis_settings.pipes,

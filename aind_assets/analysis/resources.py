@@ -9,7 +9,9 @@ from pydantic import Field, PrivateAttr
 from aind_assets.analysis.config_checks import validate_dispatch_config
 from aind_assets.analysis.discovery import PartitionMap, ensure_indexes
 from aind_assets.analysis.models import DispatchConfig, load_dispatch_config
+from aind_assets.analysis.parallel import DEFAULT_WORKERS
 from aind_assets.analysis.registry import AnalysisRegistry, load_analyses
+from aind_assets.batches import DEFAULT_BATCH_SIZE
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.settings import examples_out_of_process
@@ -47,6 +49,16 @@ class AnalysisResource(dg.ConfigurableResource):
         default=1, description="Partition-map chunks (<= 1000 partitions) checked per tick"
     )
     claim_timeout_s: float = Field(default=6 * 3600.0)
+    run_batch_size: int = Field(
+        default=DEFAULT_BATCH_SIZE,
+        ge=1,
+        description="Partitions per run the discovery sensors request (1: one run each)",
+    )
+    num_parallel_workers: int = Field(
+        default=DEFAULT_WORKERS,
+        ge=1,
+        description="Jobs of a run (all its partitions) run at once (run config can override)",
+    )
     experimenter: str | None = Field(
         default=None,
         description="Experimenter named in records (a run's aind/experimenter tag wins)",

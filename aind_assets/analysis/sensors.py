@@ -4,13 +4,16 @@ A tick pages through the records modified after its cursor (:mod:`.discovery`) u
 not full or ``tick_budget_s`` has passed — the cursor is saved after every page, so a first
 discovery of 100k records spreads over several ticks, each well inside Dagster's 60 s — stores
 each partition's records in the partition map, adds the partitions Dagster does not have (in
-chunks of :data:`ADD_CHUNK` keys) and requests a run for every partition that is new or whose
-records changed (a new member of a group, say). With ``remove_gone`` a bounded sweep over the
+chunks of :data:`ADD_CHUNK` keys) and requests runs for the partitions that are new or whose
+records changed (a new member of a group, say): one run per batch of up to ``run_batch_size``
+partitions consecutive in registration order (a partition range, run by the assets'
+single-run backfill policy), one run per partition when ``run_batch_size`` is 1. With ``remove_gone`` a bounded sweep over the
 partition map deletes partitions the spec no longer yields.
 
 The cursor is JSON: ``{"after": <encoded (last_modified, _id)>, "sweep": <last key swept>}``.
 """
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +31,11 @@ from aind_assets.analysis.discovery import (
 )
 from aind_assets.analysis.models import DispatchSpec
 from aind_assets.analysis.resources import AnalysisResource
+from aind_assets.batches import contiguous_batches
 from aind_assets.runs import automated_tags
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
 
 #: Keys per AddDynamicPartitionsRequest (SQLite storage fails with ~36k keys at once).
 ADD_CHUNK = 1000
@@ -122,8 +129,56 @@ def _chunks(keys: Sequence[str], size: int) -> list[list[str]]:
     return [list(keys[i : i + size]) for i in range(0, len(keys), size)]
 
 
+def batch_tags(parts: Sequence[DiscoveredPartition]) -> dict[str, str]:
+    """The tags of a run over several partitions (a range: consecutive registered keys)."""
+    return {
+        **automated_tags(FLOW),
+        "aind/dispatch_spec": parts[0].spec,
+        "aind/data_assets": str(sum(len(p.asset_name) for p in parts)),
+        "aind/partitions": str(len(parts)),
+        RANGE_START: parts[0].key,
+        RANGE_END: parts[-1].key,
+    }
+
+
+def run_requests(
+    plan: TickPlan, order: Sequence[str] | None = None, batch_size: int = 1
+) -> list[dg.RunRequest]:
+    """One run per batch of at most ``batch_size`` partitions that are consecutive in ``order``
+    (the registration order, new keys of the tick included); one run per partition without."""
+    if batch_size <= 1 or order is None:
+        batches = [[key] for key in plan.runs]
+    else:
+        batches = contiguous_batches(order, plan.runs, batch_size)
+    requests = []
+    for batch in batches:
+        parts = [plan.runs[k] for k in batch]
+        if len(parts) == 1:
+            part = parts[0]
+            requests.append(
+                dg.RunRequest(
+                    partition_key=part.key,
+                    run_key=f"{part.spec}:{part.key}:{part.members_hash}",
+                    tags=run_tags(part),
+                )
+            )
+            continue
+        members = hashlib.sha256(
+            json.dumps([[p.key, p.members_hash] for p in parts]).encode()
+        ).hexdigest()[:16]
+        requests.append(
+            dg.RunRequest(run_key=f"{parts[0].spec}:batch:{members}", tags=batch_tags(parts))
+        )
+    return requests
+
+
 def to_sensor_result(
-    plan: TickPlan, existing: Callable[[str], bool], *, request_runs: bool = True
+    plan: TickPlan,
+    existing: Callable[[str], bool],
+    *,
+    request_runs: bool = True,
+    order: Sequence[str] | None = None,
+    batch_size: int = 1,
 ) -> dg.SensorResult:
     requests: list = [
         DATA_ASSETS.build_add_request(chunk) for chunk in _chunks(plan.add_keys, ADD_CHUNK)
@@ -131,15 +186,7 @@ def to_sensor_result(
     deletes = [k for k in plan.delete_keys if existing(k)]
     if deletes:
         requests.append(DATA_ASSETS.build_delete_request(deletes))
-    runs = [
-        dg.RunRequest(
-            partition_key=key,
-            run_key=f"{part.spec}:{key}:{part.members_hash}",
-            tags=run_tags(part),
-        )
-        for key, part in plan.runs.items()
-        if request_runs
-    ]
+    runs = run_requests(plan, order, batch_size) if request_runs else []
     cursor = json.dumps(plan.cursor, sort_keys=True)
     if not runs:
         found = (
@@ -201,9 +248,27 @@ def build_discovery_sensor(
             f"{plan.partitions} partition(s), {len(plan.add_keys)} new, {len(plan.runs)} to run, "
             f"{len(plan.delete_keys)} removed"
         )
-        return to_sensor_result(plan, has, request_runs=analysis.request_runs)
+        # registration order after this tick's additions (a batch is a range of it)
+        known = every()
+        seen = set(known)
+        order = known + [k for k in plan.add_keys if k not in seen]
+        return to_sensor_result(
+            plan,
+            has,
+            request_runs=analysis.request_runs,
+            order=order,
+            batch_size=analysis.run_batch_size,
+        )
 
     return _sensor
 
 
-__all__ = ["ADD_CHUNK", "TickPlan", "build_discovery_sensor", "plan_tick", "run_tags"]
+__all__ = [
+    "ADD_CHUNK",
+    "TickPlan",
+    "batch_tags",
+    "build_discovery_sensor",
+    "plan_tick",
+    "run_requests",
+    "run_tags",
+]

@@ -11,7 +11,7 @@ import contextlib
 import json
 import threading
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,8 +65,10 @@ class StoreIOManager(UPathIOManager):
         self._records_collection = records_collection
         #: called with the name of each protocol step once done (fault-injection tests)
         self.checkpoint: Checkpoint = checkpoint or (lambda step: None)
-        self._inputs: dict[tuple[str, str], list[str]] = {}
+        #: (run id, step key), upstream partition key (None: unpartitioned) -> loaded folders
+        self._inputs: dict[tuple[tuple[str, str], str | None], list[str]] = {}
         self._lock = threading.Lock()
+        self._loading = threading.local()
 
     # -- paths --------------------------------------------------------------------------------
     def make_safe_partition_path(self, base_path: UPath, partition: str) -> UPath:
@@ -85,29 +87,23 @@ class StoreIOManager(UPathIOManager):
                     f"{len(context.asset_partition_keys)} partitions at once: it must return a dict "
                     "keyed by partition key"
                 )
+            # Each partition's materialization gets its own metadata (what was written for it),
+            # never the whole run's: a ranged run writes exactly what one-partition runs write.
+            shared_inputs = self._shared_inputs(context, context.asset_partition_keys)
             paths = self._get_paths_for_partitions(context)
-            written = {
-                key: self._write(context, obj[key], path, key) for key, path in paths.items()
-            }
-            rows = "\n".join(
-                f"| {key} | {m['path'].value} | {m['record_name']} |" for key, m in written.items()
-            )
-            context.add_output_metadata(
-                {
-                    "partitions written": len(paths),
-                    "bytes written": sum(m["bytes written"] for m in written.values()),
-                    "outputs": MetadataValue.md(
-                        "| partition | output | record |\n| --- | --- | --- |\n" + rows
-                    ),
-                }
-            )
+            for pkey, ppath in paths.items():
+                meta = self._write(context, obj[pkey], ppath, pkey, shared_inputs)
+                context.step_context.add_asset_metadata(meta, partition_key=pkey)
+            context.log.info(f"{context.asset_key.to_user_string()}: wrote {len(paths)} partitions")
             return
+        key: str | None
         if context.has_asset_partitions:
             path = next(iter(self._get_paths_for_partitions(context).values()))
             key = context.asset_partition_key
         else:
             path, key = self._get_path(context), None
-        context.add_output_metadata(self._write(context, obj, path, key))
+        shared = self._shared_inputs(context, [key] if key is not None else [])
+        context.add_output_metadata(self._write(context, obj, path, key, shared))
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
         """Write the value into a new, empty version folder (``_write`` adds the rest)."""
@@ -127,15 +123,20 @@ class StoreIOManager(UPathIOManager):
                 f.write(pydantic_core.to_json(obj, indent=2))
 
     def _write(
-        self, context: OutputContext, obj: Any, path: UPath, partition: str | None
+        self,
+        context: OutputContext,
+        obj: Any,
+        path: UPath,
+        partition: str | None,
+        shared_inputs: list[str],
     ) -> dict[str, Any]:
         """Version folder (value, then ``processing.json``), record, commit; the metadata."""
-        started = self._started_at(context)
+        started = self._started_at(context, partition)
         version = commit.new_version_id(context.run_id)
         folder = commit.version_path(path, version)
         self.dump_to_path(context, obj, folder)
         self.checkpoint("value_written")
-        record, name = self._record(context, folder, partition, started)
+        record, name = self._record(context, folder, partition, started, shared_inputs)
         with (folder / RECORD_FILE).open("w") as f:
             f.write(record.model_dump_json(indent=2))
         self.checkpoint("version_written")
@@ -194,10 +195,24 @@ class StoreIOManager(UPathIOManager):
         return {}
 
     # -- lineage ------------------------------------------------------------------------------
-    def _started_at(self, context: OutputContext) -> datetime:
-        meta = context.output_metadata or {}
+    def _metadata(self, context: OutputContext, partition: str | None) -> dict[str, Any]:
+        """The metadata an output's record is built from: the output's, then the asset's, then
+        the partition's own (``context.add_asset_metadata(..., partition_key=key)``) on top."""
+        meta = {k: _raw(v) for k, v in (context.output_metadata or {}).items()}
+        with contextlib.suppress(Exception):  # no step context (direct IO manager use)
+            step = context.step_context
+            meta.update(
+                {k: _raw(v) for k, v in (step.get_asset_metadata(context.asset_key) or {}).items()}
+            )
+            if partition is not None:
+                scoped = step.get_asset_metadata(context.asset_key, partition_key=partition)
+                meta.update({k: _raw(v) for k, v in (scoped or {}).items()})
+        return meta
+
+    def _started_at(self, context: OutputContext, partition: str | None = None) -> datetime:
+        meta = self._metadata(context, partition)
         if lineage.META_STARTED_AT in meta:
-            return datetime.fromisoformat(str(_raw(meta[lineage.META_STARTED_AT])))
+            return datetime.fromisoformat(str(meta[lineage.META_STARTED_AT]))
         try:
             step = context.step_context
             records = step.instance.get_records_for_run(
@@ -210,10 +225,31 @@ class StoreIOManager(UPathIOManager):
             pass
         return datetime.now(UTC)
 
+    def _shared_inputs(self, context: OutputContext, partitions: Sequence[str]) -> list[str]:
+        """Inputs the step loaded that no partition of this output owns (unpartitioned
+        upstreams, or upstream partitions of another partitions definition): every partition's.
+        Inputs loaded for partition ``k`` stay for ``k`` (see :meth:`_partition_inputs`)."""
+        step = self._step_id(context)
+        with self._lock:
+            loaded = {p: v for (s, p), v in self._inputs.items() if s == step}
+            for p in loaded:
+                if p is None or p not in partitions:
+                    self._inputs.pop((step, p), None)
+        return [u for p, urls in loaded.items() if p is None or p not in partitions for u in urls]
+
+    def _partition_inputs(self, context: OutputContext, partition: str | None) -> list[str]:
+        with self._lock:
+            return self._inputs.pop((self._step_id(context), partition), [])
+
     def _record(
-        self, context: OutputContext, path: UPath, partition: str | None, started: datetime
+        self,
+        context: OutputContext,
+        path: UPath,
+        partition: str | None,
+        started: datetime,
+        shared_inputs: list[str],
     ):
-        meta = {k: _raw(v) for k, v in (context.output_metadata or {}).items()}
+        meta = self._metadata(context, partition)
         defn = {k: _raw(v) for k, v in (context.definition_metadata or {}).items()}
         parameters: dict[str, Any] = {}
         with contextlib.suppress(Exception):  # no step context (direct use) or no config
@@ -222,7 +258,9 @@ class StoreIOManager(UPathIOManager):
         if partition is not None:
             parameters["partition_key"] = partition
         inputs = list(meta.get(lineage.META_INPUTS) or [])
-        inputs += self._inputs.pop(self._step_id(context), [])
+        inputs += shared_inputs
+        if partition is not None:
+            inputs += self._partition_inputs(context, partition)
         try:
             code_version = context.asset_spec.code_version
         except Exception:  # noqa: BLE001
@@ -256,10 +294,26 @@ class StoreIOManager(UPathIOManager):
             return ("", "")
 
     # -- reading ------------------------------------------------------------------------------
+    def _load_partition_from_path(
+        self,
+        context: InputContext,
+        partition_key: str,
+        path: UPath,
+        backcompat_path: UPath | None = None,
+    ) -> Any:
+        # remember which upstream partition is loading: its folder is that partition's input
+        self._loading.partition = partition_key
+        try:
+            return super()._load_partition_from_path(context, partition_key, path, backcompat_path)
+        finally:
+            self._loading.partition = None
+
     def load_from_path(self, context: InputContext, path: UPath) -> Any:
         value, folder = commit.load_committed(path, lambda f: self._load_folder(context, f))
+        partition = getattr(self._loading, "partition", None)
         with self._lock:
-            self._inputs.setdefault(self._step_id(context), []).append(self.url_of(folder))
+            key = (self._step_id(context), partition)
+            self._inputs.setdefault(key, []).append(self.url_of(folder))
         return value
 
     def _load_folder(self, context: InputContext, path: UPath) -> Any:

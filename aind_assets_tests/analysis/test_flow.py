@@ -50,6 +50,8 @@ def expected_keys(world: World, spec_name: str) -> list[str]:
 
 
 def tick(world: World, instance: dg.DagsterInstance, spec_name: str, cursor: str | None, **kw):
+    """One sensor tick; one run per partition unless ``run_batch_size`` says otherwise."""
+    kw.setdefault("run_batch_size", 1)
     resources = {"analysis": world.resources(**kw)["analysis"]}
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
         return SENSORS[spec_name](context)

@@ -207,29 +207,56 @@ def test_files_and_folders_are_stored_as_themselves(
     )
 
 
-@dg.asset(partitions_def=keys, backfill_policy=dg.BackfillPolicy.single_run())
+three = dg.StaticPartitionsDefinition(["s1", "s2", "s3"])
+
+
+@dg.asset(partitions_def=three, backfill_policy=dg.BackfillPolicy.single_run())
 def per_subject(context: dg.AssetExecutionContext) -> dict[str, dict]:
+    for key in context.partition_keys:
+        context.add_asset_metadata(
+            {lineage.META_PARAMETERS: {"subject": key}, "own": key}, partition_key=key
+        )
     return {key: {"subject": key} for key in context.partition_keys}
 
 
-def test_one_run_over_several_partitions_writes_each(
+@dg.asset(partitions_def=three, backfill_policy=dg.BackfillPolicy.single_run())
+def per_subject_units(
+    context: dg.AssetExecutionContext, per_subject: dict[str, dict]
+) -> dict[str, int]:
+    return {key: len(per_subject[key]["subject"]) for key in context.partition_keys}
+
+
+def _processing(store: ObjectStoreResource, url: str) -> Processing:
+    return Processing.model_validate_json(store.get_bytes(f"{current(store, url)}/processing.json"))
+
+
+def test_one_run_over_several_partitions_writes_each_with_its_own_lineage(
     local_store: ObjectStoreResource, docdb: DocDBResource
 ) -> None:
     root = local_store.url("io")
     result = dg.materialize(
-        [per_subject],
+        [per_subject, per_subject_units],
         resources={"io_manager": _io(local_store, docdb, root)},
         tags={
             "dagster/asset_partition_range_start": "s1",
-            "dagster/asset_partition_range_end": "s2",
+            "dagster/asset_partition_range_end": "s3",
         },
     )
     assert result.success
-    for key in ("s1", "s2"):
+    events = [e.materialization for e in result.get_asset_materialization_events()]
+    mats = {(m.asset_key.path[-1], m.partition): m.metadata for m in events}
+    for key in ("s1", "s2", "s3"):
         version = current(local_store, f"{root}/per_subject/{key}")
         assert json.loads(local_store.get_bytes(f"{version}/value.json")) == {"subject": key}
-        assert local_store.exists(f"{version}/processing.json")
-    meta = result.asset_materializations_for_node("per_subject")[0].metadata
-    assert meta["partitions written"].value == 2
-    assert "| s2 |" in meta["outputs"].value
-    assert docdb.count(RECORDS) == 2
+        # each partition's event and record describe that partition only
+        meta = mats[("per_subject", key)]
+        assert meta["own"].value == key
+        assert meta["path"].value == version
+        code = _processing(local_store, f"{root}/per_subject/{key}").data_processes[0].code
+        assert code.parameters.model_dump() == {"subject": key, "partition_key": key}
+        units = _processing(local_store, f"{root}/per_subject_units/{key}").data_processes[0]
+        assert [d.url for d in units.code.input_data or []] == [version]
+        assert mats[("per_subject_units", key)]["path"].value == current(
+            local_store, f"{root}/per_subject_units/{key}"
+        )
+    assert docdb.count(RECORDS) == 6

@@ -26,6 +26,7 @@ from aind_assets.hbcd.keys import (
     listed,
 )
 from aind_assets.hbcd.resources import HbcdResource
+from aind_assets.runs import OBJECT_STORE_POOL
 
 
 class DeidentifiedFiles(BaseModel):
@@ -96,6 +97,7 @@ def _fail_if_needed(result: SyncResult, what: str) -> None:
     code_version=RULES_VERSION,
     kinds={"bids"},
     tags={"aind/flow": "hbcd"},
+    pool=OBJECT_STORE_POOL,
     metadata={lineage.META_PROCESS_TYPE: "Other"},
     description=(
         "One BIDS session copied from the identified side to the de-identified side with every "
@@ -136,6 +138,7 @@ def deidentified_session(
     code_version=RULES_VERSION,
     kinds={"bids"},
     tags={"aind/flow": "hbcd"},
+    pool=OBJECT_STORE_POOL,
     description=(
         "The dataset-level files of assembly_bids (participants.tsv with unmapped subjects' "
         "rows dropped, participants.json, dataset_description.json, README...) de-identified."
