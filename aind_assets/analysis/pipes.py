@@ -232,7 +232,7 @@ def build_pipes_client(settings: PipesLaunchSettings) -> Any:
         )
     if settings.launcher == "k8s":
         try:
-            from dagster_k8s import PipesK8sClient  # type: ignore[import-not-found]
+            from dagster_k8s import PipesK8sClient  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise RuntimeError(
                 "AIND_ANALYSIS_PIPES_LAUNCHER=k8s needs dagster-k8s==0.29.27 installed"
