@@ -20,8 +20,10 @@ and written back with :func:`scipy.io.savemat`:
 
 The container bytes are rewritten (scipy's encoding of the same values: element order, tags,
 compression on if the input was compressed); the values are the same. The file is parsed whole
-(at most :data:`MAX_SET_BYTES`). MATLAB v7.3 (HDF5) ``.set`` files, MATLAB function handles and
-opaque objects (``string``, ``table``...) are refused.
+(at most :data:`MAX_SET_BYTES`). MATLAB function handles and opaque objects (``string``,
+``table``...) are refused, and so are MATLAB v7.3 (HDF5) ``.set`` files: a string rewritten in
+place with h5py leaves its old bytes in the file's freed space, and a clean copy has to remap
+MATLAB's object references (cells, struct arrays) into a new file.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -94,20 +97,56 @@ def _compressed(data: bytes) -> bool:
     return bool(struct.unpack(order + "I", data[128:132])[0] == 15)  # miCOMPRESSED
 
 
-def read_mat5(data: bytes) -> dict[str, Any]:
-    """The variables of a MATLAB v5 file, MATLAB classes and char matrices kept."""
-    try:
-        return scipy.io.loadmat(
+def _loadmat(data: bytes, mat_dtype: bool) -> tuple[dict[str, Any], bool]:
+    """The variables, and whether scipy discarded imaginary parts (it does with ``mat_dtype``)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        variables = scipy.io.loadmat(
             io.BytesIO(data),
-            mat_dtype=True,
+            mat_dtype=mat_dtype,
             squeeze_me=False,
             chars_as_strings=False,
             struct_as_record=True,
             verify_compressed_data_integrity=True,
         )
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, EOFError) as e:
-        raise EeglabFormatError(f"unreadable MATLAB v5 container ({type(e).__name__})") from None
-    except Exception as e:  # scipy's MatReadError and zlib errors derive from Exception
+    return variables, any(issubclass(w.category, np.exceptions.ComplexWarning) for w in caught)
+
+
+def _with_complex(a: Any, b: Any) -> Any:
+    """``a`` (MATLAB classes) with the complex arrays of ``b`` (the same file loaded in its
+    storage types), cast to ``a``'s class."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape:
+        if a.dtype.names is not None and b.dtype.names == a.dtype.names:
+            out = a.copy()
+            for idx in np.ndindex(a.shape):
+                for name in a.dtype.names:
+                    out[idx][name] = _with_complex(a[idx][name], b[idx][name])
+            return out
+        if a.dtype == object and b.dtype == object:
+            out = a.copy()
+            for idx in np.ndindex(a.shape):
+                out[idx] = _with_complex(a[idx], b[idx])
+            return out
+        if b.dtype.kind == "c":
+            if a.dtype.kind not in "fc":
+                raise EeglabFormatError("complex integer MATLAB arrays are not supported")
+            return b.astype(np.result_type(a.dtype, np.complex64))
+    return a
+
+
+def read_mat5(data: bytes) -> dict[str, Any]:
+    """The variables of a MATLAB v5 file, MATLAB classes and char matrices kept (complex
+    arrays too: scipy drops their imaginary parts when it converts to the MATLAB class, so a
+    file with any is read a second time in its storage types for them)."""
+    try:
+        variables, lost = _loadmat(data, mat_dtype=True)
+        if lost:
+            stored, _ = _loadmat(data, mat_dtype=False)
+            variables = {k: _with_complex(v, stored.get(k)) for k, v in variables.items()}
+        return variables
+    except EeglabFormatError:
+        raise
+    except Exception as e:  # noqa: BLE001 - scipy's MatReadError, zlib, ValueError...: unreadable
         raise EeglabFormatError(f"unreadable MATLAB v5 container ({type(e).__name__})") from None
 
 

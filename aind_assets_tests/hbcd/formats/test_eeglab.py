@@ -51,8 +51,11 @@ def _load(data: bytes) -> dict[str, Any]:
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.dtype == b.dtype and np.array_equal(
-        a.view(f"u{a.dtype.itemsize}"), b.view(f"u{b.dtype.itemsize}")
+    """Same dtype and shape, the same bytes (NaN payloads and -0.0 included)."""
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
     )
 
 
@@ -74,7 +77,8 @@ def test_mne_export_embedded_data_strings_rewritten_data_bit_exact(
 
     before, after = _load(src), _load(out)
     assert after["data"].dtype == np.float32
-    assert _same_bits(before["data"], after["data"])
+    assert np.array_equal(before["data"], after["data"])  # on the raw dtype (float32)
+    assert _same_bits(before["data"], after["data"])  # and byte for byte
     for key in ("srate", "nbchan", "pnts", "xmin", "xmax"):
         assert _same_bits(before[key], after[key])
     assert [str(e) for e in after["setname"]] == [STEM.format(d=row.rc_id)]
@@ -192,3 +196,30 @@ def test_unreadable_set_is_unscannable_and_refused(idmap: IdentityMap, row: Iden
     assert finding.kind == "unscannable" and row.dccid not in str(finding)
     with pytest.raises(ValueError, match="MATLAB v5"):
         deidentify_bytes(rel, broken, idmap)
+
+
+def test_every_matlab_class_keeps_its_values(idmap: IdentityMap, row: IdentityRow) -> None:
+    """Complex (scipy drops the imaginary part when it converts to the MATLAB class), logical,
+    integer, NaN/Inf, empty struct and cell arrays: same class, same bits."""
+    values = {
+        "cplx": np.array([[1 + 2j, np.nan - 1j]]),
+        "c32": np.array([[1 + 2j]], dtype=np.complex64),
+        "logic": np.array([[True, False]]),
+        "i16": np.array([[1, -2]], dtype=np.int16),
+        "special": np.array([[np.nan, np.inf, -0.0]]),
+        "es": np.empty((0, 0), dtype=[("type", object), ("latency", object)]),
+        "ec": np.empty((0, 0), dtype=object),
+    }
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"EEG": {**values, "subject": row.pscid}}, oned_as="row")
+    _, out = deidentify_bytes(f"sub-{row.dccid}_eeg.set", buf.getvalue(), idmap)
+    before = scipy.io.loadmat(io.BytesIO(buf.getvalue()))["EEG"][0, 0]
+    after = scipy.io.loadmat(io.BytesIO(out))["EEG"][0, 0]
+    for name in values:
+        a, b = before[name], after[name]
+        assert a.shape == b.shape, name
+        if a.dtype.names is None and a.dtype != object:
+            assert _same_bits(a, b), name
+        else:
+            assert a.dtype.names == b.dtype.names, name
+    assert [str(s) for s in after["subject"]] == [row.rc_id]
