@@ -4,7 +4,7 @@ Each format lives in its own module of this package; this one picks between them
 Every handler reads a binary stream and writes a binary stream, with bounded memory except
 JSON (sidecars are parsed whole). The set of handlers is an allow-list: :func:`handler_for`
 returns ``None`` for anything the rules cannot de-identify (``.dcm``, ``.zip``, ``.pdf``,
-EEGLAB ``.set``, unknown binaries); such files are not copied and are reported.
+unknown binaries); such files are not copied and are reported.
 
 =========================  =================================================================
 file                       rule
@@ -28,6 +28,9 @@ text (see TEXT_EXTENSIONS) encoding detected (BOMs, UTF-16, else UTF-8 that roun
 ``*.vhdr`` / ``*.vmrk``    BrainVision header/markers: text rules (``DataFile``/``MarkerFile``
                            names, comments, marker descriptions)
 ``*.eeg`` / ``*.fdt``      header-less samples: byte for byte (refused if it looks like text)
+``*.set``                  EEGLAB (MATLAB v5): every char array, variable and field name
+                           through the token rules, ``filepath`` cleared; numbers bit-identical;
+                           container re-written by scipy (:mod:`.eeglab`); v7.3 refused
 NIfTI-MRS                  ``*_svs|_mrsi|_unloc|_mrsref.nii[.gz]`` or under ``mrs/``: NIfTI rules
                            plus the ecode-44 JSON extension through the sidecar rules (:mod:`.mrs`)
 ``*.<allowed>.gz``         same rule inside; re-compressed without FNAME, mtime 0
@@ -55,6 +58,7 @@ from aind_assets.hbcd.formats.base import (
     UnsupportedFileType,
 )
 from aind_assets.hbcd.formats.eeg import EDF, RAW_SAMPLES
+from aind_assets.hbcd.formats.eeglab import EEGLAB_SET
 from aind_assets.hbcd.formats.errors import describe_foreign_error
 from aind_assets.hbcd.formats.gz import GzipFormatError, gzipped
 from aind_assets.hbcd.formats.json_sidecar import JSON
@@ -81,7 +85,13 @@ NIFTI_GZ = FileHandler("nifti.gz", gzipped(run_nifti))
 MRS_GZ = FileHandler("nifti-mrs.gz", gzipped(MRS.run))
 #: EEG and other binary formats, by extension (see formats/eeg.py); BrainVision headers and
 #: markers (.vhdr/.vmrk, INI-like text naming the data and marker files) follow the text rules.
-_BINARY_EXTENSIONS = {".edf": EDF, ".bdf": EDF, ".eeg": RAW_SAMPLES, ".fdt": RAW_SAMPLES}
+_BINARY_EXTENSIONS = {
+    ".edf": EDF,
+    ".bdf": EDF,
+    ".eeg": RAW_SAMPLES,
+    ".fdt": RAW_SAMPLES,
+    ".set": EEGLAB_SET,
+}
 _EEG_TEXT_EXTENSIONS = (".vhdr", ".vmrk")
 _GZ = {h.name: FileHandler(h.name + ".gz", gzipped(h.run)) for h in (TSV, JSON, TEXT)}
 

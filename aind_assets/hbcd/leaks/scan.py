@@ -11,6 +11,9 @@ What is scanned (content is sniffed, not trusted from the name):
 * the relative path (``location="path"``);
 * gzip: every member header's FNAME / FCOMMENT / FEXTRA (``gzip[i].FNAME``...), then the
   decompressed content, recursively;
+* EEG (sniffed): EDF/BDF header fields and annotation signals; EEGLAB ``.set`` / any MATLAB v5
+  file: header text, names and every char array, at any depth (``mat:EEG.event.type``...);
+  raw sample files (``.eeg``, ``.fdt``): name only (:mod:`aind_assets.hbcd.leaks.eeg`);
 * NIfTI-1/2 (sniffed): every header string field (``nifti.descrip``...) and every extension
   (``nifti.extension[i](comment)``...). Voxel data is *not* scanned (binary numbers would give
   false matches for short site codes);
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aind_assets.hbcd.formats.eeg import EdfFormatError
+from aind_assets.hbcd.formats.eeglab import EeglabFormatError
 from aind_assets.hbcd.formats.gz import (
     GZIP_MAGIC,
     GzipContentStream,
@@ -52,7 +56,7 @@ from aind_assets.hbcd.formats.nifti import (
 )
 from aind_assets.hbcd.formats.text import PrefixedReader, detect_encoding, read_exact_or_less
 from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
-from aind_assets.hbcd.leaks.eeg import RAW_SAMPLE_EXTENSIONS, is_edf, scan_edf
+from aind_assets.hbcd.leaks.eeg import RAW_SAMPLE_EXTENSIONS, is_edf, is_mat5, scan_edf, scan_mat5
 from aind_assets.hbcd.streams import ReadableBinary
 
 __all__ = ["Finding", "redact", "scan_for_identifiers", "scan_tree"]
@@ -238,9 +242,13 @@ class _Scan:
 
     def format_hook(self, prefix: bytes, rest: ReadableBinary) -> bool:
         """Formats read by :mod:`aind_assets.hbcd.leaks.eeg`: EDF/BDF (header and
-        annotations); raw sample files (by name: only their path is scanned)."""
+        annotations); MATLAB v5 / EEGLAB ``.set`` (strings and names); raw sample files (by
+        name: only their path is scanned)."""
         if is_edf(prefix):
             scan_edf(rest, self.text_bytes)
+            return True
+        if is_mat5(prefix):
+            scan_mat5(rest, lambda data, where: self.text_bytes(data, redact(where, self.ids)))
             return True
         if self.relpath.lower().endswith(RAW_SAMPLE_EXTENSIONS):
             _drain(rest)
@@ -303,10 +311,10 @@ def scan_for_identifiers(
     is_json = name.endswith(".json") or name.endswith(".json.gz")
     try:
         scan.stream(stream, "content", is_json)
-    except (GzipFormatError, NiftiFormatError, EdfFormatError, EOFError, OSError, zlib.error) as e:
-        known = GzipFormatError | NiftiFormatError | EdfFormatError
-        reason = str(e) if isinstance(e, known) else type(e).__name__
-        scan.add(f"unreadable ({reason})", None, None, "unscannable")
+    except (GzipFormatError, NiftiFormatError, EdfFormatError, EeglabFormatError) as e:
+        scan.add(f"unreadable ({e})", None, None, "unscannable")
+    except (EOFError, OSError, zlib.error) as e:
+        scan.add(f"unreadable ({type(e).__name__})", None, None, "unscannable")
     return scan.findings
 
 

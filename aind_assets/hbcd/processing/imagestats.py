@@ -11,7 +11,10 @@ series also the median temporal SNR in the foreground and the mean DVARS (RMS of
 volume differences, % of the global mean).
 
 Outputs follow BIDS-derivatives naming: ``<datatype>/<stem>_desc-imagestats_<suffix>.json`` per
-image and ``sub-<RC>_ses-<label>_desc-imageqc_scans.tsv`` per session.
+image and ``sub-<RC>_ses-<label>_desc-imageqc_scans.tsv`` per session. Neither is a file the BIDS
+schema knows (a JSON without its data file is a sidecar without data to the official validator;
+``scans`` takes no ``desc``): a release lists them in the pipeline dataset's ``.bidsignore``
+(:data:`BIDS_IGNORE`), as BIDS asks of files outside the specification.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from aind_assets.hbcd.identity.scrub import IdentifierFreeError
 from aind_assets.hbcd.streams import ReadableBinary
 
 __all__ = [
+    "BIDS_IGNORE",
     "PIPELINE",
     "ImageStatsError",
     "dataset_description",
@@ -41,6 +45,10 @@ __all__ = [
 ]
 
 PIPELINE = "imagestats"
+#: ``.bidsignore`` lines of the pipeline's derivative dataset: its outputs outside the BIDS schema
+#: (``bids-validator-deno`` 3 misses ``*_desc-imagestats_*.json``: a second ``*`` before a
+#: fixed extension does not match there, hence no extension).
+BIDS_IGNORE = ("*_desc-imagestats_*", "*_desc-imageqc_scans.tsv")
 PIPELINE_DESCRIPTION = "Per-image statistics and QC metrics from NIfTI voxel data (aind-assets)"
 _QC_COLUMNS = (
     "filename",

@@ -5,12 +5,12 @@ The validator reads a local directory. :func:`mirror_release` streams every file
 ``<release>/hbcd/`` from the object store into a temporary folder, except the raw sample files
 that no validator rule reads (:data:`PLACEHOLDER_EXTENSIONS`: BrainVision ``.eeg``, EEGLAB
 ``.fdt``), which become zero-filled placeholders of the right size (sparse files: no disk used).
-By default only ``rawdata/`` is validated (and mirrored): pipeline outputs such as
-``imagestats``' JSON-only statistics are not BIDS derivative files the validator knows
-(``SIDECAR_WITHOUT_DATAFILE``); derivative datasets keep the platform's schema rules.
+``rawdata/`` and every ``derivatives/<pipeline>/`` dataset are validated (pipeline outputs that
+are not BIDS files, such as ``imagestats``' JSON-only statistics, are in that dataset's
+``.bidsignore``: :data:`~aind_assets.hbcd.release.plan.PIPELINE_BIDS_IGNORE`).
 NIfTI files are copied in full: the validator reads their headers (units, dimensions) through
-gzip. :func:`official_problems` runs the validator on ``rawdata/`` (and, when asked, on every
-``derivatives/<pipeline>/`` dataset), bounded in time, and turns each issue of severity
+gzip. :func:`official_problems` runs the validator on each dataset (``derivatives=False``:
+``rawdata/`` only), bounded in time, and turns each issue of severity
 ``error`` into a :class:`~aind_assets.hbcd.release.validity.Problem` (rule
 ``bids-validator:<CODE>``); warnings are not problems.
 """
@@ -131,11 +131,11 @@ def official_problems(
     *,
     texts: Mapping[str, bytes] | None = None,
     timeout_s: float = VALIDATOR_TIMEOUT_S,
-    derivatives: bool = False,
+    derivatives: bool = True,
 ) -> list[Problem]:
     """Errors of the official validator for every dataset of the staged release (paths
-    relative to ``hbcd/``; ``derivatives``: also each ``derivatives/<pipeline>`` dataset, which
-    the platform's schema rules check by default). A validator that cannot run is a problem too (rule
+    relative to ``hbcd/``; ``derivatives=False``: ``rawdata`` only, not each
+    ``derivatives/<pipeline>`` dataset). A validator that cannot run is a problem too (rule
     ``bids-validator``), so the blocking check fails rather than passes unchecked."""
     out: list[Problem] = []
     with tempfile.TemporaryDirectory(prefix="aind-bids-") as tmp:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from aind_assets import lineage
 from aind_assets.hbcd.deid.commit import require_committed
+from aind_assets.hbcd.processing import imagestats
 from aind_assets.hbcd.release.decisions import Decision, SourceFile
 from aind_assets.hbcd.release.errors import StagingError
 from aind_assets.hbcd.release.selection import select_release, texts_needed
@@ -231,7 +232,15 @@ def plan_staging(
                 identical_sources=others,
             )
         )
-    return with_bidsignore(store, deid_root, spec.bids_ignore, plan)
+    return with_bidsignore(store, deid_root, [*spec.bids_ignore, *PIPELINE_BIDS_IGNORE], plan)
+
+
+#: Ignore patterns (relative to ``hbcd/``) of the platform's own pipelines: outputs that are
+#: not BIDS files, listed in the released pipeline dataset's ``.bidsignore`` (only when it is
+#: released) so the official validator checks the rest of it.
+PIPELINE_BIDS_IGNORE: tuple[str, ...] = tuple(
+    f"derivatives/{imagestats.PIPELINE}/{p}" for p in imagestats.BIDS_IGNORE
+)
 
 
 def bidsignore_patterns(patterns: Sequence[str], datasets: Sequence[str]) -> dict[str, list[str]]:

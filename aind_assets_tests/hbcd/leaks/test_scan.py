@@ -8,6 +8,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import scipy.io
 
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.leaks.scan import Finding, redact, scan_for_identifiers
@@ -156,3 +157,21 @@ def test_max_findings(idmap: IdentityMap):
 
 def test_redact(idmap: IdentityMap):
     assert redact("sub-123456/UMN0012_x/91234567", idmap) == "sub-<DCCID>/<PSCID>_x/91234567"
+
+
+def test_matlab_set_strings_scanned_samples_not(idmap: IdentityMap):
+    """An EEGLAB ``.set`` (MATLAB v5, compressed: invisible to the text views) is parsed: its
+    strings and names are scanned, its sample array is not (bytes spelling a site code)."""
+    samples = np.frombuffer(b" UMN" * 64, dtype="<f4").reshape(4, 16)
+    clean = io.BytesIO()
+    scipy.io.savemat(clean, {"data": samples, "setname": "rest"}, oned_as="row")
+    assert scan_for_identifiers("x.set", clean.getvalue(), idmap) == []
+    leaky = io.BytesIO()
+    eeg = {"subject": "UMN0012", "event": {"type": np.array(["stim 123456"], dtype=object)}}
+    scipy.io.savemat(leaky, {"EEG": eeg, "data": samples}, do_compression=True, oned_as="row")
+    found = scan_for_identifiers("x.set", leaky.getvalue(), idmap)
+    assert {(f.location, f.kind) for f in found} == {
+        ("mat:EEG.subject", "PSCID"),
+        ("mat:EEG.event.type{}", "DCCID"),
+    }
+    _no_values(found)

@@ -164,18 +164,20 @@ def write_bibsnet(
         out = join_url(deid_root, f"derivatives/ses-{ses}/bibsnet/sub-{rc}/ses-{ses}/anat")
         store.put_bytes(join_url(out, f"{stem}_space-T1w_desc-brain_mask.nii.gz"), mask)
         store.put_bytes(join_url(out, f"{stem}_space-T1w_desc-aseg_dseg.nii.gz"), seg)
-        store.put_bytes(
-            join_url(out, f"{stem}_space-T1w_desc-aseg_dseg.json"),
-            (
-                json.dumps(
-                    {
-                        "Description": "two intensity classes in the mask",
-                        "SpatialReference": f"bids:raw:sub-{rc}/ses-{ses}/{t1}",
-                    }
-                )
-                + "\n"
-            ).encode(),
-        )
+        reference = f"bids:raw:sub-{rc}/ses-{ses}/{t1}"
+        sidecars = {
+            # BIDS derivatives: an image in a non-template space names its reference image
+            "desc-brain_mask": {"Type": "Brain", "SpatialReference": reference},
+            "desc-aseg_dseg": {
+                "Description": "two intensity classes in the mask",
+                "SpatialReference": reference,
+            },
+        }
+        for name, body in sidecars.items():
+            store.put_bytes(
+                join_url(out, f"{stem}_space-T1w_{name}.json"),
+                (json.dumps(body) + "\n").encode(),
+            )
         used = [store.info(join_url(session, p)) for p in (t1, t1.replace(".nii.gz", ".json"))]
         manifest = DerivativeManifest.from_listing(
             {

@@ -48,6 +48,7 @@ BIBSNET_OUTPUTS = (
     "space-T1w_desc-brain_mask.nii.gz",
     "space-T1w_desc-aseg_dseg.nii.gz",
     "space-T1w_desc-aseg_dseg.json",
+    "space-T1w_desc-brain_mask.json",
 )
 ASSETS = [release_ready_sessions, release_staging, release_summary]
 CHECKS = [release_bids_valid, release_no_identifiers]
@@ -271,7 +272,7 @@ def check_first_release(
     summary = pd.read_parquet(store.open(join_url(loris, "derivatives_summary.parquet")))
     bib = summary[summary.pipeline == "bibsnet"]
     assert bib[["subject", "session", "files"]].values.tolist() == sorted(
-        [[f"sub-{A}", "ses-V02", 3], [f"sub-{A}", "ses-V03", 3], [f"sub-{C}", "ses-V02", 3]]
+        [[f"sub-{A}", "ses-V02", 4], [f"sub-{A}", "ses-V03", 4], [f"sub-{C}", "ses-V02", 4]]
     )
     csv = pd.read_csv(store.open(join_url(loris, "derivatives_changes.csv")))
     assert set(csv["change"]) == {"added"}
@@ -288,7 +289,7 @@ def test_identified_to_staged_release(setup):
     A, B, C = data.rc(0), data.rc(1), data.rc(2)
     deid = res.deidentified_root
     rel_url = join_url(res.staging_root, release)
-    assert len(files) == 44
+    assert len(files) == 47
 
     # -- re-running the complete release changes nothing
     before = {
@@ -322,7 +323,8 @@ def test_identified_to_staged_release(setup):
         ),
     )
     dseg = f"{deid}/derivatives/ses-V03/bibsnet/sub-{A}/ses-V03/anat/sub-{A}_ses-V03_{BIBSNET_OUTPUTS[2]}"
-    store.put_bytes(dseg, b'{"Description": "rerun"}\n')
+    rerun = {**json.loads(store.get_bytes(dseg)), "Description": "rerun"}
+    store.put_bytes(dseg, (json.dumps(rerun) + "\n").encode())
     r2 = register_release(res, instance, SPEC_YAML.replace("release: r1", "release: r2"))
     result = run_release(resources, instance, r2)
     assert result.success

@@ -29,11 +29,11 @@ from aind_assets_tests.hbcd.release.test_assets import (
 pytestmark = pytest.mark.servers
 
 # imagestats (the flow's own processing) reads every image: only bibsnet's inputs keep a file
-# that is below QC, and imagestats' per-session QC table is not a BIDS derivative name
+# that is below QC; its outputs that are not BIDS files are in its dataset's .bidsignore (the
+# release writes them: plan.PIPELINE_BIDS_IGNORE), so the spec needs no ignore pattern
 FLOW_SPEC = (
     SPEC_YAML.replace("pipelines: [bibsnet]", "pipelines: [bibsnet, imagestats]")
     + "keep_inputs_of: [bibsnet]\n"
-    + "bids_ignore: ['derivatives/imagestats/sub-*/ses-*/*_desc-imageqc_scans.tsv']\n"
 )
 
 

@@ -1,7 +1,8 @@
 """A release with fieldmaps, DWI, EEG (EDF written by edfio), a top-level sidecar of a datatype
-that is not released, an unlisted ``X.nii`` beside a listed ``X.nii.gz`` and an ignored file,
-de-identified by the real rules and staged: the official validator (``bids-validator-deno``)
-reports zero errors, and each of the three staging bugs stays fixed."""
+that is not released, an unlisted ``X.nii`` beside a listed ``X.nii.gz``, an ignored file and the
+platform's ``imagestats`` derivatives, de-identified by the real rules and staged: the official
+validator (``bids-validator-deno``) reports zero errors on ``rawdata`` and on the derivative
+dataset, and each of the three staging bugs stays fixed."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 from aind_assets.demo.bids import write_identified_bids
 from aind_assets.hbcd.formats.dispatch import deidentify_tree
 from aind_assets.hbcd.identity.idmap import parse_identity_map
+from aind_assets.hbcd.processing import imagestats
 from aind_assets.hbcd.release import plan, staging
 from aind_assets.hbcd.release.official import official_problems, run_validator
 from aind_assets.hbcd.release.spec import load_release_spec
@@ -26,6 +28,7 @@ from aind_assets.resources.urls import join_url, relative_key
 SPEC = """
 release: r-eeg
 min_file_age_hours: 0
+pipelines: [imagestats]
 qc:
   default: {HBCD_compliant: [Yes, equals]}
 bids_ignore:
@@ -95,6 +98,27 @@ def _identified(tmp: Path) -> tuple[Path, str]:
     return map_path, row.rc_id
 
 
+def _write_imagestats(deid: Path, rc: str) -> None:
+    """The platform's imagestats outputs of the de-identified session, from its pure parts."""
+    session = deid / "assembly_bids" / f"sub-{rc}" / "ses-V02"
+    pipeline = deid / "derivatives" / "ses-V02" / imagestats.PIPELINE
+    out = pipeline / f"sub-{rc}" / "ses-V02"
+    computed = []
+    for image in sorted(session.rglob("*.nii.gz")):
+        rel = image.relative_to(session).as_posix()
+        with open(image, "rb") as f:
+            stats = imagestats.image_stats(f)
+        stats["Sources"] = [f"bids:raw:sub-{rc}/ses-V02/{rel}"]
+        target = out / imagestats.stats_relpath(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(stats, indent=2) + "\n")
+        computed.append((rel, stats))
+    (out / f"sub-{rc}_ses-V02_desc-imageqc_scans.tsv").write_text(imagestats.qc_table(computed))
+    (pipeline / "dataset_description.json").write_text(
+        imagestats.dataset_description("1.0", "https://example.org/aind-assets")
+    )
+
+
 def test_staged_release_has_zero_official_validator_errors(
     tmp_path: Path, local_store: ObjectStoreResource
 ) -> None:
@@ -103,6 +127,7 @@ def test_staged_release_has_zero_official_validator_errors(
     deid_dir = tmp_path / "deid"
     report = deidentify_tree(tmp_path / "src" / "assembly_bids", deid_dir / "assembly_bids", idmap)
     assert not report.skipped, report.skipped
+    _write_imagestats(deid_dir, rc)
     store = local_store
     deid, staging_root = store.url("deid"), store.url("staging")
     store.put_tree(deid_dir, deid)
@@ -134,8 +159,20 @@ def test_staged_release_has_zero_official_validator_errors(
     # bug: the spec's ignore patterns are in the release's .bidsignore
     ignore = store.get_bytes(join_url(hbcd, "rawdata/.bidsignore")).decode().splitlines()
     assert ignore == ["extra_notes.txt", "*.log"]
-    # the official validator, on a local mirror of the staged release: zero errors
+    # imagestats' outputs that are not BIDS files are in its dataset's .bidsignore
+    stats = f"derivatives/imagestats/sub-{rc}/ses-V02/anat/{t1.replace('_T1w', '_desc-imagestats_T1w')}.json"
+    assert stats in files
+    ignore = store.get_bytes(join_url(hbcd, "derivatives/imagestats/.bidsignore")).decode()
+    assert ignore.splitlines() == ["*.log", *imagestats.BIDS_IGNORE]
+    # the official validator, on a local mirror of the staged release (rawdata and the
+    # derivative dataset): zero errors
     assert official_problems(store, hbcd, files) == []
-    issues = run_validator(Path(store.root) / "staging" / "r-eeg" / "hbcd" / "rawdata")
-    assert [i for i in issues if i["severity"] == "error"] == []
-    assert any(i["code"] != "NOT_INCLUDED" for i in issues)  # it did read the dataset
+    staged = Path(store.root) / "staging" / "r-eeg" / "hbcd"
+    for dataset in ("rawdata", "derivatives/imagestats"):
+        issues = run_validator(staged / dataset)
+        assert [i for i in issues if i["severity"] == "error"] == [], dataset
+        assert any(i["code"] != "NOT_INCLUDED" for i in issues)  # it did read the dataset
+    # without the pipeline's ignore lines the statistics are sidecars without data files
+    (staged / "derivatives/imagestats/.bidsignore").write_text("*.log\n")
+    codes = {i["code"] for i in run_validator(staged / "derivatives/imagestats")}
+    assert "SIDECAR_WITHOUT_DATAFILE" in codes

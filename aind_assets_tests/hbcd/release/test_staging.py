@@ -76,7 +76,7 @@ def test_stage_then_rerun_changes_nothing(store: ObjectStoreResource, data: Rele
     assert {k.split("/", 1)[0] for k in listing} == {"hbcd", "processing.json", "_COMPLETE"}
     promoted = {k: v[0] for k, v in listing.items() if k.startswith("hbcd/")}
     assert promoted == {f["path"]: f["size"] for f in marker["files"]}
-    assert marker["counts"]["files"] == len(promoted) == 44
+    assert marker["counts"]["files"] == len(promoted) == 47
     assert marker["counts"]["sessions"] == 4 and marker["counts"]["subjects"] == 3
     assert marker["counts"]["sessions_per_pipeline"] == {"bibsnet": 3}
     assert all(len(f["sha256"]) == 64 for f in marker["files"])
@@ -134,14 +134,14 @@ def test_complete_release_is_not_changed_in_place(s3_store: ObjectStoreResource,
     store.put_bytes(scans, text.replace("\tYes\t1\n", "\tNo\t1\n", 1).encode())
     # A's V02 T1w now fails QC: kept (bibsnet used it) but its bibsnet outputs fail bibsnet QC
     with pytest.raises(
-        staging.ReleaseAlreadyCompleteError, match=r"0 file\(s\) added, 3 removed, 1 changed"
+        staging.ReleaseAlreadyCompleteError, match=r"0 file\(s\) added, 4 removed, 1 changed"
     ):
         _stage(store, data, deid, staging_root, "run-2")
     assert staging.read_marker(store, staging_root, "r1")["run_id"] == "run-1"
     result = _stage(store, data, deid, staging_root, "run-3", replace_complete=True)
     assert result.status == "replaced"
     marker = staging.read_marker(store, staging_root, "r1")
-    assert marker["run_id"] == "run-3" and marker["counts"]["files"] == 41
+    assert marker["run_id"] == "run-3" and marker["counts"]["files"] == 43
     # a promoted file removed by hand is repaired by the next run
     victim = marker["files"][5]["path"]
     store.delete(join_url(staging_root, "r1", victim))
