@@ -21,6 +21,7 @@ IO_MODULES = {
     "aind_assets.demo.seed",
     "aind_assets.hbcd.storage",
     "aind_assets.hbcd.deid.store",
+    "aind_assets.hbcd.deid.scanning",
     "aind_assets.hbcd.processing.store",
     "aind_assets.hbcd.reid.store",
     "aind_assets.hbcd.release.plan",

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aind_assets.hbcd.copies import META_DEID_RULES, META_SOURCE_ETAG, DestObject, Write
+from aind_assets.hbcd.copies import (
+    META_DEID_RULES,
+    META_SOURCE_ETAG,
+    META_VOXELS,
+    VOXELS_UNCHANGED,
+    DestObject,
+    Write,
+)
 from aind_assets.hbcd.deid.discovery import (
     DATASET_UNIT,
     EMPTY_DIGEST,
@@ -33,23 +40,39 @@ from aind_assets.hbcd.deid.discovery import (
 from aind_assets.hbcd.deid.plan import (
     SessionPlan,
     in_dataset_scope,
-    in_session_scope,
     plan_session_sync,
     plan_sync,
 )
+from aind_assets.hbcd.formats.base import DeidentificationError
 from aind_assets.hbcd.formats.dispatch import (
     deidentify_file,
+    handler_for,
 )
+from aind_assets.hbcd.formats.gz import GzipFormatError
+from aind_assets.hbcd.formats.nifti_gz import (
+    IDENTICAL,
+    NIFTI_GZ,
+    probe_deidentified,
+    verify_gzip,
+)
+from aind_assets.hbcd.formats.text import PrefixedReader, read_exact_or_less
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.identity.replace import (
     UnmappedIdentifierError,
     deidentify_path,
-    parse_session_partition_key,
 )
 from aind_assets.hbcd.identity.scrub import Scrubber, error_reason, scrubbed_errors
 from aind_assets.hbcd.layout import HbcdLayout
-from aind_assets.hbcd.leaks.scan import Finding, redact, scan_for_identifiers
-from aind_assets.hbcd.storage import list_children, map_concurrently, object_metadata, relpath_of
+from aind_assets.hbcd.storage import (
+    S3_SERVER_COPY_LIMIT,
+    STREAM_BLOCK,
+    list_children,
+    map_concurrently,
+    object_metadata,
+    relpath_of,
+    server_copy,
+)
+from aind_assets.hbcd.streams import ReadableBinary
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import ObjectInfo, join_url
 
@@ -154,6 +177,9 @@ class SyncResult:
     collisions: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     notes: dict[str, int] = field(default_factory=dict)
+    #: how files were written: "server-side copy", "copied" (deflate stream kept),
+    #: "recompressed", "rewritten" (other formats) -> count
+    outcomes: dict[str, int] = field(default_factory=dict)
     bytes_read: int = 0
     digest: str = EMPTY_DIGEST
     source_files: int = 0
@@ -191,25 +217,44 @@ def _execute_sync(
     scrub = Scrubber(idmap)
     notes: Counter[str] = Counter()
 
-    def write(w: Write) -> tuple[Write, str | None, list[str]]:
+    def write(w: Write) -> tuple[Write, str | None, list[str], str]:
         src_url, dst_url = join_url(src_root, w.src), join_url(dst_root, w.dst)
         meta = {META_SOURCE_ETAG: w.etag or "", META_DEID_RULES: RULES_VERSION}
+        nifti_gz = handler_for(w.src) is NIFTI_GZ
+        if nifti_gz:
+            meta[META_VOXELS] = VOXELS_UNCHANGED
         file_notes: list[str] = []
+        outcomes: list[str] = []
         try:
-            with (
-                store.open(src_url, "rb") as src,
-                store.open(dst_url, "wb", meta) as dst,
-            ):
-                deidentify_file(w.src, src, dst, idmap, notes=file_notes)
+            for attempt in (0, 1):
+                with store.open(src_url, "rb", block_size=STREAM_BLOCK) as src:
+                    reader: ReadableBinary = src
+                    if attempt == 0 and nifti_gz and sources[w.src].size < S3_SERVER_COPY_LIMIT:
+                        head = read_exact_or_less(src, _PROBE_BYTES)
+                        done = _copy_if_identical(
+                            store, head, src, src_url, dst_url, meta, w, idmap
+                        )
+                        if done:
+                            return w, None, file_notes, "server-side copy"
+                        if done is None:
+                            continue
+                        reader = PrefixedReader(head, src)
+                    with store.open(dst_url, "wb", meta, block_size=STREAM_BLOCK) as dst:
+                        deidentify_file(
+                            w.src, reader, dst, idmap, notes=file_notes, outcomes=outcomes
+                        )
+                    break
         except Exception as e:  # noqa: BLE001 - reported per file, scrubbed
-            return w, error_reason(e, scrub), file_notes
-        return w, None, file_notes
+            return w, error_reason(e, scrub), file_notes, "failed"
+        return w, None, file_notes, outcomes[0] if outcomes else "rewritten"
 
-    for w, error, file_notes in map_concurrently(store, write, plan.write):
+    outcomes: Counter[str] = Counter()
+    for w, error, file_notes, outcome in map_concurrently(store, write, plan.write):
         if error is None:
             result.written.append(w.dst)
             result.bytes_read += sources[w.src].size
             notes.update(file_notes)
+            outcomes[outcome] += 1
         else:
             result.failed[w.dst] = error
     # stale copies of files that failed must not stay as if current; orphans go too
@@ -222,6 +267,39 @@ def _execute_sync(
     result.unmapped = plan.unmapped
     result.collisions = plan.collisions
     result.notes = dict(sorted(notes.items()))
+    result.outcomes = dict(sorted(outcomes.items()))
+
+
+#: How much of a ``.nii.gz`` is read to judge it (gzip header + the compressed NIfTI prefix).
+_PROBE_BYTES = 256 << 10
+
+
+def _copy_if_identical(
+    store: ObjectStoreResource,
+    head: bytes,
+    src: ReadableBinary,
+    src_url: str,
+    dst_url: str,
+    meta: dict[str, str],
+    w: Write,
+    idmap: IdentityMap,
+) -> bool | None:
+    """A ``.nii.gz`` whose de-identified bytes are its source bytes (minimal gzip header, one
+    member, NIfTI prefix unchanged) is verified (read and inflated: CRC-32 and ISIZE) and then
+    copied server-side, the copy conditional on the verified version (ETag). Returns whether it
+    was, ``None`` when ``src`` was read to its end but the file must still be rewritten; a
+    corrupt or truncated file raises."""
+    probe = probe_deidentified(head, idmap)
+    if probe is None or probe.mode != IDENTICAL or w.etag is None:
+        return False
+    try:
+        check = verify_gzip(PrefixedReader(head, src))
+    except GzipFormatError as e:  # the message the streaming path would give
+        raise DeidentificationError(f"{w.dst}: {NIFTI_GZ.name}: {e}") from None
+    if not check.single_minimal:
+        return None  # more members or padding: the streaming path rewrites it (read it again)
+    server_copy(store, src_url, dst_url, meta, if_match=w.etag)
+    return True
 
 
 def deidentify_session(
@@ -317,74 +395,3 @@ def deidentify_dataset(
                 {"unit": DATASET_UNIT, "outputs": plan.expected},
             )
         return result
-
-
-# --- leak scanning -----------------------------------------------------------------------
-
-
-@dataclass
-class ScanResult:
-    scanned: int = 0
-    bytes_scanned: int = 0
-    findings: list[Finding] = field(default_factory=list)
-    leaking: list[str] = field(default_factory=list)  # URLs of objects with findings
-
-    @property
-    def clean(self) -> bool:
-        return not self.findings
-
-    def by_kind(self) -> dict[str, int]:
-        return dict(sorted(Counter(f.kind for f in self.findings).items()))
-
-
-def scan_objects(
-    store: ObjectStoreResource, infos: list[ObjectInfo], root: str, idmap: IdentityMap
-) -> ScanResult:
-    """Scan names and contents (gzip and NIfTI headers included) of objects, concurrently."""
-    ids = idmap.identifiers()
-
-    def one(info: ObjectInfo) -> list[Finding]:
-        rel = relpath_of(info, root)
-        try:
-            with store.open(info.url, "rb") as f:
-                return scan_for_identifiers(rel, f, ids)
-        except Exception as e:  # noqa: BLE001 - an object that cannot be read cannot be cleared
-            return [
-                Finding(
-                    redact(rel, ids), f"unreadable ({type(e).__name__})", None, None, "unscannable"
-                )
-            ]
-
-    result = ScanResult()
-    for info, findings in zip(infos, map_concurrently(store, one, infos), strict=True):
-        result.scanned += 1
-        result.bytes_scanned += info.size
-        if findings:
-            result.findings.extend(findings)
-            result.leaking.append(info.url)
-    return result
-
-
-def scan_session(
-    store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap, partition_key: str
-) -> ScanResult:
-    """Every object of the de-identified session and its subject-level files."""
-    with scrubbed_errors(idmap, f"scanning {partition_key}"):
-        rc, ses = parse_session_partition_key(partition_key)
-        root = layout.deidentified_bids
-        infos = [
-            i
-            for i in store.list_objects(join_url(root, f"sub-{rc}"))
-            if in_session_scope(relpath_of(i, root), rc, ses)
-        ]
-        return scan_objects(store, infos, root, idmap)
-
-
-def scan_dataset(store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap) -> ScanResult:
-    with scrubbed_errors(idmap, "scanning the dataset-level files"):
-        root = layout.deidentified_bids
-        files, dirs = list_children(store, root)
-        top = [d for d in dirs if not d.rsplit("/", 1)[-1].startswith("sub-")]
-        for infos in store.list_many(top).values():
-            files.extend(infos)
-        return scan_objects(store, files, root, idmap)

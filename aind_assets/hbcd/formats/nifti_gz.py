@@ -40,6 +40,8 @@ from aind_assets.hbcd.formats.nifti import (
     parse_header,
     rewrite_nifti,
 )
+from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.hbcd.identity.replace import deidentifier
 from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 
 __all__ = [
@@ -49,8 +51,10 @@ __all__ = [
     "NIFTI_GZ",
     "RECOMPRESSED",
     "MAX_PREFIX",
+    "GzipCheck",
     "NiftiGzProbe",
     "prefix_rewriter",
+    "probe_deidentified",
     "probe_nifti_gz",
     "rewrite_nifti_gz",
     "verify_gzip",
@@ -295,17 +299,32 @@ class _Bytes:
         return out
 
 
-def verify_gzip(src: ReadableBinary) -> int:
-    """Inflate every member of a gzip stream, checking CRC-32 and ISIZE; returns the number of
-    members. Raises :class:`GzipFormatError` on a corrupt or truncated file."""
+@dataclass(frozen=True)
+class GzipCheck:
+    members: int
+    padded: bool  # NUL padding after the last member
+    minimal: bool  # every member header minimal (no FNAME/FCOMMENT/FEXTRA/FHCRC, MTIME 0)
+
+    @property
+    def single_minimal(self) -> bool:
+        """One minimal member and nothing after it: :func:`rewrite_nifti_gz` would write the
+        file unchanged when its NIfTI prefix needs no change."""
+        return self.members == 1 and self.minimal and not self.padded
+
+
+def verify_gzip(src: ReadableBinary) -> GzipCheck:
+    """Inflate every member of a gzip stream, checking CRC-32 and ISIZE. Raises
+    :class:`GzipFormatError` on a corrupt or truncated file."""
     r = _Reader(src)
     members = 0
-    while _member_header(r, first=members == 0) is not None:
+    minimal = True
+    while (member := _member_header(r, first=members == 0)) is not None:
+        minimal = minimal and member.is_minimal
         inf = _Inflater(r, keep_raw=False)
         while not inf.done:
             inf.step()
         members += 1
-    return members
+    return GzipCheck(members, r.padded, minimal)
 
 
 def rewrite_nifti_gz(
@@ -421,6 +440,12 @@ def prefix_rewriter(ctx: FormatContext, notes: list[str]) -> PrefixRewriter:
         return out.getvalue()
 
     return rewrite
+
+
+def probe_deidentified(head: bytes, idmap: IdentityMap) -> NiftiGzProbe | None:
+    """:func:`probe_nifti_gz` with the de-identification rules."""
+    ctx = FormatContext(deidentifier(idmap), True, idmap, [])
+    return probe_nifti_gz(head, prefix_rewriter(ctx, []))
 
 
 def run_nifti_gz(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext) -> None:

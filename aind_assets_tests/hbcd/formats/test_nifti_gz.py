@@ -21,6 +21,9 @@ from aind_assets.hbcd.formats.nifti_gz import (
     COPIED,
     IDENTICAL,
     RECOMPRESSED,
+    GzipCheck,
+    NiftiGzProbe,
+    probe_deidentified,
     probe_nifti_gz,
     verify_gzip,
 )
@@ -85,7 +88,7 @@ def _assert_valid_and_clean(out: bytes, data: np.ndarray, idmap: IdentityMap) ->
     assert out[:4] == b"\x1f\x8b\x08\x00" and out[4:8] == b"\0\0\0\0"  # no FNAME..., mtime 0
     # a full read checks every member's CRC-32 and ISIZE
     plain = gzip.decompress(out)
-    assert verify_gzip(io.BytesIO(out)) >= 1
+    assert verify_gzip(io.BytesIO(out)).members >= 1
     loaded = nib.Nifti1Image.from_bytes(plain)
     np.testing.assert_array_equal(np.asarray(loaded.dataobj), data)
     assert scan_for_identifiers("out.nii.gz", out, idmap) == []
@@ -98,6 +101,8 @@ def test_clean_nibabel_file_is_byte_identical(tmp_path: Path, idmap: IdentityMap
     out, outcomes = _run(src, idmap)
     assert outcomes == [IDENTICAL]
     assert out == src
+    assert verify_gzip(io.BytesIO(src)).single_minimal
+    assert probe_deidentified(src[:4096], idmap) == NiftiGzProbe(IDENTICAL, 352)
     _assert_valid_and_clean(out, data, idmap)
     probe = probe_nifti_gz(src[:4096], lambda p: p)
     assert probe is not None and probe.mode == IDENTICAL and probe.vox_offset == 352
@@ -137,6 +142,8 @@ def test_identifiers_in_the_header_recompress(tmp_path: Path, idmap: IdentityMap
     assert len(out) < 1.2 * len(src)  # fast deflate, not stored blocks
     probe = probe_nifti_gz(src[:4096], lambda p: p + b"x")
     assert probe is not None and probe.mode == RECOMPRESSED
+    assert probe_deidentified(src[:4096], idmap) == NiftiGzProbe(RECOMPRESSED, 352)
+    assert probe_deidentified(src[:200], idmap) is None  # too short to tell
 
 
 def test_text_extension_with_identifier_recompresses(idmap: IdentityMap):
@@ -162,7 +169,8 @@ def test_multi_member_file_copies_every_member_with_minimal_headers(idmap: Ident
     assert {f.location for f in findings} >= {"gzip[0].FNAME", "gzip[1].FNAME", "gzip[1].FCOMMENT"}
     out, outcomes = _run(src, idmap)
     assert outcomes == [COPIED]
-    assert verify_gzip(io.BytesIO(out)) == 3
+    assert verify_gzip(io.BytesIO(out)).members == 3
+    assert verify_gzip(io.BytesIO(src)) == GzipCheck(3, True, False)
     assert gzip.decompress(out) == raw
     _assert_valid_and_clean(out, data, idmap)
 
@@ -174,7 +182,7 @@ def test_header_split_across_members_recompresses(idmap: IdentityMap, dirty: boo
     src = _member(raw[:100], name=b"sub-123456.nii") + _member(raw[100:])
     out, outcomes = _run(src, idmap)
     assert outcomes == [RECOMPRESSED]
-    assert verify_gzip(io.BytesIO(out)) == 1
+    assert verify_gzip(io.BytesIO(out)) == GzipCheck(1, False, True)
     _assert_valid_and_clean(out, data, idmap)
     assert probe_nifti_gz(src, lambda p: p) is None  # not judged from the head
 
