@@ -8,6 +8,8 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import fsspec.asyn
+
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import ObjectInfo, is_s3
 
@@ -101,13 +103,35 @@ def server_copy(
     return None
 
 
-def read_head(store: ObjectStoreResource, url: str, n: int) -> bytes:
-    """The first ``n`` bytes of an object (one ranged GET on S3)."""
-    fs = store.fs_for(url)
-    if is_s3(url):
-        return bytes(fs.cat_file(url[len("s3://") :], start=0, end=n))
-    with open(url, "rb") as f:
-        return f.read(n)
+def open_read(store: ObjectStoreResource, url: str, size: int | None = None) -> Any:
+    """A streaming reader with :data:`STREAM_BLOCK` read-ahead; on S3 a known ``size`` (from the
+    listing) saves the HEAD request that opening would make."""
+    if not is_s3(url):
+        return store.open(url, "rb")
+    kwargs: dict[str, Any] = {"block_size": STREAM_BLOCK}
+    if size is not None:
+        kwargs["size"] = size
+    return store.fs_for(url).open(url[len("s3://") :], "rb", **kwargs)
+
+
+def read_head(store: ObjectStoreResource, info: ObjectInfo, n: int) -> tuple[bytes, dict[str, str]]:
+    """The first ``n`` bytes of an object and its user metadata (one ranged GET on S3)."""
+    if not is_s3(info.url):
+        with open(info.url, "rb") as f:
+            return f.read(n), dict(info.metadata)
+    fs = store.fs_for(info.url)
+    bucket, key = info.url[len("s3://") :].split("/", 1)
+
+    async def get() -> tuple[bytes, dict[str, str]]:
+        resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{n - 1}")
+        try:
+            data = await resp["Body"].read()
+        finally:
+            resp["Body"].close()
+        meta = {str(k).lower(): str(v) for k, v in (resp.get("Metadata") or {}).items()}
+        return bytes(data), meta
+
+    return fsspec.asyn.sync(fs.loop, get)
 
 
 def put_small(

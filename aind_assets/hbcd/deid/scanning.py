@@ -7,11 +7,16 @@ path (user metadata ``deid-voxels: unchanged``: everything after its NIfTI heade
 extensions is the source's voxel data, in gzip members with minimal headers). Of those only the
 first bytes are read (gzip header, NIfTI header and extensions), one ranged GET.
 
-Incremental: what a unit's scan found clean is recorded on the identified side
+Incremental: what was found clean is recorded on the identified side
 (``.aind-assets/scanned/<unit>.json``: relative path -> ETag, with a digest of the identifier
-set and :data:`SCANNER_VERSION`); the next scan of the unit reads only objects that are new or
-changed since (or every object, when the map or the scanner changed). ``incremental=False``
-scans everything.
+set and :data:`SCANNER_VERSION`); the check reads only objects whose ETag is not recorded (new or
+changed since, or every object when the map or the scanner changed). ``incremental=False``
+scans everything. Two writers record: the check itself, and de-identification, which scans each
+output with the same scanner as it writes it (:func:`refuse_leaking_output`: an output holding
+an identifier is never written) and records it under the ETag the store reports for those very
+bytes: computed from what it wrote (see :class:`OutputTap`; were the store to name the object
+otherwise, the ETags differ and the check reads it), returned by the PUT of a small file, or
+returned by a server-side copy.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ import contextlib
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aind_assets.hbcd.copies import META_VOXELS, VOXELS_UNCHANGED
 from aind_assets.hbcd.deid.discovery import DATASET_UNIT
 from aind_assets.hbcd.deid.plan import in_session_scope
+from aind_assets.hbcd.formats.base import DeidentificationError
 from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
 from aind_assets.hbcd.identity.replace import parse_session_partition_key
 from aind_assets.hbcd.identity.scrub import scrubbed_errors
@@ -34,17 +42,19 @@ from aind_assets.hbcd.storage import (
     STREAM_BLOCK,
     list_children,
     map_concurrently,
-    object_metadata,
+    open_read,
     read_head,
     relpath_of,
 )
+from aind_assets.hbcd.streams import WritableBinary
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import ObjectInfo, join_url
 
 #: Bump when the scanner learns to find more: every unit is scanned in full again.
 SCANNER_VERSION = "2"
-#: Bytes read of a ``.nii.gz`` with unchanged voxels (more only when its extensions need it).
-HEAD_BYTES = 256 << 10
+#: Bytes read of a ``.nii.gz`` with unchanged voxels (more only when its extensions need it);
+#: objects up to this size are read whole in one request.
+HEAD_BYTES = 64 << 10
 
 
 @dataclass
@@ -68,20 +78,19 @@ def _scan_one(
     store: ObjectStoreResource, info: ObjectInfo, rel: str, ids: Identifiers
 ) -> tuple[list[Finding], int, bool]:
     """(findings, bytes read, whether the voxel payload was skipped)."""
-    if (
-        rel.lower().endswith(".nii.gz")
-        and info.size > HEAD_BYTES
-        and object_metadata(store, info).get(META_VOXELS) == VOXELS_UNCHANGED
-    ):
-        head = read_head(store, info.url, HEAD_BYTES)
-        findings = scan_for_identifiers(rel, head, ids, voxels_unchanged=True)
-        if not any(f.kind == "unscannable" for f in findings):
-            return findings, len(head), True
-        # the header and extensions go past the head: stream (still stopping at the voxels)
-        with store.open(info.url, "rb", block_size=STREAM_BLOCK) as f:
-            findings = scan_for_identifiers(rel, f, ids, voxels_unchanged=True)
-        return findings, info.size, True
-    with store.open(info.url, "rb", block_size=STREAM_BLOCK) as f:
+    if info.size <= HEAD_BYTES:  # small: one GET
+        return scan_for_identifiers(rel, store.get_bytes(info.url), ids), info.size, False
+    if rel.lower().endswith(".nii.gz"):
+        head, meta = read_head(store, info, HEAD_BYTES)  # one ranged GET, metadata included
+        if meta.get(META_VOXELS) == VOXELS_UNCHANGED:
+            findings = scan_for_identifiers(rel, head, ids, voxels_unchanged=True)
+            if not any(f.kind == "unscannable" for f in findings):
+                return findings, len(head), True
+            # the header and extensions go past the head: stream (still stopping at the voxels)
+            with open_read(store, info.url, info.size) as f:
+                findings = scan_for_identifiers(rel, f, ids, voxels_unchanged=True)
+            return findings, info.size, True
+    with open_read(store, info.url, info.size) as f:
         return scan_for_identifiers(rel, f, ids), info.size, False
 
 
@@ -125,6 +134,83 @@ def _read_record(store: ObjectStoreResource, url: str, digest: str) -> dict[str,
         if body.get("identifiers") == digest:
             return {str(k): str(v) for k, v in body.get("objects", {}).items()}
     return {}
+
+
+# --- scanning outputs as they are written --------------------------------------------------
+
+
+def refuse_leaking_output(
+    rel: str, data: bytes, ids: Identifiers, *, voxels_unchanged: bool = False
+) -> None:
+    """Scan an output before it lands (``data``: the whole file, or its first bytes with
+    ``voxels_unchanged`` for a NIfTI-gz): any identifier raises (the kinds only)."""
+    findings = scan_for_identifiers(rel, data, ids, voxels_unchanged=voxels_unchanged)
+    if findings:
+        kinds = ", ".join(sorted({f.kind for f in findings}))
+        raise DeidentificationError(f"{redact(rel, ids)}: {kinds} left in the output, not written")
+
+
+class OutputTap:
+    """A writer in front of an object-store upload: keeps the first :data:`HEAD_BYTES` written
+    (for the scan) and the ETag the upload will get while it fits one part: the store's atomic
+    writer always uploads in parts (one part below :data:`STREAM_BLOCK`), and S3 names such an
+    object ``md5(md5(part)) + "-1"``."""
+
+    def __init__(self, dst: WritableBinary):
+        self.dst = dst
+        self._head = bytearray()
+        self._md5: Any = hashlib.md5()
+        self.size = 0
+
+    def write(self, data: bytes, /) -> int:
+        if len(self._head) < HEAD_BYTES:
+            self._head += data[: HEAD_BYTES - len(self._head)]
+        self.size += len(data)
+        if self._md5 is not None:
+            if self.size < STREAM_BLOCK:
+                self._md5.update(data)
+            else:
+                self._md5 = None
+        return self.dst.write(data)
+
+    def flush(self) -> object:
+        return self.dst.flush()
+
+    @property
+    def head(self) -> bytes:
+        return bytes(self._head)
+
+    @property
+    def etag(self) -> str | None:
+        """The ETag of a one-part multipart upload of what was written (``None`` past a part)."""
+        if self._md5 is None:
+            return None
+        return hashlib.md5(self._md5.digest()).hexdigest() + "-1"
+
+
+def record_scanned(
+    store: ObjectStoreResource,
+    layout: HbcdLayout,
+    idmap: IdentityMap,
+    unit: str,
+    entries: Mapping[str, str | None],
+) -> None:
+    """Merge scan results of outputs into the unit's record (``None``: forget the entry)."""
+    digest = _identifiers_digest(idmap.identifiers())
+    url = layout.scan_record(unit)
+    objects = _read_record(store, url, digest)
+    before = dict(objects)
+    for rel, etag in entries.items():
+        if etag:
+            objects[rel] = etag
+        else:
+            objects.pop(rel, None)
+    if objects != before:
+        body = {"identifiers": digest, "objects": dict(sorted(objects.items()))}
+        store.put_bytes(url, json.dumps(body).encode())
+
+
+# --- the check -----------------------------------------------------------------------------
 
 
 def scan_unit(

@@ -11,6 +11,8 @@ messages went through the scrubber.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ from aind_assets.hbcd.deid.plan import (
     plan_session_sync,
     plan_sync,
 )
+from aind_assets.hbcd.deid.scanning import OutputTap, record_scanned, refuse_leaking_output
 from aind_assets.hbcd.formats.base import DeidentificationError
 from aind_assets.hbcd.formats.dispatch import (
     deidentify_file,
@@ -56,7 +59,7 @@ from aind_assets.hbcd.formats.nifti_gz import (
     verify_gzip,
 )
 from aind_assets.hbcd.formats.text import PrefixedReader, read_exact_or_less
-from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
 from aind_assets.hbcd.identity.replace import (
     UnmappedIdentifierError,
     deidentify_path,
@@ -69,6 +72,8 @@ from aind_assets.hbcd.storage import (
     list_children,
     map_concurrently,
     object_metadata,
+    open_read,
+    put_small,
     relpath_of,
     server_copy,
 )
@@ -217,46 +222,30 @@ def _execute_sync(
     scrub = Scrubber(idmap)
     notes: Counter[str] = Counter()
 
-    def write(w: Write) -> tuple[Write, str | None, list[str], str]:
-        src_url, dst_url = join_url(src_root, w.src), join_url(dst_root, w.dst)
-        meta = {META_SOURCE_ETAG: w.etag or "", META_DEID_RULES: RULES_VERSION}
-        nifti_gz = handler_for(w.src) is NIFTI_GZ
-        if nifti_gz:
-            meta[META_VOXELS] = VOXELS_UNCHANGED
+    ids = idmap.identifiers()
+
+    def write(w: Write) -> tuple[Write, str | None, list[str], str, str | None]:
         file_notes: list[str] = []
-        outcomes: list[str] = []
         try:
-            for attempt in (0, 1):
-                with store.open(src_url, "rb", block_size=STREAM_BLOCK) as src:
-                    reader: ReadableBinary = src
-                    if attempt == 0 and nifti_gz and sources[w.src].size < S3_SERVER_COPY_LIMIT:
-                        head = read_exact_or_less(src, _PROBE_BYTES)
-                        done = _copy_if_identical(
-                            store, head, src, src_url, dst_url, meta, w, idmap
-                        )
-                        if done:
-                            return w, None, file_notes, "server-side copy"
-                        if done is None:
-                            continue
-                        reader = PrefixedReader(head, src)
-                    with store.open(dst_url, "wb", meta, block_size=STREAM_BLOCK) as dst:
-                        deidentify_file(
-                            w.src, reader, dst, idmap, notes=file_notes, outcomes=outcomes
-                        )
-                    break
+            outcome, etag = _write_one(
+                store, idmap, ids, w, src_root, dst_root, sources, file_notes
+            )
         except Exception as e:  # noqa: BLE001 - reported per file, scrubbed
-            return w, error_reason(e, scrub), file_notes, "failed"
-        return w, None, file_notes, outcomes[0] if outcomes else "rewritten"
+            return w, error_reason(e, scrub), file_notes, "failed", None
+        return w, None, file_notes, outcome, etag
 
     outcomes: Counter[str] = Counter()
-    for w, error, file_notes, outcome in map_concurrently(store, write, plan.write):
+    scanned: dict[str, str | None] = {}
+    for w, error, file_notes, outcome, etag in map_concurrently(store, write, plan.write):
         if error is None:
             result.written.append(w.dst)
             result.bytes_read += sources[w.src].size
             notes.update(file_notes)
             outcomes[outcome] += 1
+            scanned[w.dst] = etag
         else:
             result.failed[w.dst] = error
+            scanned[w.dst] = None
     # stale copies of files that failed must not stay as if current; orphans go too
     doomed = sorted(set(plan.delete) | set(result.failed) | set(plan.collisions))
     if doomed:
@@ -268,8 +257,62 @@ def _execute_sync(
     result.collisions = plan.collisions
     result.notes = dict(sorted(notes.items()))
     result.outcomes = dict(sorted(outcomes.items()))
+    for rel in doomed:
+        scanned[rel] = None
+    if scanned:
+        record_scanned(store, layout, idmap, result.unit, scanned)
 
 
+def _write_one(
+    store: ObjectStoreResource,
+    idmap: IdentityMap,
+    ids: Identifiers,
+    w: Write,
+    src_root: str,
+    dst_root: str,
+    sources: dict[str, SourceObject],
+    notes: list[str],
+) -> tuple[str, str | None]:
+    """De-identify one file: small ones in memory (one GET, one PUT), a ``.nii.gz`` that needs
+    no change server-side, others streaming. Every output is scanned for identifiers as it is
+    written (one that holds any is not written: the file fails). Returns how it was written and
+    the ETag its scan can be recorded under (``None``: the leak check reads it)."""
+    src_url, dst_url = join_url(src_root, w.src), join_url(dst_root, w.dst)
+    meta = {META_SOURCE_ETAG: w.etag or "", META_DEID_RULES: RULES_VERSION}
+    nifti_gz = handler_for(w.src) is NIFTI_GZ
+    if nifti_gz:
+        meta[META_VOXELS] = VOXELS_UNCHANGED
+    size = sources[w.src].size
+    if not nifti_gz and size <= _SMALL:
+        out = io.BytesIO()
+        deidentify_file(w.src, io.BytesIO(store.get_bytes(src_url)), out, idmap, notes=notes)
+        data = out.getvalue()
+        refuse_leaking_output(w.dst, data, ids)
+        etag = put_small(store, dst_url, data, meta)
+        return "rewritten", etag if etag == hashlib.md5(data).hexdigest() else None
+    outcomes: list[str] = []
+    for attempt in (0, 1):
+        with open_read(store, src_url, size) as src:
+            reader: ReadableBinary = src
+            if attempt == 0 and nifti_gz and size < S3_SERVER_COPY_LIMIT:
+                head = read_exact_or_less(src, _PROBE_BYTES)
+                done = _copy_if_identical(store, head, src, src_url, dst_url, meta, w, idmap)
+                if done is None:
+                    continue
+                if done:
+                    return "server-side copy", done if isinstance(done, str) else None
+                reader = PrefixedReader(head, src)
+            with store.open(dst_url, "wb", meta, block_size=STREAM_BLOCK) as raw:
+                tap = OutputTap(raw)
+                deidentify_file(w.src, reader, tap, idmap, notes=notes, outcomes=outcomes)
+                # (raises inside the block: nothing is written)
+                refuse_leaking_output(w.dst, tap.head, ids, voxels_unchanged=nifti_gz)
+            return (outcomes[0] if outcomes else "rewritten"), tap.etag
+    raise AssertionError("unreachable")
+
+
+#: Files up to this size (other than NIfTI-gz) are de-identified in memory: one GET, one PUT.
+_SMALL = 8 << 20
 #: How much of a ``.nii.gz`` is read to judge it (gzip header + the compressed NIfTI prefix).
 _PROBE_BYTES = 256 << 10
 
@@ -283,12 +326,13 @@ def _copy_if_identical(
     meta: dict[str, str],
     w: Write,
     idmap: IdentityMap,
-) -> bool | None:
+) -> str | bool | None:
     """A ``.nii.gz`` whose de-identified bytes are its source bytes (minimal gzip header, one
     member, NIfTI prefix unchanged) is verified (read and inflated: CRC-32 and ISIZE) and then
-    copied server-side, the copy conditional on the verified version (ETag). Returns whether it
-    was, ``None`` when ``src`` was read to its end but the file must still be rewritten; a
-    corrupt or truncated file raises."""
+    copied server-side, the copy conditional on the verified version (ETag). Returns the copy's
+    ETag (or ``True``) when it was, ``False`` when not, ``None`` when ``src`` was read to its end
+    but the file must still be rewritten; a corrupt or truncated file, or one whose header or
+    extensions hold an identifier after all, raises."""
     probe = probe_deidentified(head, idmap)
     if probe is None or probe.mode != IDENTICAL or w.etag is None:
         return False
@@ -298,8 +342,8 @@ def _copy_if_identical(
         raise DeidentificationError(f"{w.dst}: {NIFTI_GZ.name}: {e}") from None
     if not check.single_minimal:
         return None  # more members or padding: the streaming path rewrites it (read it again)
-    server_copy(store, src_url, dst_url, meta, if_match=w.etag)
-    return True
+    refuse_leaking_output(w.dst, head, idmap.identifiers(), voxels_unchanged=True)
+    return server_copy(store, src_url, dst_url, meta, if_match=w.etag) or True
 
 
 def deidentify_session(

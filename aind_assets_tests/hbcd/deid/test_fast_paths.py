@@ -140,3 +140,18 @@ def test_multi_member_file_with_minimal_first_header_is_rewritten(
     assert result.outcomes["copied"] == 2 and "server-side copy" not in result.outcomes
     out = store.get_bytes(f"{layout.deidentified_bids}/{rel.replace('123456', RC1)}")
     assert verify_gzip(io.BytesIO(out)).members == 2 and gzip.decompress(out) == raw
+
+
+def test_an_output_still_holding_an_identifier_is_never_written(
+    store: ObjectStoreResource, idmap: IdentityMap, session
+) -> None:
+    layout, _ = session
+    # a cell equal to a DCCID in a column the rules do not rewrite: the scanner flags it
+    rel = "sub-123456/ses-V02/sub-123456_ses-V02_scans.tsv"
+    store.put_bytes(f"{layout.identified_bids}/{rel}", b"filename\tkit\nanat/x.nii.gz\t234567\n")
+    result = deidentify_session(store, layout, idmap, KEY)
+    new = rel.replace("123456", RC1)
+    assert list(result.failed) == [new]
+    assert result.failed[new] == f"{new}: DCCID left in the output, not written"
+    assert not store.exists(f"{layout.deidentified_bids}/{new}")
+    assert len(result.written) == 4  # the other files are fine
