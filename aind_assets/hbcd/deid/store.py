@@ -45,7 +45,12 @@ from aind_assets.hbcd.deid.plan import (
     plan_session_sync,
     plan_sync,
 )
-from aind_assets.hbcd.deid.scanning import OutputTap, record_scanned, refuse_leaking_output
+from aind_assets.hbcd.deid.scanning import (
+    HEAD_BYTES,
+    OutputTap,
+    record_scanned,
+    refuse_leaking_output,
+)
 from aind_assets.hbcd.formats.base import DeidentificationError
 from aind_assets.hbcd.formats.dispatch import (
     deidentify_file,
@@ -283,14 +288,24 @@ def _write_one(
     if nifti_gz:
         meta[META_VOXELS] = VOXELS_UNCHANGED
     size = sources[w.src].size
-    if not nifti_gz and size <= _SMALL:
+    if size <= _SMALL:  # in memory: one GET, then one PUT or one server-side copy
+        data = store.get_bytes(src_url)
+        if nifti_gz:
+            head = data[:_PROBE_BYTES]
+            rest = io.BytesIO(data[len(head) :])
+            done = _copy_if_identical(store, head, rest, src_url, dst_url, meta, w, idmap)
+            if done:
+                return "server-side copy", done if isinstance(done, str) else None
         out = io.BytesIO()
-        deidentify_file(w.src, io.BytesIO(store.get_bytes(src_url)), out, idmap, notes=notes)
-        data = out.getvalue()
-        refuse_leaking_output(w.dst, data, ids)
-        etag = put_small(store, dst_url, data, meta)
-        return "rewritten", etag if etag == hashlib.md5(data).hexdigest() else None
-    outcomes: list[str] = []
+        outcomes: list[str] = []
+        deidentify_file(w.src, io.BytesIO(data), out, idmap, notes=notes, outcomes=outcomes)
+        written = out.getvalue()
+        scanned = written[:HEAD_BYTES] if nifti_gz else written
+        refuse_leaking_output(w.dst, scanned, ids, voxels_unchanged=nifti_gz)
+        etag = put_small(store, dst_url, written, meta)
+        outcome = outcomes[0] if outcomes else "rewritten"
+        return outcome, etag if etag == hashlib.md5(written).hexdigest() else None
+    outcomes = []
     for attempt in (0, 1):
         with open_read(store, src_url, size) as src:
             reader: ReadableBinary = src
@@ -311,7 +326,8 @@ def _write_one(
     raise AssertionError("unreachable")
 
 
-#: Files up to this size (other than NIfTI-gz) are de-identified in memory: one GET, one PUT.
+#: Files up to this size are de-identified in memory: one GET, then one PUT (or one server-side
+#: copy); larger ones stream (multipart uploads, :data:`STREAM_BLOCK` buffers).
 _SMALL = 8 << 20
 #: How much of a ``.nii.gz`` is read to judge it (gzip header + the compressed NIfTI prefix).
 _PROBE_BYTES = 256 << 10

@@ -27,9 +27,13 @@ RC1 = "NDARINVAAAA1111"
 KEY = f"sub-{RC1}_ses-V02"
 
 
-def _volume(seed: int, shape=(40, 40, 30)) -> np.ndarray:
+#: small files are de-identified in memory, large ones (> 8 MiB) streaming: both are tested
+SHAPES = {"small": (40, 40, 30), "large": (256, 256, 100)}
+
+
+def _volume(seed: int, shape=SHAPES["small"]) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (rng.normal(0, 30, shape) + 300).astype(np.int16)
+    return (rng.normal(0, 300, shape) + 300).astype(np.int16)
 
 
 def _nibabel_bytes(data: np.ndarray, descrip: bytes) -> bytes:
@@ -50,16 +54,18 @@ def _with_name(data: np.ndarray, name: str) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def session(store: ObjectStoreResource, idmap: IdentityMap):
+@pytest.fixture(params=list(SHAPES))
+def session(store: ObjectStoreResource, idmap: IdentityMap, request: pytest.FixtureRequest):
     layout = HbcdLayout(store.url("pr"), store.url("deid"))
     base = "sub-123456/ses-V02/anat/sub-123456_ses-V02"
+    v1, v2, v3 = (_volume(i, SHAPES[request.param]) for i in (1, 2, 3))
     files = {
-        f"{base}_run-001_T1w.nii.gz": (_nibabel_bytes(_volume(1), b"TE=2.2;Time=1.0"), _volume(1)),
-        f"{base}_run-002_T1w.nii.gz": (_with_name(_volume(2), "sub-123456_T1w.nii"), _volume(2)),
-        f"{base}_run-003_T1w.nii.gz": (_nibabel_bytes(_volume(3), b"UMN0012_123456"), _volume(3)),
+        f"{base}_run-001_T1w.nii.gz": (_nibabel_bytes(v1, b"TE=2.2;Time=1.0"), v1),
+        f"{base}_run-002_T1w.nii.gz": (_with_name(v2, "sub-123456_T1w.nii"), v2),
+        f"{base}_run-003_T1w.nii.gz": (_nibabel_bytes(v3, b"UMN0012_123456"), v3),
     }
     for rel, (data, _) in files.items():
+        assert (len(data) > 8 << 20) == (request.param == "large")
         store.put_bytes(f"{layout.identified_bids}/{rel}", data)
     store.put_bytes(f"{layout.identified_bids}/{base}_run-001_T1w.json", b'{"PatientID": "123456"}')
     return layout, files
