@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,18 +188,29 @@ class OutputTap:
         return hashlib.md5(self._md5.digest()).hexdigest() + "-1"
 
 
+def read_scanned(
+    store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap, unit: str
+) -> dict[str, str]:
+    """The unit's record of objects scanned clean (relative path -> ETag) for this map."""
+    digest = _identifiers_digest(idmap.identifiers())
+    return _read_record(store, layout.scan_record(unit), digest)
+
+
 def record_scanned(
     store: ObjectStoreResource,
     layout: HbcdLayout,
     idmap: IdentityMap,
     unit: str,
     entries: Mapping[str, str | None],
+    before: Mapping[str, str] | None = None,
 ) -> None:
-    """Merge scan results of outputs into the unit's record (``None``: forget the entry)."""
+    """Merge scan results of outputs into the unit's record (``None``: forget the entry);
+    ``before``: the record as read (:func:`read_scanned`) when the caller has it already."""
     digest = _identifiers_digest(idmap.identifiers())
     url = layout.scan_record(unit)
-    objects = _read_record(store, url, digest)
-    before = dict(objects)
+    if before is None:
+        before = _read_record(store, url, digest)
+    objects = dict(before)
     for rel, etag in entries.items():
         if etag:
             objects[rel] = etag
@@ -218,16 +229,21 @@ def scan_unit(
     layout: HbcdLayout,
     idmap: IdentityMap,
     unit: str,
-    infos: list[ObjectInfo],
+    lister: Callable[[], list[ObjectInfo]],
     *,
     incremental: bool = True,
 ) -> ScanResult:
-    """Scan a unit's objects (relative to the de-identified ``assembly_bids``), skipping those
-    unchanged since its last clean scan; record what is clean now."""
+    """Scan a unit's objects (``lister()``, under the de-identified ``assembly_bids``; listed
+    while its record is read), skipping those recorded clean; record what is clean now."""
     root = layout.deidentified_bids
     digest = _identifiers_digest(idmap.identifiers())
     url = layout.scan_record(unit)
-    before = _read_record(store, url, digest) if incremental else {}
+    if incremental:
+        infos, before = map_concurrently(
+            store, lambda f: f(), [lister, lambda: _read_record(store, url, digest)]
+        )
+    else:
+        infos, before = lister(), {}
     todo = [i for i in infos if not (i.etag and before.get(relpath_of(i, root)) == i.etag)]
     result = scan_objects(store, todo, root, idmap)
     result.unchanged = len(infos) - len(todo)
@@ -251,12 +267,15 @@ def scan_session(
     with scrubbed_errors(idmap, f"scanning {partition_key}"):
         rc, ses = parse_session_partition_key(partition_key)
         root = layout.deidentified_bids
-        infos = [
-            i
-            for i in store.list_objects(join_url(root, f"sub-{rc}"))
-            if in_session_scope(relpath_of(i, root), rc, ses)
-        ]
-        return scan_unit(store, layout, idmap, partition_key, infos, incremental=incremental)
+
+        def lister() -> list[ObjectInfo]:
+            return [
+                i
+                for i in store.list_objects(join_url(root, f"sub-{rc}"))
+                if in_session_scope(relpath_of(i, root), rc, ses)
+            ]
+
+        return scan_unit(store, layout, idmap, partition_key, lister, incremental=incremental)
 
 
 def scan_dataset(
@@ -268,8 +287,12 @@ def scan_dataset(
 ) -> ScanResult:
     with scrubbed_errors(idmap, "scanning the dataset-level files"):
         root = layout.deidentified_bids
-        files, dirs = list_children(store, root)
-        top = [d for d in dirs if not d.rsplit("/", 1)[-1].startswith("sub-")]
-        for infos in store.list_many(top).values():
-            files.extend(infos)
-        return scan_unit(store, layout, idmap, DATASET_UNIT, files, incremental=incremental)
+
+        def lister() -> list[ObjectInfo]:
+            files, dirs = list_children(store, root)
+            top = [d for d in dirs if not d.rsplit("/", 1)[-1].startswith("sub-")]
+            for infos in store.list_many(top).values():
+                files.extend(infos)
+            return files
+
+        return scan_unit(store, layout, idmap, DATASET_UNIT, lister, incremental=incremental)

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,7 @@ from aind_assets.hbcd.deid.plan import (
 from aind_assets.hbcd.deid.scanning import (
     HEAD_BYTES,
     OutputTap,
+    read_scanned,
     record_scanned,
     refuse_leaking_output,
 )
@@ -117,9 +119,17 @@ def write_ledger_entry(
     """Record a unit as done (after all its outputs), then drop its older entries."""
     name = ledger_name(unit, session_digest, subject_digest)
     url = join_url(layout.ledger_root, name)
-    store.put_bytes(url, json.dumps(body, indent=1).encode())
-    old = [i.url for i in store.list_objects(join_url(layout.ledger_root, unit)) if i.url != url]
-    if old:
+
+    def put() -> None:
+        store.put_bytes(url, json.dumps(body, indent=1).encode())
+
+    def older() -> list[str]:
+        return [
+            i.url for i in store.list_objects(join_url(layout.ledger_root, unit)) if i.url != url
+        ]
+
+    _, old = map_concurrently(store, lambda f: f(), [put, older])
+    if old:  # only once the new entry is written
         store.delete(old)
 
 
@@ -222,7 +232,9 @@ def _execute_sync(
     plan: SessionPlan,
     sources: dict[str, SourceObject],
     result: SyncResult,
-) -> None:
+) -> dict[str, str | None]:
+    """Write, then delete what must go; returns the outputs' scan results (path -> ETag their
+    clean scan is recorded under; ``None``: forget)."""
     src_root, dst_root = layout.identified_bids, layout.deidentified_bids
     scrub = Scrubber(idmap)
     notes: Counter[str] = Counter()
@@ -264,8 +276,7 @@ def _execute_sync(
     result.outcomes = dict(sorted(outcomes.items()))
     for rel in doomed:
         scanned[rel] = None
-    if scanned:
-        record_scanned(store, layout, idmap, result.unit, scanned)
+    return scanned
 
 
 def _write_one(
@@ -370,7 +381,14 @@ def deidentify_session(
     longer has, leave the rest. Records the ledger entry last, and only if nothing failed."""
     with scrubbed_errors(idmap, f"de-identifying {partition_key}"):
         rc, ses, src_subject, dst_subject = layout.session_urls(partition_key, idmap)
-        listings = store.list_many([src_subject, dst_subject])
+        listings, scanned_before = map_concurrently(
+            store,
+            lambda f: f(),
+            [
+                lambda: store.list_many([src_subject, dst_subject]),
+                lambda: read_scanned(store, layout, idmap, partition_key),
+            ],
+        )
         src_root = layout.identified_bids
         all_sources = [
             SourceObject(relpath_of(i, src_root), i.size, i.etag) for i in listings[src_subject]
@@ -396,27 +414,48 @@ def deidentify_session(
         existing = _existing_with_metadata(store, listings[dst_subject], dst_root, wanted)
         plan = plan_session_sync(sources, existing, idmap, rc_id=rc, session=ses)
         result = SyncResult(partition_key, source_files=len(sources))
-        _execute_sync(store, layout, idmap, plan, src_by_rel, result)
+        scanned = _execute_sync(store, layout, idmap, plan, src_by_rel, result)
         result.digest = session.digest if session is not None else EMPTY_DIGEST
-        if result.ok:
-            write_ledger_entry(
-                store,
-                layout,
-                partition_key,
-                result.digest,
-                subject_digest if session is not None else EMPTY_DIGEST,
-                {
-                    "unit": partition_key,
-                    "rules_version": RULES_VERSION,
-                    "files": [
-                        {"Key": s.rel, "Size": s.size, "ETag": s.etag}
-                        for s in sorted(sources, key=lambda s: s.rel)
-                    ],
-                    "outputs": plan.expected,
-                    "written_at": datetime.now(UTC).isoformat(),
-                },
-            )
+        body = {
+            "unit": partition_key,
+            "rules_version": RULES_VERSION,
+            "files": [
+                {"Key": s.rel, "Size": s.size, "ETag": s.etag}
+                for s in sorted(sources, key=lambda s: s.rel)
+            ],
+            "outputs": plan.expected,
+            "written_at": datetime.now(UTC).isoformat(),
+        }
+        subject = subject_digest if session is not None else EMPTY_DIGEST
+        _finish(store, layout, idmap, result, scanned, scanned_before, subject, body)
         return result
+
+
+def _finish(
+    store: ObjectStoreResource,
+    layout: HbcdLayout,
+    idmap: IdentityMap,
+    result: SyncResult,
+    scanned: dict[str, str | None],
+    scanned_before: dict[str, str] | None,
+    subject_digest: str,
+    body: dict[str, Any],
+) -> None:
+    """After the outputs: the scan record and, if nothing failed, the ledger entry (together).
+    The record only spares the leak check reads: failing to write it fails nothing."""
+
+    def record() -> None:
+        with contextlib.suppress(Exception):
+            record_scanned(store, layout, idmap, result.unit, scanned, scanned_before)
+
+    steps: list[Callable[[], None]] = [record] if scanned else []
+    if result.ok:
+        steps.append(
+            lambda: write_ledger_entry(
+                store, layout, result.unit, result.digest, subject_digest, body
+            )
+        )
+    map_concurrently(store, lambda f: f(), steps)
 
 
 def deidentify_dataset(
@@ -443,15 +482,8 @@ def deidentify_dataset(
         existing = _existing_with_metadata(store, dst_infos, dst_root, wanted)
         plan = plan_sync(sources, existing, idmap, in_dataset_scope)
         result = SyncResult(DATASET_UNIT, source_files=len(sources))
-        _execute_sync(store, layout, idmap, plan, {s.rel: s for s in sources}, result)
+        scanned = _execute_sync(store, layout, idmap, plan, {s.rel: s for s in sources}, result)
         result.digest = digest_files(sources, DATASET_UNIT)
-        if result.ok:
-            write_ledger_entry(
-                store,
-                layout,
-                DATASET_UNIT,
-                result.digest,
-                EMPTY_DIGEST,
-                {"unit": DATASET_UNIT, "outputs": plan.expected},
-            )
+        body = {"unit": DATASET_UNIT, "outputs": plan.expected}
+        _finish(store, layout, idmap, result, scanned, None, EMPTY_DIGEST, body)
         return result
