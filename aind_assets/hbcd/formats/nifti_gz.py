@@ -60,9 +60,10 @@ __all__ = [
     "verify_gzip",
 ]
 
-#: ISA-L deflate level for recompression: 0-3; 2 was ~1.5 % larger than zlib level 6 on the
-#: benchmark's T1w and BOLD images at 10-20x its speed (``bench/deflate_levels.py``).
-FAST_LEVEL = 2
+#: ISA-L deflate level for recompression (0-3). On the benchmark's T1w and BOLD images
+#: (``bench/deflate_levels.py``) level 3 was 1.4-1.6 % larger than zlib level 6 at 15-30x its
+#: speed, as fast as levels 1-2 and smaller (level 0: 25 % larger).
+FAST_LEVEL = 3
 IDENTICAL, COPIED, RECOMPRESSED = "identical", "copied", "recompressed"
 #: Largest NIfTI prefix (header + extensions) accepted, as in :mod:`.nifti`.
 MAX_PREFIX = (256 << 20) + NIFTI2_SIZE + 4
