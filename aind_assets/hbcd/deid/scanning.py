@@ -141,13 +141,18 @@ def _read_record(store: ObjectStoreResource, url: str, digest: str) -> dict[str,
 
 def refuse_leaking_output(
     rel: str, data: bytes, ids: Identifiers, *, voxels_unchanged: bool = False
-) -> None:
-    """Scan an output before it lands (``data``: the whole file, or its first bytes with
-    ``voxels_unchanged`` for a NIfTI-gz): any identifier raises (the kinds only)."""
+) -> bool:
+    """Scan an output before it lands (``data``: the whole file, or the first bytes of a
+    NIfTI-gz with ``voxels_unchanged``): an identifier raises (naming the kinds only). Returns
+    whether the scan was complete (``False``: ``data`` ended before the NIfTI extensions did, or
+    could not be parsed: the output must not be recorded as scanned; the check will read it)."""
     findings = scan_for_identifiers(rel, data, ids, voxels_unchanged=voxels_unchanged)
-    if findings:
-        kinds = ", ".join(sorted({f.kind for f in findings}))
-        raise DeidentificationError(f"{redact(rel, ids)}: {kinds} left in the output, not written")
+    leaks = sorted({f.kind for f in findings if f.kind != "unscannable"})
+    if leaks:
+        raise DeidentificationError(
+            f"{redact(rel, ids)}: {', '.join(leaks)} left in the output, not written"
+        )
+    return not findings
 
 
 class OutputTap:

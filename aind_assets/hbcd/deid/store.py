@@ -47,7 +47,6 @@ from aind_assets.hbcd.deid.plan import (
     plan_sync,
 )
 from aind_assets.hbcd.deid.scanning import (
-    HEAD_BYTES,
     OutputTap,
     read_scanned,
     record_scanned,
@@ -311,11 +310,12 @@ def _write_one(
         outcomes: list[str] = []
         deidentify_file(w.src, io.BytesIO(data), out, idmap, notes=notes, outcomes=outcomes)
         written = out.getvalue()
-        scanned = written[:HEAD_BYTES] if nifti_gz else written
-        refuse_leaking_output(w.dst, scanned, ids, voxels_unchanged=nifti_gz)
+        complete = refuse_leaking_output(w.dst, written, ids, voxels_unchanged=nifti_gz)
         etag = put_small(store, dst_url, written, meta)
         outcome = outcomes[0] if outcomes else "rewritten"
-        return outcome, etag if etag == hashlib.md5(written).hexdigest() else None
+        if not complete or etag != hashlib.md5(written).hexdigest():
+            etag = None  # the check reads it
+        return outcome, etag
     outcomes = []
     for attempt in (0, 1):
         with open_read(store, src_url, size) as src:
@@ -331,9 +331,11 @@ def _write_one(
             with store.open(dst_url, "wb", meta, block_size=STREAM_BLOCK) as raw:
                 tap = OutputTap(raw)
                 deidentify_file(w.src, reader, tap, idmap, notes=notes, outcomes=outcomes)
-                # (raises inside the block: nothing is written)
-                refuse_leaking_output(w.dst, tap.head, ids, voxels_unchanged=nifti_gz)
-            return (outcomes[0] if outcomes else "rewritten"), tap.etag
+                # (raises inside the block: nothing is written). Only a NIfTI-gz is scanned
+                # completely from its head; any other streamed output is left to the check.
+                complete = refuse_leaking_output(w.dst, tap.head, ids, voxels_unchanged=nifti_gz)
+            etag = tap.etag if complete and nifti_gz else None
+            return (outcomes[0] if outcomes else "rewritten"), etag
     raise AssertionError("unreachable")
 
 
@@ -369,8 +371,9 @@ def _copy_if_identical(
         raise DeidentificationError(f"{w.dst}: {NIFTI_GZ.name}: {e}") from None
     if not check.single_minimal:
         return None  # more members or padding: the streaming path rewrites it (read it again)
-    refuse_leaking_output(w.dst, head, idmap.identifiers(), voxels_unchanged=True)
-    return server_copy(store, src_url, dst_url, meta, if_match=w.etag) or True
+    complete = refuse_leaking_output(w.dst, head, idmap.identifiers(), voxels_unchanged=True)
+    etag = server_copy(store, src_url, dst_url, meta, if_match=w.etag)
+    return etag if etag and complete else True
 
 
 def deidentify_session(
