@@ -14,12 +14,8 @@ import argparse
 import os
 from pathlib import Path
 
-from aind_assets.hbcd.deid.store import (
-    discover_sessions,
-    scan_objects,
-    scan_session,
-    write_discovery_report,
-)
+from aind_assets.hbcd.deid.ledger import discover_sessions, write_discovery_report
+from aind_assets.hbcd.deid.scanning import scan_objects, scan_session
 from aind_assets.hbcd.identity.scrub import scrubbed_errors
 from aind_assets.settings import Settings
 
@@ -81,7 +77,8 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     store, layout, idmap = _context(settings)
     if args.session:
         parse_session_partition_key(args.session)
-        results = [scan_session(store, layout, idmap, args.session)]
+        # an audit reads everything: no skipping of objects scanned clean before
+        results = [scan_session(store, layout, idmap, args.session, incremental=False)]
     else:
         with scrubbed_errors(idmap, "scan"):
             infos = store.list_objects(layout.deidentified_root)

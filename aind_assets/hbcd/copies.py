@@ -13,6 +13,11 @@ from datetime import datetime
 META_SOURCE_ETAG = "source-etag"
 META_DEID_RULES = "deid-rules"
 META_SOURCE_LAST_MODIFIED = "source-last-modified"
+#: On a de-identified ``.nii.gz``: ``unchanged`` = written by the NIfTI-gz path, so everything
+#: after its NIfTI prefix (header + extensions) is the source's voxel data, in members with
+#: minimal headers; the leak scan reads only the prefix of such an object.
+META_VOXELS = "deid-voxels"
+VOXELS_UNCHANGED = "unchanged"
 
 
 def hidden_path_token(relpath: str) -> str:

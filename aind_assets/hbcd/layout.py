@@ -13,6 +13,7 @@ Layout (every path is relative to a side's root)::
       .aind-assets/ledger/<partition>/<digests>    (identified side only: what was de-identified)
       .aind-assets/discovery/report.json           (identified side only: last scan, unmapped)
       .aind-assets/reidentified/ledger.json.gz     (identified side only)
+      .aind-assets/scanned/<unit>.json             (identified side only: objects scanned clean)
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class HbcdLayout:
     @property
     def discovery_report(self) -> str:
         return join_url(self.identified_root, STATE, "discovery", "report.json")
+
+    def scan_record(self, unit: str) -> str:
+        """What the leak check last found clean in a unit (identified side only)."""
+        return join_url(self.identified_root, STATE, "scanned", f"{unit}.json")
 
     @property
     def reid_ledger(self) -> str:

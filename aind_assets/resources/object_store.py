@@ -196,20 +196,39 @@ class ObjectStoreResource(ConfigurableResource):
         url: str,
         mode: Literal["rb", "wb"] = "rb",
         metadata: Mapping[str, str] | None = None,
+        *,
+        block_size: int | None = None,
     ) -> IO[bytes]: ...
     @overload
-    def open(self, url: str, mode: str, metadata: Mapping[str, str] | None = None) -> IO[Any]: ...
     def open(
-        self, url: str, mode: str = "rb", metadata: Mapping[str, str] | None = None
+        self,
+        url: str,
+        mode: str,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        block_size: int | None = None,
+    ) -> IO[Any]: ...
+    def open(
+        self,
+        url: str,
+        mode: str = "rb",
+        metadata: Mapping[str, str] | None = None,
+        *,
+        block_size: int | None = None,
     ) -> IO[Any]:
         """Open for streaming. Writes are all-or-nothing: the object appears only when the
         handle is closed after a clean ``with`` block; an exception inside it discards the
         upload (S3) or the temporary file (local), so a half-written object never exists.
-        User metadata is attached to the object. ``"rb"`` and ``"wb"`` give ``IO[bytes]``."""
+        User metadata is attached to the object. ``"rb"`` and ``"wb"`` give ``IO[bytes]``.
+        ``block_size`` (S3): read-ahead and multipart part size (s3fs's default is 50 MiB; at
+        least 5 MiB for writes), the memory a handle holds."""
+        kwargs: dict[str, Any] = {"block_size": block_size} if block_size and is_s3(url) else {}
         if "w" not in mode:
-            return self.fs_for(url).open(self._path(url), mode)
+            return self.fs_for(url).open(self._path(url), mode, **kwargs)
         # the writer has write/close/with itself and hands every other file method to the file
-        writer = _AtomicWriter(self.fs_for(url), self._path(url), mode, metadata, is_s3(url))
+        writer = _AtomicWriter(
+            self.fs_for(url), self._path(url), mode, metadata, is_s3(url), **kwargs
+        )
         return cast(IO[Any], writer)
 
     def put_bytes(self, url: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
@@ -306,8 +325,11 @@ class _AtomicWriter:
         mode: str,
         metadata: Mapping[str, str] | None,
         s3: bool,
+        block_size: int | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {"autocommit": False}
+        if block_size:
+            kwargs["block_size"] = block_size
         if s3 and metadata:
             kwargs["Metadata"] = dict(metadata)
         self._f = fs.open(path, mode, **kwargs)

@@ -30,7 +30,7 @@ from aind_assets.hbcd.deid.assets import deidentified_session
 from aind_assets.hbcd.deid.checks import session_has_no_identifiers
 from aind_assets.hbcd.deid.commit import sessions_being_written
 from aind_assets.hbcd.deid.discovery import plan_requests
-from aind_assets.hbcd.deid.store import discover_sessions
+from aind_assets.hbcd.deid.ledger import discover_sessions
 from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
 from aind_assets.hbcd.identity.replace import deidentify_path, session_partition_key
 from aind_assets.hbcd.keys import BIDS_SESSIONS_NAME

@@ -17,7 +17,7 @@ import pytest
 
 from aind_assets.hbcd.deid.commit import marker_url
 from aind_assets.hbcd.deid.discovery import plan_requests
-from aind_assets.hbcd.deid.store import discover_sessions
+from aind_assets.hbcd.deid.ledger import discover_sessions
 from aind_assets.hbcd.keys import SESSION_DERIVATIVES
 from aind_assets.hbcd.release import staging
 from aind_assets.hbcd.release.assets import release_ready_sessions, release_staging

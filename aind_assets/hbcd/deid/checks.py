@@ -1,7 +1,9 @@
 """The blocking leak check ``no_identifiers`` on ``hbcd/deidentified_session`` and
 ``hbcd/deidentified_dataset``: every object name and content (gzip member headers, NIfTI header
 fields and extensions, UTF-8/UTF-16 text, parsed JSON) is scanned for every DCCID, PSCID and site
-ID of the map. A hit fails the check, which blocks downstream assets of the run; the leaking
+ID of the map (objects unchanged since the unit's last clean scan are not read again, nor the
+voxel payload of NIfTI-gz files de-identification wrote with unchanged voxels:
+:mod:`~aind_assets.hbcd.deid.scanning`). A hit fails the check, which blocks downstream assets of the run; the leaking
 objects are deleted from the de-identified side at once and the session's ledger entry is
 dropped, so the daily schedule redoes it. Metadata holds counts and redacted locations only.
 A passed session check on its own run's materialization completes the session's commit
@@ -12,7 +14,8 @@ import dagster as dg
 
 from aind_assets.hbcd.deid.commit import commit_session_write
 from aind_assets.hbcd.deid.discovery import DATASET_UNIT
-from aind_assets.hbcd.deid.store import ScanResult, forget_ledger_entry, scan_dataset, scan_session
+from aind_assets.hbcd.deid.ledger import forget_ledger_entry
+from aind_assets.hbcd.deid.scanning import ScanResult, scan_dataset, scan_session
 from aind_assets.hbcd.keys import (
     DEIDENTIFIED_DATASET,
     DEIDENTIFIED_SESSION,
@@ -44,6 +47,8 @@ def _leak_result(scan: ScanResult, hbcd: HbcdResource, unit: str, what: str) -> 
         ),
         metadata={
             "objects scanned": scan.scanned,
+            "objects unchanged since a clean scan": scan.unchanged,
+            "NIfTI-gz read up to their voxel data only": scan.voxels_skipped,
             "bytes scanned": scan.bytes_scanned,
             "findings": len(scan.findings),
             "findings by kind": dg.MetadataValue.json(scan.by_kind()),

@@ -15,7 +15,7 @@ identified side.
 import dagster as dg
 
 from aind_assets.hbcd.deid.discovery import DATASET_UNIT, RequestPlan, plan_requests, unit_digest
-from aind_assets.hbcd.deid.store import discover_sessions, write_discovery_report
+from aind_assets.hbcd.deid.ledger import discover_sessions, write_discovery_report
 from aind_assets.hbcd.identity.scrub import scrubbed_errors
 from aind_assets.hbcd.keys import (
     AUTOMATED_TAGS,

@@ -1,6 +1,6 @@
-"""De-identification on object storage: listing the identified tree, the ledger of what was
-de-identified, syncing sessions and the dataset-level files, and the leak scan of the
-de-identified side (no Dagster; usable from Dagster, the CLI and the benchmark). Decisions are
+"""De-identification on object storage: syncing sessions and the dataset-level files (no Dagster;
+usable from Dagster, the CLI and the benchmark). Listing and the ledger are in
+:mod:`~aind_assets.hbcd.deid.ledger`, the leak scan in :mod:`~aind_assets.hbcd.deid.scanning`. Decisions are
 made by the pure modules :mod:`~aind_assets.hbcd.deid.discovery` and
 :mod:`~aind_assets.hbcd.deid.plan`; this module lists, streams, writes and deletes.
 
@@ -11,8 +11,10 @@ messages went through the scrubber.
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
+import io
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,32 +22,27 @@ from typing import Any
 from aind_assets.hbcd.copies import (
     META_DEID_RULES,
     META_SOURCE_ETAG,
+    META_VOXELS,
+    VOXELS_UNCHANGED,
     DestObject,
     Write,
 )
-from aind_assets.hbcd.deid.commit import begin_session_write, sessions_being_written
+from aind_assets.hbcd.deid.commit import begin_session_write
 from aind_assets.hbcd.deid.discovery import (
     DATASET_UNIT,
     EMPTY_DIGEST,
     RULES_VERSION,
-    Discovery,
-    Ledger,
     SourceObject,
     dataset_digest,
-    digest_files,
     discover,
-    ledger_name,
-    parse_ledger_names,
 )
+from aind_assets.hbcd.deid.ledger import write_ledger_entry
 from aind_assets.hbcd.deid.links import in_run, refused_links, top_level_links
 from aind_assets.hbcd.deid.plan import (
     SessionPlan,
     dataset_scope,
-    in_dataset_scope,
-    in_session_scope,
     plan_session_sync,
     plan_sync,
-    subjects_with_sessions,
 )
 from aind_assets.hbcd.deid.refused import (
     REASON_COLLISION,
@@ -53,122 +50,48 @@ from aind_assets.hbcd.deid.refused import (
     REASON_UNMAPPED,
     Refusal,
     file_type,
-    refusals,
 )
+from aind_assets.hbcd.deid.scanning import (
+    OutputTap,
+    read_scanned,
+    record_scanned,
+    refuse_leaking_output,
+)
+from aind_assets.hbcd.formats.base import DeidentificationError
 from aind_assets.hbcd.formats.dispatch import (
     deidentify_file,
+    handler_for,
 )
-from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.hbcd.formats.gz import GzipFormatError
+from aind_assets.hbcd.formats.nifti_gz import (
+    IDENTICAL,
+    NIFTI_GZ,
+    probe_deidentified,
+    verify_gzip,
+)
+from aind_assets.hbcd.formats.text import PrefixedReader, read_exact_or_less
+from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
 from aind_assets.hbcd.identity.replace import (
     UnmappedIdentifierError,
     deidentify_path,
-    parse_session_partition_key,
 )
 from aind_assets.hbcd.identity.scrub import Scrubber, error_reason, scrubbed_errors
 from aind_assets.hbcd.layout import HbcdLayout
-from aind_assets.hbcd.leaks.scan import Finding, redact, scan_for_identifiers
-from aind_assets.hbcd.storage import list_children, map_concurrently, object_metadata, relpath_of
+from aind_assets.hbcd.storage import (
+    S3_SERVER_COPY_LIMIT,
+    STREAM_BLOCK,
+    full_listing,
+    list_children,
+    map_concurrently,
+    object_metadata,
+    open_read,
+    put_small,
+    relpath_of,
+    server_copy,
+)
+from aind_assets.hbcd.streams import ReadableBinary
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import ObjectInfo, join_url
-
-# --- discovery ---------------------------------------------------------------------------
-
-
-def list_identified_bids(store: ObjectStoreResource, layout: HbcdLayout) -> list[SourceObject]:
-    """The identified ``assembly_bids`` listing: top-level entries, then every folder listed
-    concurrently (one request stream per subject)."""
-    root = layout.identified_bids
-    files, dirs = list_children(store, root)
-    out = [SourceObject(relpath_of(i, root), i.size, i.etag) for i in files]
-    for infos in store.list_many(dirs).values():
-        out.extend(SourceObject(relpath_of(i, root), i.size, i.etag) for i in infos)
-    return out
-
-
-def read_ledger(store: ObjectStoreResource, layout: HbcdLayout) -> Ledger:
-    root = layout.ledger_root
-    infos = store.list_objects(root)
-    return parse_ledger_names((relpath_of(i, root), i.last_modified.timestamp()) for i in infos)
-
-
-def write_ledger_entry(
-    store: ObjectStoreResource,
-    layout: HbcdLayout,
-    unit: str,
-    session_digest: str,
-    subject_digest: str,
-    body: dict[str, Any],
-) -> None:
-    """Record a unit as done (after all its outputs), then drop its older entries."""
-    name = ledger_name(unit, session_digest, subject_digest)
-    url = join_url(layout.ledger_root, name)
-    store.put_bytes(url, json.dumps(body, indent=1).encode())
-    old = [i.url for i in store.list_objects(join_url(layout.ledger_root, unit)) if i.url != url]
-    if old:
-        store.delete(old)
-
-
-def forget_ledger_entry(store: ObjectStoreResource, layout: HbcdLayout, unit: str) -> None:
-    """Mark a unit as not done (e.g. its leak check failed), so the daily schedule redoes it."""
-    store.delete([i.url for i in store.list_objects(join_url(layout.ledger_root, unit))])
-
-
-@dataclass
-class DiscoveryResult:
-    discovery: Discovery
-    ledger: Ledger
-    #: every identified object that is not de-identified, with its type and reason
-    refused: list[Refusal] = field(default_factory=list)
-
-
-def discover_sessions(
-    store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap
-) -> DiscoveryResult:
-    """Scan the identified side and read the ledger (concurrently); a session whose write did
-    not complete (:mod:`~aind_assets.hbcd.deid.commit`) counts as not done."""
-    objects, ledger, writing = map_concurrently(
-        store,
-        lambda f: f(),
-        [
-            lambda: list_identified_bids(store, layout),
-            lambda: read_ledger(store, layout),
-            lambda: sessions_being_written(store, layout.deidentified_root),
-        ],
-    )
-    ledger.entries = {u: e for u, e in ledger.entries.items() if u not in writing}
-    return DiscoveryResult(
-        discover(objects, idmap), ledger, refusals((o.rel for o in objects), idmap)
-    )
-
-
-def write_discovery_report(
-    store: ObjectStoreResource, layout: HbcdLayout, result: DiscoveryResult
-) -> bool:
-    """Write the identified-side report (sessions found, unmapped subject folders by name, for
-    the operators who maintain the map) when it changed. Returns whether it was written."""
-    d = result.discovery
-    refused = [r.as_dict() for r in result.refused]
-    body = {
-        "sessions": len(d.sessions),
-        "subjects": len(d.subject_digests),
-        "sessionless_subjects": len(d.sessionless_files),
-        "dataset_files": len(d.dataset_files),
-        "unmapped_subject_folders": d.unmapped_subject_folders,
-        "refused_files": refused,
-        "refused_by_type": dict(sorted(Counter(r["type"] for r in refused).items())),
-        "digest": digest_files(
-            [SourceObject(k, 0, s.digest) for k, s in d.sessions.items()],
-            d.dataset_digest + ",".join(d.unmapped_subject_folders) + json.dumps(refused),
-        ),
-    }
-    url = layout.discovery_report
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        if json.loads(store.get_bytes(url)).get("digest") == body["digest"]:
-            return False
-    body["written_at"] = datetime.now(UTC).isoformat()
-    store.put_bytes(url, json.dumps(body, indent=1).encode())
-    return True
-
 
 # --- de-identification -------------------------------------------------------------------
 
@@ -186,6 +109,9 @@ class SyncResult:
     collisions: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     notes: dict[str, int] = field(default_factory=dict)
+    #: how files were written: "server-side copy", "copied" (deflate stream kept),
+    #: "recompressed", "rewritten" (other formats) -> count
+    outcomes: dict[str, int] = field(default_factory=dict)
     bytes_read: int = 0
     digest: str = EMPTY_DIGEST
     source_files: int = 0
@@ -228,32 +154,37 @@ def _execute_sync(
     plan: SessionPlan,
     sources: dict[str, SourceObject],
     result: SyncResult,
-) -> None:
+) -> dict[str, str | None]:
+    """Write, then delete what must go; returns the outputs' scan results (path -> ETag their
+    clean scan is recorded under; ``None``: forget)."""
     src_root, dst_root = layout.identified_bids, layout.deidentified_bids
     scrub = Scrubber(idmap)
     notes: Counter[str] = Counter()
 
-    def write(w: Write) -> tuple[Write, str | None, list[str]]:
-        src_url, dst_url = join_url(src_root, w.src), join_url(dst_root, w.dst)
-        meta = {META_SOURCE_ETAG: w.etag or "", META_DEID_RULES: RULES_VERSION}
+    ids = idmap.identifiers()
+
+    def write(w: Write) -> tuple[Write, str | None, list[str], str, str | None]:
         file_notes: list[str] = []
         try:
-            with (
-                store.open(src_url, "rb") as src,
-                store.open(dst_url, "wb", meta) as dst,
-            ):
-                deidentify_file(w.src, src, dst, idmap, notes=file_notes)
+            outcome, etag = _write_one(
+                store, idmap, ids, w, src_root, dst_root, sources, file_notes
+            )
         except Exception as e:  # noqa: BLE001 - reported per file, scrubbed
-            return w, error_reason(e, scrub), file_notes
-        return w, None, file_notes
+            return w, error_reason(e, scrub), file_notes, "failed", None
+        return w, None, file_notes, outcome, etag
 
-    for w, error, file_notes in map_concurrently(store, write, plan.write):
+    outcomes: Counter[str] = Counter()
+    scanned: dict[str, str | None] = {}
+    for w, error, file_notes, outcome, etag in map_concurrently(store, write, plan.write):
         if error is None:
             result.written.append(w.dst)
             result.bytes_read += sources[w.src].size
             notes.update(file_notes)
+            outcomes[outcome] += 1
+            scanned[w.dst] = etag
         else:
             result.failed[w.dst] = error
+            scanned[w.dst] = None
     # stale copies of files that failed must not stay as if current; orphans go too
     doomed = sorted(set(plan.delete) | set(result.failed) | set(plan.collisions))
     if doomed:
@@ -264,6 +195,108 @@ def _execute_sync(
     result.unmapped = plan.unmapped
     result.collisions = plan.collisions
     result.notes = dict(sorted(notes.items()))
+    result.outcomes = dict(sorted(outcomes.items()))
+    for rel in doomed:
+        scanned[rel] = None
+    return scanned
+
+
+def _write_one(
+    store: ObjectStoreResource,
+    idmap: IdentityMap,
+    ids: Identifiers,
+    w: Write,
+    src_root: str,
+    dst_root: str,
+    sources: dict[str, SourceObject],
+    notes: list[str],
+) -> tuple[str, str | None]:
+    """De-identify one file: small ones in memory (one GET, one PUT), a ``.nii.gz`` that needs
+    no change server-side, others streaming. Every output is scanned for identifiers as it is
+    written (one that holds any is not written: the file fails). Returns how it was written and
+    the ETag its scan can be recorded under (``None``: the leak check reads it)."""
+    src_url, dst_url = join_url(src_root, w.src), join_url(dst_root, w.dst)
+    meta = {META_SOURCE_ETAG: w.etag or "", META_DEID_RULES: RULES_VERSION}
+    nifti_gz = handler_for(w.src) is NIFTI_GZ
+    if nifti_gz:
+        meta[META_VOXELS] = VOXELS_UNCHANGED
+    size = sources[w.src].size
+    if size <= _SMALL:  # in memory: one GET, then one PUT or one server-side copy
+        data = store.get_bytes(src_url)
+        if nifti_gz:
+            head = data[:_PROBE_BYTES]
+            rest = io.BytesIO(data[len(head) :])
+            done = _copy_if_identical(store, head, rest, src_url, dst_url, meta, w, idmap)
+            if done:
+                return "server-side copy", done if isinstance(done, str) else None
+        out = io.BytesIO()
+        outcomes: list[str] = []
+        deidentify_file(w.src, io.BytesIO(data), out, idmap, notes=notes, outcomes=outcomes)
+        written = out.getvalue()
+        complete = refuse_leaking_output(w.dst, written, ids, voxels_unchanged=nifti_gz)
+        etag = put_small(store, dst_url, written, meta)
+        outcome = outcomes[0] if outcomes else "rewritten"
+        if not complete or etag != hashlib.md5(written).hexdigest():
+            etag = None  # the check reads it
+        return outcome, etag
+    outcomes = []
+    for attempt in (0, 1):
+        with open_read(store, src_url, size) as src:
+            reader: ReadableBinary = src
+            if attempt == 0 and nifti_gz and size < S3_SERVER_COPY_LIMIT:
+                head = read_exact_or_less(src, _PROBE_BYTES)
+                done = _copy_if_identical(store, head, src, src_url, dst_url, meta, w, idmap)
+                if done is None:
+                    continue
+                if done:
+                    return "server-side copy", done if isinstance(done, str) else None
+                reader = PrefixedReader(head, src)
+            with store.open(dst_url, "wb", meta, block_size=STREAM_BLOCK) as raw:
+                tap = OutputTap(raw)
+                deidentify_file(w.src, reader, tap, idmap, notes=notes, outcomes=outcomes)
+                # (raises inside the block: nothing is written). Only a NIfTI-gz is scanned
+                # completely from its head; any other streamed output is left to the check.
+                complete = refuse_leaking_output(w.dst, tap.head, ids, voxels_unchanged=nifti_gz)
+            etag = tap.etag if complete and nifti_gz else None
+            return (outcomes[0] if outcomes else "rewritten"), etag
+    raise AssertionError("unreachable")
+
+
+#: Files up to this size are de-identified in memory: one GET, then one PUT (or one server-side
+#: copy); larger ones stream (multipart uploads, :data:`STREAM_BLOCK` buffers).
+_SMALL = 8 << 20
+#: How much of a ``.nii.gz`` is read to judge it (gzip header + the compressed NIfTI prefix).
+_PROBE_BYTES = 256 << 10
+
+
+def _copy_if_identical(
+    store: ObjectStoreResource,
+    head: bytes,
+    src: ReadableBinary,
+    src_url: str,
+    dst_url: str,
+    meta: dict[str, str],
+    w: Write,
+    idmap: IdentityMap,
+) -> str | bool | None:
+    """A ``.nii.gz`` whose de-identified bytes are its source bytes (minimal gzip header, one
+    member, NIfTI prefix unchanged) is verified (read and inflated: CRC-32 and ISIZE) and then
+    copied server-side, the copy conditional on the verified version (ETag). Returns the copy's
+    ETag (or ``True``) when it was, ``False`` when not, ``None`` when ``src`` was read to its end
+    but the file must still be rewritten; a corrupt or truncated file, or one whose header or
+    extensions hold an identifier after all, raises."""
+    probe = probe_deidentified(head, idmap)
+    if probe is None or probe.mode != IDENTICAL or w.etag is None:
+        return False
+    try:
+        check = verify_gzip(PrefixedReader(head, src))
+    except GzipFormatError as e:  # the message the streaming path would give
+        raise DeidentificationError(f"{w.dst}: {NIFTI_GZ.name}: {e}") from None
+    if not check.single_minimal:
+        return None  # more members or padding: the streaming path rewrites it (read it again)
+    complete = refuse_leaking_output(w.dst, head, idmap.identifiers(), voxels_unchanged=True)
+    etag = server_copy(store, src_url, dst_url, meta, if_match=w.etag)
+    return etag if etag and complete else True
 
 
 def deidentify_session(
@@ -276,7 +309,14 @@ def deidentify_session(
     nothing failed."""
     with scrubbed_errors(idmap, f"de-identifying {partition_key}"):
         rc, ses, src_subject, dst_subject = layout.session_urls(partition_key, idmap)
-        listings = store.list_many([src_subject, dst_subject])
+        listings, scanned_before = map_concurrently(
+            store,
+            lambda f: f(),
+            [
+                lambda: store.list_many([src_subject, dst_subject]),
+                lambda: read_scanned(store, layout, idmap, partition_key),
+            ],
+        )
         src_root = layout.identified_bids
         all_sources = [
             SourceObject(relpath_of(i, src_root), i.size, i.etag) for i in listings[src_subject]
@@ -318,34 +358,48 @@ def deidentify_session(
         }
         result.failed.update(refused_links(refused, src_root, idmap))
         begin_session_write(store, layout.deidentified_root, partition_key)  # see deid.commit
-        _execute_sync(store, layout, idmap, plan, src_by_rel, result)
+        scanned = _execute_sync(store, layout, idmap, plan, src_by_rel, result)
         result.digest = session.digest if session is not None else EMPTY_DIGEST
-        if result.ok:
-            write_ledger_entry(
-                store,
-                layout,
-                partition_key,
-                result.digest,
-                subject_digest if session is not None else EMPTY_DIGEST,
-                {
-                    "unit": partition_key,
-                    "rules_version": RULES_VERSION,
-                    "files": [
-                        {"Key": s.rel, "Size": s.size, "ETag": s.etag}
-                        for s in sorted(sources, key=lambda s: s.rel)
-                    ],
-                    "outputs": plan.expected,
-                    "written_at": datetime.now(UTC).isoformat(),
-                },
-            )
+        body = {
+            "unit": partition_key,
+            "rules_version": RULES_VERSION,
+            "files": [
+                {"Key": s.rel, "Size": s.size, "ETag": s.etag}
+                for s in sorted(sources, key=lambda s: s.rel)
+            ],
+            "outputs": plan.expected,
+            "written_at": datetime.now(UTC).isoformat(),
+        }
+        subject = subject_digest if session is not None else EMPTY_DIGEST
+        _finish(store, layout, idmap, result, scanned, scanned_before, subject, body)
         return result
 
 
-def _full_listing(store: ObjectStoreResource, root: str) -> list[ObjectInfo]:
-    files, dirs = list_children(store, root)
-    for infos in store.list_many(dirs).values():
-        files.extend(infos)
-    return files
+def _finish(
+    store: ObjectStoreResource,
+    layout: HbcdLayout,
+    idmap: IdentityMap,
+    result: SyncResult,
+    scanned: dict[str, str | None],
+    scanned_before: dict[str, str] | None,
+    subject_digest: str,
+    body: dict[str, Any],
+) -> None:
+    """After the outputs: the scan record and, if nothing failed, the ledger entry (together).
+    The record only spares the leak check reads: failing to write it fails nothing."""
+
+    def record() -> None:
+        with contextlib.suppress(Exception):
+            record_scanned(store, layout, idmap, result.unit, scanned, scanned_before)
+
+    steps: list[Callable[[], None]] = [record] if scanned else []
+    if result.ok:
+        steps.append(
+            lambda: write_ledger_entry(
+                store, layout, result.unit, result.digest, subject_digest, body
+            )
+        )
+    map_concurrently(store, lambda f: f(), steps)
 
 
 def deidentify_dataset(
@@ -357,7 +411,7 @@ def deidentify_dataset(
     with scrubbed_errors(idmap, "de-identifying the dataset-level files"):
         src_root, dst_root = layout.identified_bids, layout.deidentified_bids
         src_infos, dst_infos = map_concurrently(
-            store, lambda root: _full_listing(store, root), [src_root, dst_root]
+            store, lambda root: full_listing(store, root), [src_root, dst_root]
         )
         all_sources = [SourceObject(relpath_of(i, src_root), i.size, i.etag) for i in src_infos]
         dst_rels = [relpath_of(i, dst_root) for i in dst_infos]
@@ -379,91 +433,8 @@ def deidentify_dataset(
             if not folder.rsplit("/", 1)[-1].startswith("sub-"):
                 refused.update(store.refused_links(folder))
         result.failed.update(refused_links(refused, src_root, idmap))
-        _execute_sync(store, layout, idmap, plan, {s.rel: s for s in sources}, result)
+        scanned = _execute_sync(store, layout, idmap, plan, {s.rel: s for s in sources}, result)
         result.digest = dataset_digest(found.dataset_files, found.sessionless_files)
-        if result.ok:
-            write_ledger_entry(
-                store,
-                layout,
-                DATASET_UNIT,
-                result.digest,
-                EMPTY_DIGEST,
-                {"unit": DATASET_UNIT, "outputs": plan.expected},
-            )
+        body = {"unit": DATASET_UNIT, "outputs": plan.expected}
+        _finish(store, layout, idmap, result, scanned, None, EMPTY_DIGEST, body)
         return result
-
-
-# --- leak scanning -----------------------------------------------------------------------
-
-
-@dataclass
-class ScanResult:
-    scanned: int = 0
-    bytes_scanned: int = 0
-    findings: list[Finding] = field(default_factory=list)
-    leaking: list[str] = field(default_factory=list)  # URLs of objects with findings
-
-    @property
-    def clean(self) -> bool:
-        return not self.findings
-
-    def by_kind(self) -> dict[str, int]:
-        return dict(sorted(Counter(f.kind for f in self.findings).items()))
-
-
-def scan_objects(
-    store: ObjectStoreResource, infos: list[ObjectInfo], root: str, idmap: IdentityMap
-) -> ScanResult:
-    """Scan names and contents (gzip and NIfTI headers included) of objects, concurrently."""
-    ids = idmap.identifiers()
-
-    def one(info: ObjectInfo) -> list[Finding]:
-        rel = relpath_of(info, root)
-        try:
-            with store.open(info.url, "rb") as f:
-                return scan_for_identifiers(rel, f, ids)
-        except Exception as e:  # noqa: BLE001 - an object that cannot be read cannot be cleared
-            return [
-                Finding(
-                    redact(rel, ids), f"unreadable ({type(e).__name__})", None, None, "unscannable"
-                )
-            ]
-
-    result = ScanResult()
-    for info, findings in zip(infos, map_concurrently(store, one, infos), strict=True):
-        result.scanned += 1
-        result.bytes_scanned += info.size
-        if findings:
-            result.findings.extend(findings)
-            result.leaking.append(info.url)
-    return result
-
-
-def scan_session(
-    store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap, partition_key: str
-) -> ScanResult:
-    """Every object of the de-identified session and its subject-level files."""
-    with scrubbed_errors(idmap, f"scanning {partition_key}"):
-        rc, ses = parse_session_partition_key(partition_key)
-        root = layout.deidentified_bids
-        infos = [
-            i
-            for i in store.list_objects(join_url(root, f"sub-{rc}"))
-            if in_session_scope(relpath_of(i, root), rc, ses)
-        ]
-        return scan_objects(store, infos, root, idmap)
-
-
-def scan_dataset(store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap) -> ScanResult:
-    """The dataset-level files and every subject folder without a session folder."""
-    with scrubbed_errors(idmap, "scanning the dataset-level files"):
-        root = layout.deidentified_bids
-        infos = _full_listing(store, root)
-        rels = [relpath_of(i, root) for i in infos]
-        sessioned = subjects_with_sessions(rels)
-        files = [
-            i
-            for i, rel in zip(infos, rels, strict=True)
-            if in_dataset_scope(rel) or rel.split("/", 1)[0] not in sessioned
-        ]
-        return scan_objects(store, files, root, idmap)

@@ -32,6 +32,8 @@ class FormatContext:
     deidentify: bool
     idmap: IdentityMap
     notes: list[str]
+    #: how the handler wrote the file, for counting (e.g. the NIfTI-gz modes)
+    outcomes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ file                       rule
 ``*.nii`` / ``*.nii.gz``   header ``descrip``/``intent_name`` rewritten (cleared if too long),
                            ``aux_file``/``db_name``/``data_type``/``unused_str`` cleared; text
                            extensions rewritten, binary extensions (e.g. DICOM) dropped; voxel
-                           data streamed unchanged
+                           data streamed unchanged; ``.nii.gz`` keeps its deflate stream when
+                           the header needs no change (:mod:`.nifti_gz`), else igzip
 text (see TEXT_EXTENSIONS) encoding detected (BOMs, UTF-16, else UTF-8 that round-trips any
                            byte) and kept; identifiers replaced token-wise
 ``*.edf`` / ``*.bdf``       patient/recording identification, signal labels, transducer,
@@ -63,7 +64,8 @@ from aind_assets.hbcd.formats.errors import describe_foreign_error
 from aind_assets.hbcd.formats.gz import GzipFormatError, gzipped
 from aind_assets.hbcd.formats.json_sidecar import JSON
 from aind_assets.hbcd.formats.mrs import MRS, is_mrs_name
-from aind_assets.hbcd.formats.nifti import NIFTI, NiftiFormatError, run_nifti
+from aind_assets.hbcd.formats.nifti import NIFTI, NiftiFormatError
+from aind_assets.hbcd.formats.nifti_gz import NIFTI_GZ
 from aind_assets.hbcd.formats.text import (
     TEXT,
     TEXT_EXTENSIONS,
@@ -81,7 +83,6 @@ from aind_assets.hbcd.identity.replace import (
 from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
 from aind_assets.resources.links import link_refusal
 
-NIFTI_GZ = FileHandler("nifti.gz", gzipped(run_nifti))
 MRS_GZ = FileHandler("nifti-mrs.gz", gzipped(MRS.run))
 #: EEG and other binary formats, by extension (see formats/eeg.py); BrainVision headers and
 #: markers (.vhdr/.vmrk, INI-like text naming the data and marker files) follow the text rules.
@@ -158,19 +159,23 @@ def deidentify_file(
     idmap: IdentityMap,
     *,
     notes: list[str] | None = None,
+    outcomes: list[str] | None = None,
 ) -> str:
     """De-identify one file; returns its de-identified relative path.
 
     Raises :class:`UnmappedIdentifierError` (subject not in the map), :class:`UnsupportedFileType`
     (not in the allow-list; nothing written) or :class:`DeidentificationError` (bad content;
     ``dst`` holds partial output and must be discarded). Notes (no identifiers) about dropped
-    keys/rows/extensions are appended to ``notes``.
+    keys/rows/extensions are appended to ``notes``; how the file was written (e.g. a NIfTI-gz
+    whose deflate stream was copied through: :mod:`.nifti_gz`) to ``outcomes``.
     """
     new = deidentify_path(relpath, idmap)
     handler = handler_for(relpath)
     if handler is None:
         raise UnsupportedFileType(f"not in the de-identification allow-list: {new}")
     ctx = FormatContext(deidentifier(idmap), True, idmap, notes if notes is not None else [])
+    if outcomes is not None:
+        ctx.outcomes = outcomes
     _run(handler, src_fileobj, dst_fileobj, ctx, new)
     return new
 

@@ -16,7 +16,10 @@ What is scanned (content is sniffed, not trusted from the name):
   raw sample files (``.eeg``, ``.fdt``): name only (:mod:`aind_assets.hbcd.leaks.eeg`);
 * NIfTI-1/2 (sniffed): every header string field (``nifti.descrip``...) and every extension
   (``nifti.extension[i](comment)``...). Voxel data is *not* scanned (binary numbers would give
-  false matches for short site codes);
+  false matches for short site codes). It is still read (later gzip members' headers are
+  scanned), unless the caller vouches that everything after the NIfTI prefix is the source's
+  voxel data in minimal members (``voxels_unchanged``: de-identification recorded it so); then
+  the scan stops after the extensions;
 * anything else as text in three views: bytes as ASCII/latin-1/UTF-8 (``ascii``), UTF-16-LE and
   UTF-16-BE; JSON files (``.json``/``.json.gz``, < 64 MiB) also after parsing, so ``\\u``-escaped
   identifiers are found (``json:/Key/0``...).
@@ -144,9 +147,12 @@ class _Matcher:
 
 
 class _Scan:
-    def __init__(self, relpath: str, ids: Identifiers, max_findings: int):
+    def __init__(
+        self, relpath: str, ids: Identifiers, max_findings: int, voxels_unchanged: bool = False
+    ):
         self.ids = ids
         self.relpath = relpath
+        self.voxels_unchanged = voxels_unchanged
         self.path = redact(relpath, ids)
         self.findings: list[Finding] = []
         self.max = max_findings
@@ -218,7 +224,8 @@ class _Scan:
             return
         if _is_nifti(prefix):
             self.nifti(rest, location)
-            _drain(rest)
+            if not self.voxels_unchanged:
+                _drain(rest)
             return
         if self.format_hook(prefix, rest):
             return
@@ -295,11 +302,13 @@ def scan_for_identifiers(
     identifiers: Identifiers | IdentityMap | Mapping[str, str],
     *,
     max_findings: int = 1000,
+    voxels_unchanged: bool = False,
 ) -> list[Finding]:
     """Scan a file's relative path and content (bytes or a binary stream) for identifiers.
-    Returns findings (empty list = clean); at most ``max_findings`` are kept."""
+    Returns findings (empty list = clean); at most ``max_findings`` are kept.
+    ``voxels_unchanged``: a NIfTI's content is read only up to its voxel data (see above)."""
     ids = _as_identifiers(identifiers)
-    scan = _Scan(relpath, ids, max_findings)
+    scan = _Scan(relpath, ids, max_findings, voxels_unchanged)
     if len(ids) == 0:
         return []
     _Matcher(ids, lambda k, o: scan.add("path", o, "ascii", k)).feed(relpath, final=True)

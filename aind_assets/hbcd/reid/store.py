@@ -20,6 +20,7 @@ from aind_assets.hbcd.copies import (
     verified_unchanged,
 )
 from aind_assets.hbcd.formats.dispatch import (
+    reidentify_bytes,
     reidentify_file,
 )
 from aind_assets.hbcd.identity.idmap import IdentityMap
@@ -29,9 +30,13 @@ from aind_assets.hbcd.reid.feed import write_change_feed
 from aind_assets.hbcd.reid.plan import ReidLedgerEntry, plan_reidentify, reidentify_content
 from aind_assets.hbcd.storage import (
     S3_SERVER_COPY_LIMIT,
+    STREAM_BLOCK,
+    etag_of,
     map_concurrently,
     object_metadata,
+    put_small,
     relpath_of,
+    server_copy,
 )
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import ObjectInfo, is_s3, join_url
@@ -78,37 +83,40 @@ def _write_reid_ledger(
     store.put_bytes(layout.reid_ledger, gzip.compress(json.dumps(body).encode(), mtime=0))
 
 
+#: Text files up to this size are re-identified in memory and written in one request.
+_SMALL = 8 << 20
+
+
 def _copy_reidentified(
     store: ObjectStoreResource,
-    layout: HbcdLayout,
     idmap: IdentityMap,
     src_url: str,
     dst_url: str,
     rel: str,
     meta: dict[str, str],
     size: int,
-) -> None:
+) -> str | None:
+    """Copy one derivative to the identified side; returns the copy's ETag when known. Text
+    types are re-identified (small ones in one GET and one PUT); every other file is copied
+    server-side (S3) byte for byte."""
     if reidentify_content(rel):
+        if size <= _SMALL:
+            _, data = reidentify_bytes(rel, store.get_bytes(src_url), idmap)
+            return put_small(store, dst_url, data, meta)
         with (
-            store.open(src_url, "rb") as src,
-            store.open(dst_url, "wb", meta) as dst,
+            store.open(src_url, "rb", block_size=STREAM_BLOCK) as src,
+            store.open(dst_url, "wb", meta, block_size=STREAM_BLOCK) as dst,
         ):
             reidentify_file(rel, src, dst, idmap)
-        return
+        return None
     if is_s3(src_url) and is_s3(dst_url) and size < S3_SERVER_COPY_LIMIT:
-        fs = store.fs_for(src_url)
-        fs.copy(
-            src_url[len("s3://") :],
-            dst_url[len("s3://") :],
-            Metadata=meta,
-            MetadataDirective="REPLACE",
-        )
-        return
+        return server_copy(store, src_url, dst_url, meta)
     with (
-        store.open(src_url, "rb") as src,
-        store.open(dst_url, "wb", meta) as dst,
+        store.open(src_url, "rb", block_size=STREAM_BLOCK) as src,
+        store.open(dst_url, "wb", meta, block_size=STREAM_BLOCK) as dst,
     ):
         shutil.copyfileobj(src, dst, 8 << 20)
+    return None
 
 
 def reidentify_derivatives(
@@ -157,10 +165,11 @@ def reidentify_derivatives(
             src_url, dst_url = join_url(src_root, w.src), join_url(dst_root, w.dst)
             meta = {META_SOURCE_LAST_MODIFIED: iso(w.last_modified), META_SOURCE_ETAG: w.etag or ""}
             try:
-                _copy_reidentified(
-                    store, layout, idmap, src_url, dst_url, w.src, meta, src_infos[w.src].size
+                etag = _copy_reidentified(
+                    store, idmap, src_url, dst_url, w.src, meta, src_infos[w.src].size
                 )
-                etag = store.info(dst_url).etag
+                if etag is None:
+                    etag = etag_of(store, dst_url)
             except Exception as e:  # noqa: BLE001 - reported per file, scrubbed
                 return w, None, error_reason(e, scrub)
             return w, etag, None

@@ -9,12 +9,12 @@ import dagster as dg
 import pytest
 
 from aind_assets.hbcd.deid.discovery import plan_requests
+from aind_assets.hbcd.deid.ledger import discover_sessions, read_ledger
 from aind_assets.hbcd.deid.sensors import (
     hbcd_daily_deidentification,
     hbcd_session_discovery,
     session_request,
 )
-from aind_assets.hbcd.deid.store import discover_sessions, read_ledger
 from aind_assets.hbcd.keys import DEIDENTIFIED_SESSION, LEAK_CHECK_KEY, SESSION_DERIVATIVES
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets_tests.hbcd.flow_support import World, make_world, scan_instance_storage

@@ -8,14 +8,10 @@ import json
 
 from aind_assets.hbcd.deid.commit import commit_session_write
 from aind_assets.hbcd.deid.discovery import plan_requests
+from aind_assets.hbcd.deid.ledger import discover_sessions, write_discovery_report
 from aind_assets.hbcd.deid.refused import REASON_TYPE, REASON_UNMAPPED, file_type, refusals
-from aind_assets.hbcd.deid.store import (
-    deidentify_dataset,
-    deidentify_session,
-    discover_sessions,
-    scan_dataset,
-    write_discovery_report,
-)
+from aind_assets.hbcd.deid.scanning import scan_dataset
+from aind_assets.hbcd.deid.store import deidentify_dataset, deidentify_session
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.resources.object_store import ObjectStoreResource

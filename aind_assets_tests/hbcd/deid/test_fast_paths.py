@@ -1,0 +1,163 @@
+"""De-identification of NIfTI-gz sessions on both backends (real S3 server and a local folder):
+what needs no change is copied server-side, gzip headers are rewritten around the source's
+deflate stream, changed headers are recompressed; every output is valid, identifier-free and
+recorded as having unchanged voxels; a corrupt or truncated gzip fails its file clearly."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import zlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from aind_assets.hbcd.copies import META_VOXELS, VOXELS_UNCHANGED
+from aind_assets.hbcd.deid.scanning import scan_session
+from aind_assets.hbcd.deid.store import deidentify_session
+from aind_assets.hbcd.formats.nifti_gz import verify_gzip
+from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.hbcd.layout import HbcdLayout
+from aind_assets.hbcd.leaks.scan import scan_for_identifiers
+from aind_assets.resources.object_store import ObjectStoreResource
+
+RC1 = "NDARINVAAAA1111"
+KEY = f"sub-{RC1}_ses-V02"
+
+
+#: small files are de-identified in memory, large ones (> 8 MiB) streaming: both are tested
+SHAPES = {"small": (40, 40, 30), "large": (256, 256, 100)}
+
+
+def _volume(seed: int, shape=SHAPES["small"]) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 300, shape) + 300).astype(np.int16)
+
+
+def _nibabel_bytes(data: np.ndarray, descrip: bytes) -> bytes:
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header["descrip"] = descrip
+    buf = io.BytesIO()
+    # what nib.save writes for .nii.gz: one member, no name, mtime 0
+    with gzip.GzipFile(fileobj=buf, mode="wb", filename="", mtime=0, compresslevel=1) as gz:
+        gz.write(img.to_bytes())
+    return buf.getvalue()
+
+
+def _with_name(data: np.ndarray, name: str) -> bytes:
+    buf = io.BytesIO()
+    raw = nib.Nifti1Image(data, np.eye(4)).to_bytes()
+    with gzip.GzipFile(filename=name, mode="wb", fileobj=buf, mtime=1700000000) as gz:
+        gz.write(raw)
+    return buf.getvalue()
+
+
+@pytest.fixture(params=list(SHAPES))
+def session(store: ObjectStoreResource, idmap: IdentityMap, request: pytest.FixtureRequest):
+    layout = HbcdLayout(store.url("pr"), store.url("deid"))
+    base = "sub-123456/ses-V02/anat/sub-123456_ses-V02"
+    v1, v2, v3 = (_volume(i, SHAPES[request.param]) for i in (1, 2, 3))
+    files = {
+        f"{base}_run-001_T1w.nii.gz": (_nibabel_bytes(v1, b"TE=2.2;Time=1.0"), v1),
+        f"{base}_run-002_T1w.nii.gz": (_with_name(v2, "sub-123456_T1w.nii"), v2),
+        f"{base}_run-003_T1w.nii.gz": (_nibabel_bytes(v3, b"UMN0012_123456"), v3),
+    }
+    for rel, (data, _) in files.items():
+        assert (len(data) > 8 << 20) == (request.param == "large")
+        store.put_bytes(f"{layout.identified_bids}/{rel}", data)
+    store.put_bytes(f"{layout.identified_bids}/{base}_run-001_T1w.json", b'{"PatientID": "123456"}')
+    return layout, files
+
+
+def test_each_file_takes_the_fastest_correct_path(
+    store: ObjectStoreResource, idmap: IdentityMap, session
+) -> None:
+    layout, files = session
+    result = deidentify_session(store, layout, idmap, KEY)
+    assert result.ok, result.failed
+    assert result.outcomes == {
+        "copied": 1,
+        "recompressed": 1,
+        "rewritten": 1,
+        "server-side copy": 1,
+    }
+    for rel, (src, data) in files.items():
+        dst = f"{layout.deidentified_bids}/{rel.replace('123456', RC1)}"
+        out = store.get_bytes(dst)
+        assert verify_gzip(io.BytesIO(out)).minimal  # every member checked (CRC-32, ISIZE)
+        loaded = nib.Nifti1Image.from_bytes(gzip.decompress(out))
+        np.testing.assert_array_equal(np.asarray(loaded.dataobj), data)
+        assert scan_for_identifiers(rel.replace("123456", RC1), out, idmap) == []
+        assert store.info(dst).metadata.get(META_VOXELS) == VOXELS_UNCHANGED
+        if "run-001" in rel:
+            assert out == src  # byte for byte: the server-side copy
+        if "run-002" in rel:
+            assert out[10:] == src[10 + len("sub-123456_T1w.nii") + 1 :]  # deflate stream kept
+    assert scan_session(store, layout, idmap, KEY).clean
+    # a re-run changes nothing
+    again = deidentify_session(store, layout, idmap, KEY)
+    assert again.ok and again.written == [] and again.unchanged == 4
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "crc"])
+@pytest.mark.parametrize("run", ["001", "002", "003"])
+def test_corrupt_or_truncated_gzip_fails_that_file_clearly(
+    store: ObjectStoreResource, idmap: IdentityMap, session, damage: str, run: str
+) -> None:
+    layout, files = session
+    assert deidentify_session(store, layout, idmap, KEY).ok  # a good copy exists first
+    rel = next(r for r in files if f"run-{run}" in r)
+    src = files[rel][0]
+    if damage == "truncated":
+        bad = src[: len(src) * 2 // 3]
+    elif damage == "flipped":
+        flipped = bytearray(src)
+        flipped[len(src) // 2] ^= 0xFF
+        bad = bytes(flipped)
+    else:
+        crc = zlib.crc32(gzip.decompress(src)) ^ 1
+        bad = src[:-8] + struct.pack("<I", crc) + src[-4:]
+    store.put_bytes(f"{layout.identified_bids}/{rel}", bad)
+    result = deidentify_session(store, layout, idmap, KEY)
+    new = rel.replace("123456", RC1)
+    assert list(result.failed) == [new]
+    reason = result.failed[new]
+    assert reason.startswith(f"{new}: nifti.gz: "), reason
+    assert "gzip" in reason or "deflate" in reason, reason
+    assert "123456" not in reason.replace(RC1, "") and "UMN" not in reason
+    # the stale copy is gone; the others are intact
+    assert not store.exists(f"{layout.deidentified_bids}/{new}")
+    assert not result.ok
+
+
+def test_multi_member_file_with_minimal_first_header_is_rewritten(
+    store: ObjectStoreResource, idmap: IdentityMap, session
+) -> None:
+    layout, files = session
+    rel = next(r for r in files if "run-001" in r)
+    raw = gzip.decompress(files[rel][0])
+    two = gzip.compress(raw[:5000], mtime=0) + gzip.compress(raw[5000:], mtime=0)
+    two = two[:3] + b"\0" + two[4:]  # (already minimal: no flags)
+    store.put_bytes(f"{layout.identified_bids}/{rel}", two)
+    result = deidentify_session(store, layout, idmap, KEY)
+    assert result.ok, result.failed
+    assert result.outcomes["copied"] == 2 and "server-side copy" not in result.outcomes
+    out = store.get_bytes(f"{layout.deidentified_bids}/{rel.replace('123456', RC1)}")
+    assert verify_gzip(io.BytesIO(out)).members == 2 and gzip.decompress(out) == raw
+
+
+def test_an_output_still_holding_an_identifier_is_never_written(
+    store: ObjectStoreResource, idmap: IdentityMap, session
+) -> None:
+    layout, _ = session
+    # a cell equal to a DCCID in a column the rules do not rewrite: the scanner flags it
+    rel = "sub-123456/ses-V02/sub-123456_ses-V02_scans.tsv"
+    store.put_bytes(f"{layout.identified_bids}/{rel}", b"filename\tkit\nanat/x.nii.gz\t234567\n")
+    result = deidentify_session(store, layout, idmap, KEY)
+    new = rel.replace("123456", RC1)
+    assert list(result.failed) == [new]
+    assert result.failed[new] == f"{new}: DCCID left in the output, not written"
+    assert not store.exists(f"{layout.deidentified_bids}/{new}")
+    assert len(result.written) == 4  # the other files are fine
