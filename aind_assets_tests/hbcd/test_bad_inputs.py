@@ -49,20 +49,26 @@ def test_truncated_nii_gz_says_truncated_and_names_the_file(idmap: IdentityMap) 
 
 
 def test_non_gzip_nii_gz_says_not_gzip(idmap: IdentityMap) -> None:
-    with pytest.raises(DeidentificationError, match=r"nii\.gz: nifti\.gz: not gzip data"):
+    with pytest.raises(
+        DeidentificationError, match=rf"^{T1_OUT}\.nii\.gz: nifti\.gz: not a gzip file"
+    ):
         _deid(f"{T1}.nii.gz", _nifti(), idmap)
 
 
 def test_gzip_with_bad_crc_says_crc(idmap: IdentityMap) -> None:
     data = bytearray(gzip.compress(_nifti()))
     data[-8] ^= 0xFF  # the CRC32 of the trailer
-    with pytest.raises(DeidentificationError, match=r"corrupt gzip data: CRC check failed"):
+    with pytest.raises(
+        DeidentificationError, match=rf"^{T1_OUT}\.nii\.gz: nifti\.gz: gzip CRC or length mismatch"
+    ):
         _deid(f"{T1}.nii.gz", bytes(data), idmap)
 
 
 def test_gzip_with_trailing_garbage_is_refused(idmap: IdentityMap) -> None:
     data = gzip.compress(_nifti()) + b"garbage after the member"
-    with pytest.raises(DeidentificationError, match=r"not gzip data.*bytes after its last"):
+    with pytest.raises(
+        DeidentificationError, match=rf"^{T1_OUT}\.nii\.gz: nifti\.gz: trailing garbage"
+    ):
         _deid(f"{T1}.nii.gz", data, idmap)
 
 
