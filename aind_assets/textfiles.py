@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import codecs
 
-__all__ = ["TextInputError", "decode_text"]
+__all__ = ["BOMS", "TextInputError", "decode_text"]
 
-_BOMS: tuple[tuple[bytes, str], ...] = (
+#: Byte-order marks and their codecs, longest first (UTF-32 LE begins like UTF-16 LE).
+BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF32_LE, "utf-32-le"),
     (codecs.BOM_UTF32_BE, "utf-32-be"),
     (codecs.BOM_UTF8, "utf-8"),
@@ -29,7 +30,7 @@ def decode_text(data: bytes, source: str) -> str:
 
     A NUL byte in what is taken for UTF-8 means UTF-16 without a BOM (or a binary file):
     rejected, since a NUL is never part of a CSV."""
-    for bom, codec in _BOMS:
+    for bom, codec in BOMS:
         if data.startswith(bom):
             body, encoding = data[len(bom) :], codec
             break

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from aind_assets.hbcd.formats.base import FileHandler, FormatContext
 from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
+from aind_assets.textfiles import BOMS
 
 __all__ = [
     "PrefixedReader",
@@ -47,18 +48,9 @@ class TextEncoding:
         return self.bom + text.encode(self.codec, self.errors)
 
 
-_BOMS: tuple[tuple[bytes, str], ...] = (
-    (codecs.BOM_UTF32_LE, "utf-32-le"),
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
-
-
 def detect_encoding(prefix: bytes) -> TextEncoding:
     """Detect the encoding from (at least the first 64) bytes of a file."""
-    for bom, codec in _BOMS:
+    for bom, codec in BOMS:
         if prefix.startswith(bom):
             errors = "surrogateescape" if codec == "utf-8" else "surrogatepass"
             return TextEncoding(codec, bom, errors)
