@@ -242,6 +242,10 @@ def seaweedfs_server(
         f"-s3.port={s3_port}",
         f"-s3.port.grpc={grpc['s3']}",
         "-master.telemetry=false",
+        # every bucket is a collection with volumes of its own; mini's automatic limit (free
+        # disk / 1 GiB, ~70 here) runs out after as many buckets ("No writable volumes"), and a
+        # test suite makes a bucket per test. Volumes are sparse files: a high count costs little.
+        "-volume.max=2000",
     ]
     env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     return ManagedServer(
