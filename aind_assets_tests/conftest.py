@@ -36,7 +36,7 @@ from aind_assets_tests import support
 S3_KEY, S3_SECRET = "aind-test-key", "aind-test-secret"
 
 #: Fixtures that start (or connect to) a real server; a test using any of them is ``servers``.
-SERVER_FIXTURES = frozenset({"s3_server", "mongo_server_uri", "postgres_server"})
+SERVER_FIXTURES = frozenset({"s3_server", "mongo_server_uri", "postgres_server", "fault_servers"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection sees the marks

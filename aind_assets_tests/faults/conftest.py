@@ -27,7 +27,6 @@ from aind_assets.servers import (
 from aind_assets_tests.conftest import S3_KEY, S3_SECRET
 from aind_assets_tests.faults.flows import Env
 
-pytestmark = pytest.mark.servers
 PROBE = "probe.txt"
 
 
