@@ -5,6 +5,7 @@ recorded as having unchanged voxels; a corrupt or truncated gzip fails its file 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import struct
@@ -54,16 +55,26 @@ def _with_name(data: np.ndarray, name: str) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(params=list(SHAPES))
-def session(store: ObjectStoreResource, idmap: IdentityMap, request: pytest.FixtureRequest):
-    layout = HbcdLayout(store.url("pr"), store.url("deid"))
+@functools.cache
+def _source_files(shape: str) -> dict[str, tuple[bytes, np.ndarray]]:
+    """The session's three images of one size, made once per test session (the large ones take
+    a second or so to write)."""
     base = "sub-123456/ses-V02/anat/sub-123456_ses-V02"
-    v1, v2, v3 = (_volume(i, SHAPES[request.param]) for i in (1, 2, 3))
-    files = {
+    v1, v2, v3 = (_volume(i, SHAPES[shape]) for i in (1, 2, 3))
+    for v in (v1, v2, v3):
+        v.setflags(write=False)  # shared by the tests: nobody may change them
+    return {
         f"{base}_run-001_T1w.nii.gz": (_nibabel_bytes(v1, b"TE=2.2;Time=1.0"), v1),
         f"{base}_run-002_T1w.nii.gz": (_with_name(v2, "sub-123456_T1w.nii"), v2),
         f"{base}_run-003_T1w.nii.gz": (_nibabel_bytes(v3, b"UMN0012_123456"), v3),
     }
+
+
+@pytest.fixture(params=list(SHAPES))
+def session(store: ObjectStoreResource, idmap: IdentityMap, request: pytest.FixtureRequest):
+    layout = HbcdLayout(store.url("pr"), store.url("deid"))
+    base = "sub-123456/ses-V02/anat/sub-123456_ses-V02"
+    files = dict(_source_files(request.param))
     for rel, (data, _) in files.items():
         assert (len(data) > 8 << 20) == (request.param == "large")
         store.put_bytes(f"{layout.identified_bids}/{rel}", data)
