@@ -20,23 +20,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from hbcd_deid import synthetic_volume  # bench/ is on sys.path: run as a script
 from isal import isal_zlib
 
 OUT = Path(__file__).with_name("deflate_levels_results.json")
 
 
-def _volume(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    axes = [np.linspace(-1, 1, n) for n in shape[:3]]
-    r2 = axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
-    head = 800 * np.exp(-3 * r2) * (r2 < 0.8)
-    if len(shape) == 4:
-        head = head[..., None] * (1 + 0.01 * rng.standard_normal(shape[3]))
-    return (head + rng.normal(0, 15, shape)).astype(np.int16)
-
-
 def _image(shape: tuple[int, ...], seed: int) -> bytes:
-    return nib.Nifti1Image(_volume(shape, seed), np.eye(4)).to_bytes()
+    return nib.Nifti1Image(synthetic_volume(shape, seed), np.eye(4)).to_bytes()
 
 
 def _deflate(lib, level: int) -> Callable[[bytes], bytes]:  # noqa: ANN001

@@ -67,7 +67,9 @@ RESULTS = Path(__file__).with_name("hbcd_deid_results.json")
 # --- tree generation -----------------------------------------------------------------------
 
 
-def _volume(shape: tuple[int, ...], seed: int) -> np.ndarray:
+def synthetic_volume(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """A smooth head plus noise, int16: compresses like real T1w/BOLD data (also used by
+    ``deflate_levels.py``)."""
     rng = np.random.default_rng(seed)
     axes = [np.linspace(-1, 1, n) for n in shape[:3]]
     r2 = axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
@@ -83,7 +85,7 @@ def _write_nifti(
     """A NIfTI-gz: header identifiers when asked (else a dcm2niix-like ``descrip``); a T1w is
     gzipped like the ``gzip``/``pigz`` tools do (FNAME = its identified name, a time), other
     images as nibabel writes them (no name, time 0)."""
-    img = nib.Nifti1Image(_volume(shape, seed), np.diag([1.0, 1.0, 1.0, 1.0]))
+    img = nib.Nifti1Image(synthetic_volume(shape, seed), np.diag([1.0, 1.0, 1.0, 1.0]))
     if header_ids:
         img.header["descrip"] = f"{row.pscid}_{row.dccid} TE=2.2".encode()
         img.header["aux_file"] = row.pscid.encode()
@@ -275,7 +277,7 @@ def _big_nifti_gz(path: Path, gib: float, row: IdentityRow) -> None:
     """A ``.nii.gz`` of about ``gib`` GiB (compressed) with identifiers in its header, written
     in slabs (never whole in memory)."""
     nx = ny = nz = 256
-    slab = _volume((nx, ny, nz), 1).tobytes(order="F")
+    slab = synthetic_volume((nx, ny, nz), 1).tobytes(order="F")
     ratio = len(igzip.compress(slab, 1)) / len(slab)
     nt = max(1, round(gib * 2**30 / (len(slab) * ratio)))
     hdr = nib.Nifti1Header()
