@@ -20,6 +20,7 @@ from aind_assets.hbcd.identity.replace import parse_session_partition_key
 from aind_assets.hbcd.keys import (
     DEIDENTIFIED_DATASET,
     DEIDENTIFIED_SESSION,
+    FLOW_TAGS,
     GROUP,
     MAX_LISTED,
     bids_sessions,
@@ -96,7 +97,7 @@ def _fail_if_needed(result: SyncResult, what: str) -> None:
     group_name=GROUP,
     code_version=RULES_VERSION,
     kinds={"bids"},
-    tags={"aind/flow": "hbcd"},
+    tags=FLOW_TAGS,
     pool=OBJECT_STORE_POOL,
     metadata={lineage.META_PROCESS_TYPE: "Other"},
     description=(
@@ -137,7 +138,7 @@ def deidentified_session(
     group_name=GROUP,
     code_version=RULES_VERSION,
     kinds={"bids"},
-    tags={"aind/flow": "hbcd"},
+    tags=FLOW_TAGS,
     pool=OBJECT_STORE_POOL,
     description=(
         "The dataset-level files of assembly_bids (participants.tsv with unmapped subjects' "

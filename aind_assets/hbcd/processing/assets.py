@@ -15,6 +15,7 @@ from aind_assets.hbcd.identity.replace import parse_session_partition_key
 from aind_assets.hbcd.keys import (
     CBRAIN_DERIVATIVES,
     DEIDENTIFIED_SESSION,
+    FLOW_TAGS,
     GROUP,
     SESSION_DERIVATIVES,
     bids_sessions,
@@ -45,7 +46,7 @@ class SessionDerivatives(BaseModel):
     group_name=GROUP,
     code_version=PROCESSING_VERSION,
     kinds={"python", "nifti"},
-    tags={"aind/flow": "hbcd"},
+    tags=FLOW_TAGS,
     metadata={lineage.META_PROCESS_TYPE: "Analysis"},
     description=(
         f"Local processing ('{PIPELINE}'): per-image statistics and QC metrics from the NIfTI "
@@ -105,7 +106,7 @@ cbrain_derivatives = dg.AssetSpec(
     key=CBRAIN_DERIVATIVES,
     group_name=GROUP,
     kinds={"cbrain"},
-    tags={"aind/flow": "hbcd"},
+    tags=FLOW_TAGS,
     description=(
         "Derivatives made elsewhere (CBRAIN) under derivatives/ses-<label>/<pipeline>/ on the "
         "de-identified side, each with an input manifest in cbrain_misc/. Observed by the "

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from aind_assets import lineage
 from aind_assets.hbcd.keys import (
     CBRAIN_DERIVATIVES,
+    FLOW_TAGS,
     GROUP,
     LORIS_CHANGE_FEED,
     REIDENTIFIED_DERIVATIVES,
@@ -35,7 +36,7 @@ class ReidentifiedDerivatives(BaseModel):
     group_name=GROUP,
     code_version="1",
     kinds={"python"},
-    tags={"aind/flow": "hbcd"},
+    tags=FLOW_TAGS,
     pool="hbcd_reidentify",
     description=(
         "derivatives/ synced from the de-identified side to the identified side with "
@@ -97,7 +98,7 @@ class LorisChangeCounts(BaseModel):
     group_name=GROUP,
     code_version="1",
     kinds={"python"},
-    tags={"aind/flow": "hbcd"},
+    tags=FLOW_TAGS,
     description=(
         "The LORIS change feed of the latest re-identification: derivative outputs removed, "
         "replaced and added, DCCID-keyed, written on the identified side "
