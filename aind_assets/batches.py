@@ -13,6 +13,9 @@ from collections.abc import Iterable, Sequence
 
 #: Partitions per run that sensors request by default (setting ``AIND_RUN_BATCH_SIZE``).
 DEFAULT_BATCH_SIZE = 10
+#: The run tags that name a partition range (Dagster's; a run over ``start`` ... ``end``).
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
 
 
 def contiguous_batches(order: Sequence[str], keys: Iterable[str], size: int) -> list[list[str]]:

@@ -20,8 +20,9 @@ never land in run config, tags or logs.
 | ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` | S3 credentials (secret) | AWS chain |
 | ``AIND_S3_ANONYMOUS_BUCKETS`` | buckets read without credentials (public data), comma separated | none |
 | ``AIND_MAX_QUEUED_RUNS_PER_FLOW`` | runs of one flow a sensor may leave waiting in the queue (people's runs go first regardless) | ``8`` |
-| ``AIND_NUM_PARALLEL_WORKERS`` | analysis jobs (of all partitions of a run) run at once in a step (run config ``num_parallel_workers`` wins) | ``4`` |
+| ``AIND_NUM_PARALLEL_WORKERS`` | work items run at once in a step: analysis jobs (of all partitions of a run), HBCD subjects of a de-identification batch (run config ``num_parallel_workers`` wins) | ``4`` |
 | ``AIND_RUN_BATCH_SIZE`` | partitions per run that the analysis discovery sensors request (1: one run per partition) | ``10`` |
+| ``HBCD_RUN_BATCH_SIZE`` | sessions per run that the HBCD de-identification sensor and schedule request (1: one run per session) | ``AIND_RUN_BATCH_SIZE`` |
 | ``AIND_EXPERIMENTER`` | experimenter named in analysis records (a run's ``aind/experimenter`` tag wins) | ``unknown`` |
 | ``AIND_IO_ROOT`` | where the IO manager writes outputs | ``$AIND_STORE_ROOT/dagster-io`` |
 | ``AIND_DATA_ASSETS_ROOT`` | where (demo) data assets live | ``$AIND_STORE_ROOT/data-assets`` |
@@ -85,6 +86,7 @@ class Settings(BaseModel):
     examples_out_of_process: bool = False
     num_parallel_workers: int = 4
     run_batch_size: int = 10
+    hbcd_run_batch_size: int = 10
     io_root: str
     data_assets_root: str
     results_root: str
@@ -128,6 +130,7 @@ class Settings(BaseModel):
             examples_out_of_process=examples_out_of_process(env),
             num_parallel_workers=int(get("AIND_NUM_PARALLEL_WORKERS", 4)),
             run_batch_size=int(get("AIND_RUN_BATCH_SIZE", 10)),
+            hbcd_run_batch_size=int(get("HBCD_RUN_BATCH_SIZE", get("AIND_RUN_BATCH_SIZE", 10))),
             io_root=get("AIND_IO_ROOT", join_url(store, "dagster-io")),
             data_assets_root=get("AIND_DATA_ASSETS_ROOT", join_url(store, "data-assets")),
             results_root=get("AIND_RESULTS_ROOT", join_url(store, "analysis-results")),

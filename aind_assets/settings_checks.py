@@ -82,7 +82,7 @@ def check_environment(env: Mapping[str, str]) -> None:
             ) from None
         if not 1 <= number <= 65535:
             raise SettingsError(f"AIND_EMBEDDED_DOCDB_PORT={port!r} is outside 1-65535")
-    for name in ("AIND_NUM_PARALLEL_WORKERS", "AIND_RUN_BATCH_SIZE"):
+    for name in ("AIND_NUM_PARALLEL_WORKERS", "AIND_RUN_BATCH_SIZE", "HBCD_RUN_BATCH_SIZE"):
         count = _value(env, name)
         if count is not None and not (count.isdigit() and int(count) >= 1):
             raise SettingsError(f"{name}={count!r} is not a positive integer")

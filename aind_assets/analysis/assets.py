@@ -33,7 +33,6 @@ from aind_assets.analysis.checks import (
 from aind_assets.analysis.dispatch import dispatch_partitions
 from aind_assets.analysis.launchers import PipesLaunchSettings
 from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
-from aind_assets.analysis.parallel import run_bounded
 from aind_assets.analysis.pipes import environment_container, out_of_process
 from aind_assets.analysis.registry import AnalysisDefinition, AnalysisParameterError, canonical_json
 from aind_assets.analysis.resources import AnalysisResource
@@ -43,6 +42,7 @@ from aind_assets.analysis.wrapper import (
     JobResult,
     run_job,
 )
+from aind_assets.parallel import run_bounded
 from aind_assets.runs import OBJECT_STORE_POOL
 
 #: The one partitions definition of the flow: a data asset, or a group of them.

@@ -9,9 +9,9 @@ from pydantic import Field, PrivateAttr
 from aind_assets.analysis.config_checks import validate_dispatch_config
 from aind_assets.analysis.discovery import PartitionMap, ensure_indexes
 from aind_assets.analysis.models import DispatchConfig, load_dispatch_config
-from aind_assets.analysis.parallel import DEFAULT_WORKERS
 from aind_assets.analysis.registry import AnalysisRegistry, load_analyses
 from aind_assets.batches import DEFAULT_BATCH_SIZE
+from aind_assets.parallel import DEFAULT_WORKERS
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.settings import examples_out_of_process

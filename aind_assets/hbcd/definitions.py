@@ -8,6 +8,7 @@ from aind_assets.hbcd.deid.assets import deidentified_dataset, deidentified_sess
 from aind_assets.hbcd.deid.checks import dataset_has_no_identifiers, session_has_no_identifiers
 from aind_assets.hbcd.deid.sensors import (
     dataset_job,
+    deidentification_job,
     hbcd_daily_deidentification,
     hbcd_session_discovery,
     session_job,
@@ -54,7 +55,14 @@ SENSORS = [
     hbcd_reidentify_sensor,
 ]
 SCHEDULES = [hbcd_daily_deidentification, hbcd_daily_reidentification]
-JOBS = [session_job, dataset_job, processing_job, reidentify_job, cbrain_check_job]
+JOBS = [
+    session_job,
+    dataset_job,
+    deidentification_job,
+    processing_job,
+    reidentify_job,
+    cbrain_check_job,
+]
 
 
 def hbcd_resources(settings: Settings, store: ObjectStoreResource) -> dict[str, object]:
@@ -66,6 +74,8 @@ def hbcd_resources(settings: Settings, store: ObjectStoreResource) -> dict[str, 
             identified_root=settings.hbcd_identified_root,
             deidentified_root=settings.hbcd_deidentified_root,
             max_queued_runs=settings.max_queued_runs_per_flow,
+            run_batch_size=settings.hbcd_run_batch_size,
+            num_parallel_workers=settings.num_parallel_workers,
         )
     }
 

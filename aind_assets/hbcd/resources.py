@@ -11,9 +11,11 @@ import threading
 import dagster as dg
 from pydantic import Field
 
+from aind_assets.batches import DEFAULT_BATCH_SIZE
 from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
 from aind_assets.hbcd.identity.scrub import HbcdError
 from aind_assets.hbcd.layout import HbcdLayout
+from aind_assets.parallel import DEFAULT_WORKERS
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.runs import DEFAULT_MAX_QUEUED_RUNS
 from aind_assets.textfiles import TextInputError, decode_text
@@ -67,6 +69,18 @@ class HbcdResource(dg.ConfigurableResource):
     max_queued_runs: int = Field(
         default=DEFAULT_MAX_QUEUED_RUNS,
         description="HBCD runs the discovery sensor and schedule may leave waiting in the queue",
+    )
+    run_batch_size: int = Field(
+        default=DEFAULT_BATCH_SIZE,
+        ge=1,
+        description="Sessions per de-identification run that the discovery sensor and the "
+        "daily schedule request (1: one run per session)",
+    )
+    num_parallel_workers: int = Field(
+        default=DEFAULT_WORKERS,
+        ge=1,
+        description="Subjects de-identified (and leak-checked) at once in one run; the run "
+        "config num_parallel_workers of hbcd/deidentified_session wins",
     )
 
     @property

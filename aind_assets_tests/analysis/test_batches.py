@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
-from aind_assets.analysis.parallel import run_bounded
 from aind_assets.batches import contiguous_batches
+from aind_assets.parallel import run_bounded
 
 
 def test_batches_are_consecutive_registered_keys_of_bounded_size() -> None:

@@ -10,13 +10,18 @@ identified session by its partition key (``<identified root>/assembly_bids#sub-<
 never by its identified path.
 """
 
+import warnings
+from typing import Any
+
 import dagster as dg
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from aind_assets import lineage
+from aind_assets.hbcd.deid.batches import run_by_subject
 from aind_assets.hbcd.deid.discovery import DATASET_UNIT, RULES_VERSION
 from aind_assets.hbcd.deid.store import SyncResult, deidentify_dataset, deidentify_session
 from aind_assets.hbcd.identity.replace import parse_session_partition_key
+from aind_assets.hbcd.identity.scrub import Scrubber, error_reason
 from aind_assets.hbcd.keys import (
     DEIDENTIFIED_DATASET,
     DEIDENTIFIED_SESSION,
@@ -68,59 +73,61 @@ def _sync_metadata(result: SyncResult, hbcd: HbcdResource, inputs: list[str]) ->
     }
 
 
-def _fail_if_needed(result: SyncResult, what: str) -> None:
+def _problems(result: SyncResult) -> str | None:
+    """Why a session's (or the dataset's) sync is not complete, or ``None`` when it is."""
     if result.ok:
-        return
+        return None
     problems = {
         **result.failed,
         **{c: "two source files map to this name" for c in result.collisions},
     }
     shown = "; ".join(f"{k}: {v}" for k, v in sorted(problems.items())[:20])
+    return (
+        f"{len(problems)} file(s) could not be de-identified (nothing half-written was kept; "
+        f"the rest was synced and the run can be retried): {shown}"
+    )
+
+
+def _failed_files(result: SyncResult) -> dict[str, str]:
+    problems = {**result.failed, **dict.fromkeys(result.collisions, "name collision")}
+    return dict(sorted(problems.items())[:MAX_LISTED])
+
+
+def _fail_if_needed(result: SyncResult, what: str) -> None:
+    problem = _problems(result)
+    if problem is None:
+        return
     raise dg.Failure(
-        description=(
-            f"{what}: {len(problems)} file(s) could not be de-identified (nothing half-written "
-            f"was kept; the rest was synced and the run can be retried): {shown}"
-        ),
+        description=f"{what}: {problem}",
+        metadata={"failed files": dg.MetadataValue.json(_failed_files(result))},
+        allow_retries=False,
+    )
+
+
+def _batch_failure(failed: dict[str, str], keys: list[str], files: dict[str, str]) -> dg.Failure:
+    """The step's failure when sessions of the run failed: each named with its reason (scrubbed
+    paths and messages only); the other sessions were de-identified and keep their outputs."""
+    ok = [k for k in keys if k not in failed]
+    lines = "\n".join(f"- session {k}: {why}" for k, why in sorted(failed.items()))
+    kept = (
+        f"; the other {len(ok)} session(s) of the run were de-identified (their files and "
+        "ledger entries are kept: a re-run finds them unchanged)"
+        if ok
+        else ""
+    )
+    return dg.Failure(
+        description=f"{len(failed)} of {len(keys)} session(s) failed{kept}:\n{lines}",
         metadata={
-            "failed files": dg.MetadataValue.json(dict(sorted(problems.items())[:MAX_LISTED]))
+            "failed sessions": dg.MetadataValue.json(sorted(failed)),
+            "de-identified sessions": dg.MetadataValue.json(ok),
+            "failed files": dg.MetadataValue.json(dict(sorted(files.items())[:MAX_LISTED])),
         },
         allow_retries=False,
     )
 
 
-# --- assets -------------------------------------------------------------------------------
-
-
-@dg.asset(
-    key=DEIDENTIFIED_SESSION,
-    partitions_def=bids_sessions,
-    group_name=GROUP,
-    code_version=RULES_VERSION,
-    kinds={"bids"},
-    tags=FLOW_TAGS,
-    pool=OBJECT_STORE_POOL,
-    metadata={lineage.META_PROCESS_TYPE: "Other"},
-    description=(
-        "One BIDS session copied from the identified side to the de-identified side with every "
-        "identifier replaced (names, TSV ID/site columns, JSON sidecars, NIfTI and gzip "
-        "headers, text). Incremental: only changed files are rewritten; files gone from the "
-        "source are removed. Checked by a blocking leak scan."
-    ),
-)
-def deidentified_session(
-    context: dg.AssetExecutionContext, hbcd: HbcdResource
-) -> DeidentifiedFiles:
-    key = context.partition_key
+def _session_value(key: str, result: SyncResult, hbcd: HbcdResource) -> DeidentifiedFiles:
     rc, ses = parse_session_partition_key(key)
-    idmap = hbcd.idmap()
-    result = deidentify_session(hbcd.store, hbcd.layout, idmap, key)
-    inputs = [f"{hbcd.layout.identified_bids}#{key}"]
-    context.add_output_metadata(_sync_metadata(result, hbcd, inputs))
-    _fail_if_needed(result, f"session {key}")
-    context.log.info(
-        f"{key}: {len(result.written)} written, {result.unchanged} unchanged, "
-        f"{len(result.deleted)} deleted, {len(result.unsupported)} unsupported"
-    )
     return DeidentifiedFiles(
         unit=key,
         deidentified_prefix=f"{hbcd.layout.deidentified_bids}/sub-{rc}/ses-{ses}",
@@ -131,6 +138,82 @@ def deidentified_session(
         unsupported=result.unsupported,
         rules_version=RULES_VERSION,
     )
+
+
+class DeidentificationConfig(dg.Config):
+    """Run config of ``hbcd/deidentified_session``."""
+
+    num_parallel_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Subjects of the run de-identified at once (the sessions of one subject "
+        "one after another); default: the AIND_NUM_PARALLEL_WORKERS setting.",
+    )
+
+
+# --- assets -------------------------------------------------------------------------------
+
+
+def _deidentify_sessions(
+    context: dg.AssetExecutionContext, config: DeidentificationConfig, hbcd: HbcdResource
+) -> Any:
+    keys = list(context.partition_keys)
+    idmap = hbcd.idmap()
+    workers = config.num_parallel_workers or hbcd.num_parallel_workers
+    done = run_by_subject(
+        keys, lambda key: deidentify_session(hbcd.store, hbcd.layout, idmap, key), workers
+    )
+    scrub = Scrubber(idmap)
+    failed = {k: error_reason(e, scrub) for k, e in done.errors.items()}
+    files: dict[str, str] = {}
+    values: dict[str, DeidentifiedFiles] = {}
+    for key in keys:
+        if key in failed:
+            continue
+        result: SyncResult = done.values[key]
+        problem = _problems(result)
+        if problem is not None:
+            failed[key] = problem
+            files.update(_failed_files(result))
+            continue
+        inputs = [f"{hbcd.layout.identified_bids}#{key}"]
+        # each session's own metadata (and so its own record), never the run's
+        context.add_asset_metadata(_sync_metadata(result, hbcd, inputs), partition_key=key)
+        context.log.info(
+            f"{key}: {len(result.written)} written, {result.unchanged} unchanged, "
+            f"{len(result.deleted)} deleted, {len(result.unsupported)} unsupported"
+        )
+        values[key] = _session_value(key, result, hbcd)
+    if failed:
+        for key, why in sorted(failed.items()):
+            context.log.error(f"session {key}: {why}")
+        raise _batch_failure(failed, keys, files)
+    return values[keys[0]] if len(keys) == 1 else values
+
+
+# BackfillPolicy is "beta" in Dagster 1.13; ranged runs (--partition-range, single-run
+# backfills, the sensors' batches) need it: used knowingly.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
+    deidentified_session = dg.asset(
+        key=DEIDENTIFIED_SESSION,
+        partitions_def=bids_sessions,
+        group_name=GROUP,
+        code_version=RULES_VERSION,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"bids"},
+        tags=FLOW_TAGS,
+        pool=OBJECT_STORE_POOL,
+        metadata={lineage.META_PROCESS_TYPE: "Other"},
+        description=(
+            "One BIDS session copied from the identified side to the de-identified side with every "
+            "identifier replaced (names, TSV ID/site columns, JSON sidecars, NIfTI and gzip "
+            "headers, text). Incremental: only changed files are rewritten; files gone from the "
+            "source are removed. Checked by a blocking leak scan. A run may cover many sessions "
+            "(a partition range): they are de-identified concurrently, each with its own "
+            "metadata, record and leak check result."
+        ),
+    )(_deidentify_sessions)
 
 
 @dg.asset(

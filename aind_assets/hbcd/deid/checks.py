@@ -8,53 +8,90 @@ objects are deleted from the de-identified side at once and the session's ledger
 dropped, so the daily schedule redoes it. Metadata holds counts and redacted locations only.
 A passed session check on its own run's materialization completes the session's commit
 protocol (:mod:`~aind_assets.hbcd.deid.commit`): it removes the session's writing marker.
+
+The session check runs once per run over all the run's sessions (a partition range when the
+sensor batched them) and reports one result per session: a leak in one session fails that
+session's result and keeps its marker, the others pass and are committed; the step then fails
+(blocking), naming the check.
 """
+
+from collections.abc import Iterator
 
 import dagster as dg
 
+from aind_assets.hbcd.deid.batches import run_by_subject
 from aind_assets.hbcd.deid.commit import commit_session_write
 from aind_assets.hbcd.deid.discovery import DATASET_UNIT
 from aind_assets.hbcd.deid.ledger import forget_ledger_entry
 from aind_assets.hbcd.deid.scanning import ScanResult, scan_dataset, scan_session
+from aind_assets.hbcd.identity.scrub import Scrubber, error_reason
 from aind_assets.hbcd.keys import (
     DEIDENTIFIED_DATASET,
     DEIDENTIFIED_SESSION,
     LEAK_CHECK,
+    LEAK_CHECK_KEY,
     bids_sessions,
 )
 from aind_assets.hbcd.resources import HbcdResource
+from aind_assets.runs import OBJECT_STORE_POOL
 
 _MAX_LISTED = 100
 
 
-def _leak_result(scan: ScanResult, hbcd: HbcdResource, unit: str, what: str) -> dg.AssetCheckResult:
+def _leak_outcome(scan: ScanResult, hbcd: HbcdResource, unit: str, what: str):
+    """(passed, description, metadata) of one unit's scan; a leak's objects are removed and the
+    unit's ledger entry dropped at once."""
     removed = 0
     if not scan.clean:
         hbcd.store.delete(scan.leaking)
         removed = len(scan.leaking)
         forget_ledger_entry(hbcd.store, hbcd.layout, unit)
     locations = [str(f) for f in scan.findings[:_MAX_LISTED]]
+    description = (
+        f"{what}: no identifier in {scan.scanned} object(s)"
+        if scan.clean
+        else (
+            f"{what}: {len(scan.findings)} finding(s) in {len(scan.leaking)} object(s); "
+            "those objects were removed from the de-identified side"
+        )
+    )
+    metadata = {
+        "objects scanned": scan.scanned,
+        "objects unchanged since a clean scan": scan.unchanged,
+        "NIfTI-gz read up to their voxel data only": scan.voxels_skipped,
+        "bytes scanned": scan.bytes_scanned,
+        "findings": len(scan.findings),
+        "findings by kind": dg.MetadataValue.json(scan.by_kind()),
+        "locations (redacted)": dg.MetadataValue.json(locations),
+        "leaking objects removed": removed,
+    }
+    return scan.clean, description, metadata
+
+
+def _leak_result(scan: ScanResult, hbcd: HbcdResource, unit: str, what: str) -> dg.AssetCheckResult:
+    passed, description, metadata = _leak_outcome(scan, hbcd, unit, what)
     return dg.AssetCheckResult(
-        passed=scan.clean,
+        passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=(
-            f"{what}: no identifier in {scan.scanned} object(s)"
-            if scan.clean
-            else (
-                f"{what}: {len(scan.findings)} finding(s) in {len(scan.leaking)} object(s); "
-                "those objects were removed from the de-identified side"
-            )
-        ),
-        metadata={
-            "objects scanned": scan.scanned,
-            "objects unchanged since a clean scan": scan.unchanged,
-            "NIfTI-gz read up to their voxel data only": scan.voxels_skipped,
-            "bytes scanned": scan.bytes_scanned,
-            "findings": len(scan.findings),
-            "findings by kind": dg.MetadataValue.json(scan.by_kind()),
-            "locations (redacted)": dg.MetadataValue.json(locations),
-            "leaking objects removed": removed,
-        },
+        description=description,
+        metadata=metadata,
+    )
+
+
+def _session_evaluation(
+    key: str, passed: bool, description: str, metadata: dict
+) -> dg.AssetCheckEvaluation:
+    """The leak check result of one session of the run (blocking: a failed one fails the step
+    once every session was checked, and so blocks what the run has downstream)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=DEIDENTIFIED_SESSION,
+        check_name=LEAK_CHECK,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata=metadata,
+        blocking=True,
+        partition=key,
     )
 
 
@@ -63,27 +100,58 @@ def _leak_result(scan: ScanResult, hbcd: HbcdResource, unit: str, what: str) -> 
     name=LEAK_CHECK,
     blocking=True,
     partitions_def=bids_sessions,
+    pool=OBJECT_STORE_POOL,
     description="Scan every de-identified object of the session for every identifier of the map.",
 )
 def session_has_no_identifiers(
     context: dg.AssetCheckExecutionContext, hbcd: HbcdResource
-) -> dg.AssetCheckResult:
-    key = context.partition_key
-    scan = scan_session(hbcd.store, hbcd.layout, hbcd.idmap(), key)
-    result = _leak_result(scan, hbcd, key, f"session {key}")
-    if scan.clean and _materialized_by_this_run(context, key):
-        # the last step of the session's commit protocol (files, ledger, value and record done)
-        commit_session_write(hbcd.store, hbcd.layout.deidentified_root, key)
-    return result
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    # One result per session of the run (a partition range in a batch): a leak in one session
+    # fails that session's check and keeps its writing marker; the others pass and commit.
+    keys = list(context.partition_keys)
+    idmap = hbcd.idmap()
+    done = run_by_subject(
+        keys,
+        lambda key: scan_session(hbcd.store, hbcd.layout, idmap, key),
+        hbcd.num_parallel_workers,
+    )
+    mine = _materialized_by_this_run(context, keys)
+    scrub = Scrubber(idmap)
+    for key in keys:
+        error = done.errors.get(key)
+        if error is not None:  # not scanned: not committed, its marker stays
+            reason = error_reason(error, scrub)
+            yield _session_evaluation(
+                key, False, f"session {key}: could not be scanned: {reason}", {"error": reason}
+            )
+            continue
+        passed, description, metadata = _leak_outcome(done.values[key], hbcd, key, f"session {key}")
+        if passed and key in mine:
+            # the last step of the session's commit protocol (files, ledger, value and record done)
+            commit_session_write(hbcd.store, hbcd.layout.deidentified_root, key)
+        yield _session_evaluation(key, passed, description, metadata)
+    # the check's own output: what blocking checks make downstream steps wait for
+    yield dg.Output(
+        None,
+        output_name=context.op_execution_context.assets_def.get_output_name_for_asset_check_key(
+            LEAK_CHECK_KEY
+        ),
+    )
 
 
-def _materialized_by_this_run(context: dg.AssetCheckExecutionContext, key: str) -> bool:
-    """Whether the newest materialization of the session is this run's (a check run on its
-    own, after a run that stopped halfway, does not complete that run's write)."""
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=DEIDENTIFIED_SESSION, asset_partitions=[key]), limit=1
-    ).records
-    return bool(records) and records[0].run_id == context.op_execution_context.run_id
+def _materialized_by_this_run(context: dg.AssetCheckExecutionContext, keys: list[str]) -> set[str]:
+    """The sessions whose newest materialization is this run's (a check run on its own, after
+    a run that stopped halfway, does not complete that run's write)."""
+    run_id = context.op_execution_context.run_id
+    mine = set()
+    for key in keys:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=DEIDENTIFIED_SESSION, asset_partitions=[key]),
+            limit=1,
+        ).records
+        if records and records[0].run_id == run_id:
+            mine.add(key)
+    return mine
 
 
 @dg.asset_check(

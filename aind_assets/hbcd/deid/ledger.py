@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aind_assets.hbcd.deid.batches import attempted_and_failed
 from aind_assets.hbcd.deid.commit import sessions_being_written
 from aind_assets.hbcd.deid.discovery import (
     Discovery,
@@ -89,13 +90,16 @@ class DiscoveryResult:
     ledger: Ledger
     #: every identified object that is not de-identified, with its type and reason
     refused: list[Refusal] = field(default_factory=list)
+    #: sessions whose last attempt did not complete (requested alone, not in a batch)
+    retry_alone: set[str] = field(default_factory=set)
 
 
 def discover_sessions(
     store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap
 ) -> DiscoveryResult:
     """Scan the identified side and read the ledger (concurrently); a session whose write did
-    not complete (:mod:`~aind_assets.hbcd.deid.commit`) counts as not done."""
+    not complete (:mod:`~aind_assets.hbcd.deid.commit`) counts as not done, and one whose own
+    part of it failed is to be retried alone (:mod:`~aind_assets.hbcd.deid.batches`)."""
     objects, ledger, writing = map_concurrently(
         store,
         lambda f: f(),
@@ -105,9 +109,12 @@ def discover_sessions(
             lambda: sessions_being_written(store, layout.deidentified_root),
         ],
     )
+    discovery = discover(objects, idmap)
+    digests = {k: s.digest for k, s in discovery.sessions.items()}
+    failed = attempted_and_failed(writing, ledger.entries, digests)
     ledger.entries = {u: e for u, e in ledger.entries.items() if u not in writing}
     return DiscoveryResult(
-        discover(objects, idmap), ledger, refusals((o.rel for o in objects), idmap)
+        discovery, ledger, refusals((o.rel for o in objects), idmap), retry_alone=failed
     )
 
 

@@ -2,9 +2,12 @@
 tag ``aind/flow: hbcd``; the production profile limits concurrency by it).
 
 ``hbcd_session_discovery`` (sensor) and ``hbcd_daily_deidentification`` (schedule) scan the
-identified ``assembly_bids`` and request a ``hbcd/deidentified_session`` run (with its blocking
-leak check) for every new, changed or removed session, and a ``hbcd/deidentified_dataset`` run
-when the dataset-level files changed. Partition keys are ``sub-<RC>_ses-<label>``. The sensor
+identified ``assembly_bids`` and request runs of the job ``hbcd_deidentification``: one
+``hbcd/deidentified_session`` run (with its blocking leak check) per batch of up to
+``run_batch_size`` new, changed or removed sessions (a range of consecutive registered
+partitions; a session whose last attempt failed runs alone), and a ``hbcd/deidentified_dataset``
+run when the dataset-level files changed. They never leave more than ``max_queued_runs`` HBCD runs
+waiting in the queue (the rest is deferred). Partition keys are ``sub-<RC>_ses-<label>``. The sensor
 cursor holds only RC-keyed digests of what it requested; the *ledger* on the identified side
 records what was done, so the daily schedule re-requests anything not done (failed runs
 included) and a lost cursor only causes duplicate requests. Subjects missing from the identity
@@ -12,10 +15,19 @@ map are counted in the tick message and listed by name only in the discovery rep
 identified side.
 """
 
+import hashlib
+import json
+
 import dagster as dg
 
+from aind_assets.batches import RANGE_END, RANGE_START
+from aind_assets.hbcd.deid.batches import fit_in_queue, request_batches
 from aind_assets.hbcd.deid.discovery import DATASET_UNIT, RequestPlan, plan_requests, unit_digest
-from aind_assets.hbcd.deid.ledger import discover_sessions, write_discovery_report
+from aind_assets.hbcd.deid.ledger import (
+    DiscoveryResult,
+    discover_sessions,
+    write_discovery_report,
+)
 from aind_assets.hbcd.identity.scrub import scrubbed_errors
 from aind_assets.hbcd.keys import (
     AUTOMATED_TAGS,
@@ -40,6 +52,8 @@ PARTITION_CHUNK = 5000
 
 
 DATASET_LEAK_CHECK_KEY = dg.AssetCheckKey(DEIDENTIFIED_DATASET, LEAK_CHECK)
+#: Run tag: how many sessions a batch run covers.
+PARTITIONS_TAG = "aind/partitions"
 
 
 session_job = dg.define_asset_job(
@@ -47,12 +61,31 @@ session_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(DEIDENTIFIED_SESSION),
     partitions_def=bids_sessions,
     tags=FLOW_TAGS,
-    description="De-identify sessions (with the blocking leak check).",
+    description=(
+        "De-identify sessions, each with its blocking leak check. Launch it for one session, a "
+        "range of sessions (one run, sessions de-identified concurrently) or a backfill."
+    ),
 )
 dataset_job = dg.define_asset_job(
     "hbcd_deidentify_dataset",
     selection=dg.AssetSelection.assets(DEIDENTIFIED_DATASET),
     tags=FLOW_TAGS,
+    description=(
+        "De-identify the dataset-level files (participants.tsv, dataset_description.json...) "
+        "and sessionless subjects, with the blocking leak check."
+    ),
+)
+deidentification_job = dg.define_asset_job(
+    "hbcd_deidentification",
+    selection=dg.AssetSelection.assets(DEIDENTIFIED_SESSION, DEIDENTIFIED_DATASET),
+    partitions_def=bids_sessions,
+    tags=FLOW_TAGS,
+    description=(
+        "The runs the discovery sensor and the daily schedule request: a batch of sessions "
+        "(a range of session partitions, de-identified concurrently, each with its own leak "
+        "check result) or the dataset-level files, with the blocking leak checks. Tags "
+        "aind/partitions and dagster/asset_partition_range_* say which sessions."
+    ),
 )
 
 
@@ -60,12 +93,33 @@ dataset_job = dg.define_asset_job(
 
 
 def session_request(key: str, digest: str) -> dg.RunRequest:
+    """The run of one session (a batch of one)."""
     return dg.RunRequest(
         run_key=f"{key}:{digest}",
         partition_key=key,
         asset_selection=[DEIDENTIFIED_SESSION],
         asset_check_keys=[LEAK_CHECK_KEY],
         tags=AUTOMATED_TAGS,
+    )
+
+
+def batch_request(digests: dict[str, str]) -> dg.RunRequest:
+    """The run of a batch of sessions ``{partition key: unit digest}`` whose keys are
+    consecutive in registration order (a partition range)."""
+    keys = list(digests)
+    if len(keys) == 1:
+        return session_request(keys[0], digests[keys[0]])
+    members = hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()[:16]
+    return dg.RunRequest(
+        run_key=f"batch:{keys[0]}:{len(keys)}:{members}",
+        asset_selection=[DEIDENTIFIED_SESSION],
+        asset_check_keys=[LEAK_CHECK_KEY],
+        tags={
+            **AUTOMATED_TAGS,
+            RANGE_START: keys[0],
+            RANGE_END: keys[-1],
+            PARTITIONS_TAG: str(len(keys)),
+        },
     )
 
 
@@ -78,10 +132,36 @@ def dataset_request(digest: str) -> dg.RunRequest:
     )
 
 
-def _describe(plan: RequestPlan, discovery, refused: int = 0) -> str:  # noqa: ANN001
+def _batched(
+    instance: dg.DagsterInstance,
+    plan: RequestPlan,
+    result: DiscoveryResult,
+    size: int,
+    room: int,
+) -> tuple[list[dg.RunRequest], list[str]]:
+    """The plan's sessions as at most ``room`` runs of up to ``size`` consecutive sessions;
+    sessions that do not fit go back to the plan's deferred count. Returns the run requests
+    and the new partition keys to register (in the order the batches assume)."""
+    existing = list(instance.get_dynamic_partitions(BIDS_SESSIONS_NAME))
+    known = set(existing)
+    alone = result.retry_alone & set(plan.sessions)
+    new = sorted(k for k in plan.sessions if k not in known and k not in alone)
+    batches = request_batches(existing + new, plan.sessions, size, alone)
+    kept, deferred = fit_in_queue(batches, room)
+    chosen = {k for batch in kept for k in batch}
+    plan.deferred += deferred
+    plan.sessions = {k: d for k, d in plan.sessions.items() if k in chosen}
+    plan.removed = [k for k in plan.removed if k in chosen]
+    register = [k for k in new if k in chosen] + sorted(k for k in alone - known if k in chosen)
+    runs = [batch_request({k: plan.sessions[k] for k in batch}) for batch in kept]
+    return runs, register
+
+
+def _describe(plan: RequestPlan, discovery, refused: int = 0, runs: int = 0) -> str:  # noqa: ANN001
     parts = [
         f"{len(discovery.sessions)} session(s) found",
-        f"{len(plan.sessions)} to de-identify ({len(plan.removed)} removed from the source)",
+        f"{len(plan.sessions)} to de-identify in {runs} run(s) ({len(plan.removed)} removed "
+        "from the source)",
     ]
     if plan.dataset:
         parts.append("dataset-level files changed")
@@ -110,7 +190,9 @@ def _describe(plan: RequestPlan, discovery, refused: int = 0) -> str:  # noqa: A
     return "; ".join(parts)
 
 
-def _discover(hbcd: HbcdResource, in_flight: dict[str, str], limit: int | None):
+def _discover(hbcd: HbcdResource, in_flight: dict[str, str], room: int):
+    """Discovery and the sessions to request: up to ``room`` runs' worth (whole batches)."""
+    limit = min(MAX_REQUESTS_PER_TICK, room * max(1, hbcd.run_batch_size))
     idmap = hbcd.idmap()
     with scrubbed_errors(idmap, "session discovery"):
         result = discover_sessions(hbcd.store, hbcd.layout, idmap)
@@ -121,28 +203,32 @@ def _discover(hbcd: HbcdResource, in_flight: dict[str, str], limit: int | None):
     return result, plan
 
 
-def _add_partitions(instance: dg.DagsterInstance, keys: list[str]) -> list:
-    existing = set(instance.get_dynamic_partitions(BIDS_SESSIONS_NAME))
-    new = [k for k in keys if k not in existing]
+def _add_requests(keys: list[str]) -> list:
     return [
-        bids_sessions.build_add_request(new[i : i + PARTITION_CHUNK])
-        for i in range(0, len(new), PARTITION_CHUNK)
+        bids_sessions.build_add_request(keys[i : i + PARTITION_CHUNK])
+        for i in range(0, len(keys), PARTITION_CHUNK)
     ]
 
 
 @dg.sensor(
     name="hbcd_session_discovery",
-    target=dg.AssetSelection.assets(DEIDENTIFIED_SESSION, DEIDENTIFIED_DATASET),
+    job=deidentification_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="New, changed or removed BIDS sessions on the identified side -> de-identification.",
+    description=(
+        "New, changed or removed BIDS sessions on the identified side -> de-identification "
+        "runs of batches of sessions (HBCD_RUN_BATCH_SIZE), never more than "
+        "AIND_MAX_QUEUED_RUNS_PER_FLOW HBCD runs waiting in the queue."
+    ),
 )
 def hbcd_session_discovery(
     context: dg.SensorEvaluationContext, hbcd: HbcdResource
 ) -> dg.SensorResult:
     in_flight = decode_cursor(context.cursor)
     room = room_in_queue(context.instance, FLOW, hbcd.max_queued_runs)
-    result, plan = _discover(hbcd, in_flight, min(MAX_REQUESTS_PER_TICK, room))
+    result, plan = _discover(hbcd, in_flight, room)
+    runs, register = _batched(context.instance, plan, result, hbcd.run_batch_size, room)
+    batches = len(runs)
     ledger = result.ledger
     # keep only requests not yet recorded as done (failed ones stay: the schedule retries them)
     state = {}
@@ -156,15 +242,14 @@ def hbcd_session_discovery(
         if not done:
             state[unit] = digest
     state.update(plan.sessions)
-    runs = [session_request(k, d) for k, d in plan.sessions.items()]
     if plan.dataset:
         state[DATASET_UNIT] = plan.dataset
         runs.append(dataset_request(plan.dataset))
-    message = _describe(plan, result.discovery, len(result.refused))
+    message = _describe(plan, result.discovery, len(result.refused), batches)
     context.log.info(message)
     return dg.SensorResult(
         run_requests=runs,
-        dynamic_partitions_requests=_add_partitions(context.instance, list(plan.sessions)),
+        dynamic_partitions_requests=_add_requests(register),
         cursor=encode_cursor(state),
         skip_reason=None if runs else dg.SkipReason(message),
     )
@@ -174,7 +259,7 @@ def hbcd_session_discovery(
     name="hbcd_daily_deidentification",
     cron_schedule="0 4 * * *",
     execution_timezone="UTC",
-    target=dg.AssetSelection.assets(DEIDENTIFIED_SESSION, DEIDENTIFIED_DATASET),
+    target=deidentification_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
         "Daily reconciliation: every session whose source differs from what the ledger records "
@@ -183,13 +268,15 @@ def hbcd_session_discovery(
 )
 def hbcd_daily_deidentification(context: dg.ScheduleEvaluationContext, hbcd: HbcdResource):
     # the rest waits for the discovery sensor's next ticks (the ledger says it is not done)
-    result, plan = _discover(hbcd, {}, room_in_queue(context.instance, FLOW, hbcd.max_queued_runs))
+    room = room_in_queue(context.instance, FLOW, hbcd.max_queued_runs)
+    result, plan = _discover(hbcd, {}, room)
+    runs, register = _batched(context.instance, plan, result, hbcd.run_batch_size, room)
+    batches = len(runs)
     # schedules cannot return partition requests: add them before requesting the runs
-    for request in _add_partitions(context.instance, list(plan.sessions)):
+    for request in _add_requests(register):
         context.instance.add_dynamic_partitions(BIDS_SESSIONS_NAME, list(request.partition_keys))
-    runs = [session_request(k, d) for k, d in plan.sessions.items()]
     if plan.dataset:
         runs.append(dataset_request(plan.dataset))
-    message = _describe(plan, result.discovery, len(result.refused))
+    message = _describe(plan, result.discovery, len(result.refused), batches)
     context.log.info(message)
     return runs or dg.SkipReason(message)

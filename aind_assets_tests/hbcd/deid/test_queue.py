@@ -19,20 +19,32 @@ from aind_assets.runs import AUTOMATED_PRIORITY, FLOW_TAG, PRIORITY_TAG, waiting
 from aind_assets_tests.hbcd.flow_support import World, make_world
 
 
-@pytest.fixture
-def world(local_store: ObjectStoreResource, tmp_path: Path):
+def _world(store: ObjectStoreResource, tmp_path: Path, batch: int):
     home = tmp_path / "dagster_home"
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         yield make_world(
-            local_store,
+            store,
             None,
             instance,
             tmp_path,
             n_subjects=3,
             sessions=("V02", "V03"),
             max_queued_runs=4,
+            run_batch_size=batch,
         )
+
+
+@pytest.fixture
+def world(local_store: ObjectStoreResource, tmp_path: Path):
+    """One run per session (``HBCD_RUN_BATCH_SIZE=1``)."""
+    yield from _world(local_store, tmp_path, 1)
+
+
+@pytest.fixture
+def batched(local_store: ObjectStoreResource, tmp_path: Path):
+    """Up to 4 sessions per run."""
+    yield from _world(local_store, tmp_path, 4)
 
 
 def _queue(world: World, n: int, flow: str = "hbcd") -> None:

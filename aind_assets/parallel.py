@@ -1,9 +1,10 @@
-"""Bounded concurrency inside one step (pure: no Dagster).
+"""Bounded concurrency inside one step (pure: no Dagster), shared by the flows.
 
-:func:`run_bounded` runs independent work items (the jobs of the partitions of a step) on at
-most ``workers`` threads and returns every item's value or error, keyed like its input: one
-item's failure never stops or discards the others. Jobs are I/O-bound (object-store reads and
-writes, DocDB); NWB reads go through :mod:`aind_assets.analysis.h5safe`, safe across threads.
+:func:`run_bounded` runs independent work items (the analysis jobs of the partitions of a step,
+the HBCD sessions of a de-identification batch) on at most ``workers`` threads and returns every
+item's value or error, keyed like its input: one item's failure never stops or discards the
+others. The work is I/O-bound (object-store reads and writes, DocDB); the analysis flow's NWB
+reads go through its ``h5safe`` module, safe across threads.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-#: Jobs run at once in a step when neither settings nor run config say otherwise.
+#: Items run at once in a step when neither settings nor run config say otherwise
+#: (setting ``AIND_NUM_PARALLEL_WORKERS``).
 DEFAULT_WORKERS = 4
 
 
