@@ -9,11 +9,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from aind_assets.batches import RANGE_END, RANGE_START
+from aind_assets.hbcd.deid.commit import sessions_being_written
+from aind_assets.hbcd.deid.ledger import read_ledger
 from aind_assets.hbcd.deid.sensors import (
     hbcd_daily_deidentification,
     hbcd_session_discovery,
     session_job,
 )
+from aind_assets.hbcd.keys import DEIDENTIFIED_SESSION
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.runs import AUTOMATED_PRIORITY, FLOW_TAG, PRIORITY_TAG, waiting_runs
 from aind_assets_tests.hbcd.flow_support import World, make_world
@@ -105,3 +109,56 @@ def test_the_daily_schedule_respects_the_queue_too(world) -> None:
 def test_people_runs_keep_the_default_priority() -> None:
     """Jobs people launch carry the flow tag and no lowered priority."""
     assert session_job.tags == {FLOW_TAG: "hbcd"}
+
+
+def _batch_keys(world: World, request: dg.RunRequest) -> list[str]:
+    if request.partition_key:
+        return [request.partition_key]
+    order = list(world.instance.get_dynamic_partitions("bids_sessions"))
+    start, end = request.tags[RANGE_START], request.tags[RANGE_END]
+    return order[order.index(start) : order.index(end) + 1]
+
+
+def test_sessions_are_requested_in_batches_that_fit_the_room_left(batched) -> None:
+    w = batched
+    _queue(w, 3)  # room for 1 more HBCD run
+    first = w.tick(hbcd_session_discovery)
+    assert isinstance(first, dg.SensorResult)
+    [run] = [r for r in first.run_requests or [] if DEIDENTIFIED_SESSION in r.asset_selection]
+    keys = _batch_keys(w, run)
+    # 4 sessions (the batch size) consecutive in registration order, one run; 2 deferred
+    assert len(keys) == 4 and run.tags["aind/partitions"] == "4"
+    assert run.tags[PRIORITY_TAG] == str(AUTOMATED_PRIORITY) and run.tags[FLOW_TAG] == "hbcd"
+    # only what was requested is registered (a range must not skip a deferred key)
+    assert list(w.instance.get_dynamic_partitions("bids_sessions")) == keys
+    assert hbcd_session_discovery.job_name == "hbcd_deidentification"
+
+    for run in w.instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.NOT_STARTED])):
+        w.instance.report_run_canceled(run)
+    second = w.tick(hbcd_session_discovery)
+    assert isinstance(second, dg.SensorResult)
+    later = [
+        k
+        for r in second.run_requests or []
+        if DEIDENTIFIED_SESSION in r.asset_selection
+        for k in _batch_keys(w, r)
+    ]
+    assert len(second.run_requests or []) == 1 and len(later) == 2
+    assert not set(later) & set(keys)
+
+
+def test_a_batch_run_completes_every_session_of_it(batched) -> None:
+    w = batched
+    tick = w.tick(hbcd_session_discovery)
+    assert isinstance(tick, dg.SensorResult)
+    sessions = [r for r in tick.run_requests or [] if DEIDENTIFIED_SESSION in r.asset_selection]
+    assert [len(_batch_keys(w, r)) for r in sessions] == [4, 2]
+    for request in tick.run_requests or []:
+        assert w.run(request).success
+    assert sessions_being_written(w.store, w.layout.deidentified_root) == set()
+    assert set(read_ledger(w.store, w.layout).entries) >= set(
+        w.instance.get_dynamic_partitions("bids_sessions")
+    )
+    # nothing left to do
+    again = w.tick(hbcd_session_discovery)
+    assert not isinstance(again, dg.SensorResult) or not again.run_requests
