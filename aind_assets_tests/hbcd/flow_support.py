@@ -95,6 +95,17 @@ class World:
             raise_on_error=False,
         )
 
+    def sessions_of(self, request: dg.RunRequest) -> list[str]:
+        """The session partitions a run request covers (its key, or its range of keys)."""
+        if request.partition_key:
+            return [request.partition_key]
+        start = request.tags.get("dagster/asset_partition_range_start")
+        if start is None:
+            return []
+        order = list(self.instance.get_dynamic_partitions("bids_sessions"))
+        end = request.tags["dagster/asset_partition_range_end"]
+        return order[order.index(start) : order.index(end) + 1]
+
     def run_all(self, requests: Iterable[dg.RunRequest]) -> list[dg.ExecuteInProcessResult]:
         return [self.run(r) for r in requests]
 

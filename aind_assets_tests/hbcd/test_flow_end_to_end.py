@@ -116,11 +116,14 @@ def test_full_flow_on_s3(
 
         # --- discovery -> de-identification (+ blocking leak check) --------------------------
         tick = w.tick(hbcd_session_discovery)
-        assert sorted(r.partition_key for r in tick.run_requests if r.partition_key) == sorted(
+        # the 4 sessions in one batch run (a partition range), the dataset in another
+        sessions = [r for r in tick.run_requests if r.asset_selection == [DEIDENTIFIED_SESSION]]
+        assert [len(w.sessions_of(r)) for r in sessions] == [4]
+        assert sorted(k for r in sessions for k in w.sessions_of(r)) == sorted(
             f"sub-{r.rc_id}_ses-{s}" for r in w.idmap.rows for s in ("V02", "V03")
         )
         assert all(r.tags["aind/flow"] == "hbcd" for r in tick.run_requests)
-        assert [r.asset_selection for r in tick.run_requests if not r.partition_key] == [
+        assert [r.asset_selection for r in tick.run_requests if r not in sessions] == [
             [DEIDENTIFIED_DATASET]
         ]
         results = w.run_all(tick.run_requests)

@@ -1,7 +1,11 @@
 """Assets of the de-identification stage (thin: the work is in :mod:`aind_assets.hbcd.deid.store`).
 
 * ``hbcd/deidentified_session``: one BIDS session (+ subject-level files) de-identified;
-  partitioned by ``bids_sessions`` (``sub-<RC>_ses-<label>``).
+  partitioned by ``bids_sessions`` (``sub-<RC>_ses-<label>``). A run may cover many sessions
+  (a partition range: sensor batches, ``--partition-range``, single-run backfills): they are
+  de-identified concurrently by subject (:mod:`~aind_assets.hbcd.deid.batches`), each with its
+  own metadata and record (the IO manager writes the dict by partition); a failing session
+  fails the step once the others are done, naming it.
 * ``hbcd/deidentified_dataset``: the dataset-level files (``participants.tsv``...).
 
 Every value written by the IO manager (and so every processing record) is identifier-free:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -53,7 +54,7 @@ def run_by_subject(keys: Sequence[str], work: Callable[[str], Any], workers: int
         return out
 
     groups = by_subject(keys)
-    done = run_bounded({s: (lambda g=g: subject(g)) for s, g in groups.items()}, workers)
+    done = run_bounded({s: functools.partial(subject, g) for s, g in groups.items()}, workers)
     values: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
     for outcome in done.values.values():
