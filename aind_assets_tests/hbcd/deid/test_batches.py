@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from aind_assets.hbcd.deid.batches import (
     attempted_and_failed,
     by_subject,
@@ -15,6 +17,7 @@ from aind_assets.hbcd.deid.batches import (
     run_by_subject,
 )
 from aind_assets.hbcd.deid.discovery import EMPTY_DIGEST, LedgerEntry
+from aind_assets.settings import Settings, SettingsError
 
 
 def _keys(subjects: int, sessions: int = 2) -> list[str]:
@@ -89,3 +92,13 @@ def test_subjects_run_concurrently_and_sessions_of_a_subject_one_after_another()
     # the failure of one session stops neither its subject's next session nor the others
     assert sorted(done.values) == sorted(k for k in keys if k != "sub-RC00002_ses-V01")
     assert done.values["sub-RC00002_ses-V02"] == "SUB-RC00002_SES-V02"
+
+
+def test_the_batch_size_setting_defaults_to_the_platform_one(tmp_path) -> None:
+    base = {"AIND_DATA_DIR": str(tmp_path)}
+    assert Settings.from_env(base).hbcd_run_batch_size == 10
+    assert Settings.from_env({**base, "AIND_RUN_BATCH_SIZE": "7"}).hbcd_run_batch_size == 7
+    both = {**base, "AIND_RUN_BATCH_SIZE": "7", "HBCD_RUN_BATCH_SIZE": "3"}
+    assert Settings.from_env(both).hbcd_run_batch_size == 3
+    with pytest.raises(SettingsError, match="HBCD_RUN_BATCH_SIZE='0' is not a positive integer"):
+        Settings.from_env({**base, "HBCD_RUN_BATCH_SIZE": "0"})
