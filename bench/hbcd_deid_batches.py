@@ -90,6 +90,7 @@ def main() -> None:
         keys = sorted(discover_sessions(store, layout, idmap).discovery.sessions)
         assets = [deidentified_session, session_has_no_identifiers]
         times: dict[str, float] = {}
+        (tmp / "home").mkdir()
         with dg.instance_for_test(temp_dir=str(tmp / "home")) as instance:
             instance.add_dynamic_partitions(BIDS_SESSIONS_NAME, keys)
 
