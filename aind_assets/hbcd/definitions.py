@@ -30,10 +30,12 @@ from aind_assets.hbcd.reid.sensors import (
     reidentify_job,
 )
 from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
+from aind_assets.hbcd.sources.assets import hbcd_identified_observer, identified_session
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.settings import Settings
 
 ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
+    identified_session,
     deidentified_session,
     deidentified_dataset,
     session_derivatives,
@@ -48,6 +50,7 @@ CHECKS = [
     cbrain_derivatives_in_sync,
 ]
 SENSORS = [
+    hbcd_identified_observer,
     hbcd_session_discovery,
     hbcd_derivatives_sensor,
     hbcd_cbrain_observer,

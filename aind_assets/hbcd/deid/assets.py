@@ -21,12 +21,14 @@ from aind_assets.hbcd.keys import (
     DEIDENTIFIED_DATASET,
     DEIDENTIFIED_SESSION,
     FLOW_TAGS,
+    IDENTIFIED_SESSION,
     GROUP,
     MAX_LISTED,
     bids_sessions,
     listed,
 )
 from aind_assets.hbcd.resources import HbcdResource
+from aind_assets.hbcd.sources.assets import record_consumed_source
 from aind_assets.runs import OBJECT_STORE_POOL
 
 
@@ -94,6 +96,7 @@ def _fail_if_needed(result: SyncResult, what: str) -> None:
 @dg.asset(
     key=DEIDENTIFIED_SESSION,
     partitions_def=bids_sessions,
+    deps=[IDENTIFIED_SESSION],  # its data version: the source versions consumed (sources/)
     group_name=GROUP,
     code_version=RULES_VERSION,
     kinds={"bids"},
@@ -112,6 +115,7 @@ def deidentified_session(
 ) -> DeidentifiedFiles:
     key = context.partition_key
     rc, ses = parse_session_partition_key(key)
+    record_consumed_source(context)  # before reading: a later change shows as Unsynced
     idmap = hbcd.idmap()
     result = deidentify_session(hbcd.store, hbcd.layout, idmap, key)
     inputs = [f"{hbcd.layout.identified_bids}#{key}"]
