@@ -4,6 +4,7 @@
 
 import dagster as dg
 
+from aind_assets.hbcd.automation import hbcd_automation
 from aind_assets.hbcd.deid.assets import deidentified_dataset, deidentified_session
 from aind_assets.hbcd.deid.checks import dataset_has_no_identifiers, session_has_no_identifiers
 from aind_assets.hbcd.deid.sensors import (
@@ -24,11 +25,7 @@ from aind_assets.hbcd.processing.sensors import (
     processing_job,
 )
 from aind_assets.hbcd.reid.assets import loris_change_feed, reidentified_derivatives
-from aind_assets.hbcd.reid.sensors import (
-    hbcd_daily_reidentification,
-    hbcd_reidentify_sensor,
-    reidentify_job,
-)
+from aind_assets.hbcd.reid.sensors import hbcd_daily_reidentification, reidentify_job
 from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
 from aind_assets.hbcd.sources.assets import hbcd_identified_observer, identified_session
 from aind_assets.resources.object_store import ObjectStoreResource
@@ -54,7 +51,7 @@ SENSORS = [
     hbcd_session_discovery,
     hbcd_derivatives_sensor,
     hbcd_cbrain_observer,
-    hbcd_reidentify_sensor,
+    hbcd_automation,
 ]
 SCHEDULES = [hbcd_daily_deidentification, hbcd_daily_reidentification]
 JOBS = [session_job, dataset_job, processing_job, reidentify_job, cbrain_check_job]

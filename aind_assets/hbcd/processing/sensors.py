@@ -56,8 +56,11 @@ CBRAIN_STALENESS_KEY = dg.AssetCheckKey(CBRAIN_DERIVATIVES, STALENESS_CHECK)
 processing_job = dg.define_asset_job(
     "hbcd_process_sessions",
     selection=dg.AssetSelection.assets(SESSION_DERIVATIVES),
-    partitions_def=bids_sessions,
     tags=FLOW_TAGS,
+    description=(
+        "Run the local pipeline (per-image statistics and QC) on de-identified sessions and "
+        "check each result against its session."
+    ),
 )
 
 
@@ -258,8 +261,10 @@ def hbcd_cbrain_observer(
         current = {key: _digest(m) for key, m in by_session.items()}
     pipelines = sorted({parse_manifest_relpath(u).pipeline for m in by_session.values() for u in m})
     overall = hashlib.sha256(json.dumps(sorted(current.items())).encode()).hexdigest()[:16]
+    # reported as an external materialization: CBRAIN wrote them, Dagster records the update
+    # (with a data version) so that re-identification's automation condition sees it
     events.append(
-        dg.AssetObservation(
+        dg.AssetMaterialization(
             asset_key=CBRAIN_DERIVATIVES,
             metadata={
                 "sessions with CBRAIN derivatives": len(current),
