@@ -4,7 +4,7 @@
 
 import dagster as dg
 
-from aind_assets.hbcd.automation import hbcd_automation
+from aind_assets.hbcd.sensors import hbcd_automation
 from aind_assets.hbcd.deid.assets import deidentified_dataset, deidentified_session
 from aind_assets.hbcd.deid.checks import dataset_has_no_identifiers, session_has_no_identifiers
 from aind_assets.hbcd.deid.sensors import (

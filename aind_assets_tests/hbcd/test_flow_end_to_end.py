@@ -23,6 +23,7 @@ from aind_assets.hbcd.keys import (
 from aind_assets.hbcd.manifests import DerivativeManifest
 from aind_assets.hbcd.processing.sensors import hbcd_cbrain_observer, hbcd_derivatives_sensor
 from aind_assets.hbcd.processing.store import session_listing
+from aind_assets.hbcd.sources.assets import hbcd_identified_observer
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import join_url
@@ -124,6 +125,8 @@ def test_full_flow_on_s3(
         assert [r.asset_selection for r in tick.run_requests if not r.partition_key] == [
             [DEIDENTIFIED_DATASET]
         ]
+        # the identified sessions observed (their data versions; in the privacy scan below)
+        assert len(w.tick(hbcd_identified_observer).asset_events) == 4
         results = w.run_all(tick.run_requests)
         _ok(results)
         assert _check_outcomes(results) == [True] * 5

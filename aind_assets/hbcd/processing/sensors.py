@@ -5,8 +5,9 @@
   manifests) are deleted, a failing ``inputs_in_sync`` evaluation is reported, and the local
   processing is requested again (CBRAIN re-processes sessions without outputs by itself).
   Sessions without local derivatives get their first processing run.
-* ``hbcd_cbrain_observer``: observes the CBRAIN manifests; new or changed ones are checked for
-  staleness at once.
+* ``hbcd_cbrain_observer``: watches the CBRAIN manifests; new or changed ones are checked for
+  staleness at once, and each change is reported as an external materialization of
+  ``hbcd/cbrain_derivatives`` (an observation would not trigger automation conditions).
 """
 
 import hashlib
@@ -27,7 +28,6 @@ from aind_assets.hbcd.keys import (
     LEAK_CHECK_KEY,
     SESSION_DERIVATIVES,
     STALENESS_CHECK,
-    bids_sessions,
     decode_cursor,
     encode_cursor,
 )
@@ -236,8 +236,9 @@ def _digest(manifests: dict[str, str]) -> str:
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Observe the CBRAIN derivatives (their input manifests); new or changed ones are "
-        "checked for staleness at once."
+        "Watch the CBRAIN derivatives (their input manifests): new or changed ones are checked "
+        "for staleness at once, and each change is recorded as a materialization of "
+        "hbcd/cbrain_derivatives made outside Dagster (which triggers re-identification)."
     ),
 )
 def hbcd_cbrain_observer(

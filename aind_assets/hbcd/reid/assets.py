@@ -31,10 +31,11 @@ CHANGE_FEED_VERSION = "1"
 #: or the code changed, never while one of them is still being written or it already runs.
 #: Not ``eager()``: that waits for every dependency partition to exist, and sessions without
 #: derivatives would hold re-identification back forever.
+_UPDATED: dg.AutomationCondition = (
+    dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.code_version_changed()
+)
 REIDENTIFY_WHEN = (
-    (
-        dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.code_version_changed()
-    ).since_last_handled()
+    _UPDATED.since_last_handled()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("after derivatives changed")
