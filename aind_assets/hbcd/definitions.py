@@ -4,7 +4,6 @@
 
 import dagster as dg
 
-from aind_assets.hbcd.sensors import hbcd_automation
 from aind_assets.hbcd.deid.assets import deidentified_dataset, deidentified_session
 from aind_assets.hbcd.deid.checks import dataset_has_no_identifiers, session_has_no_identifiers
 from aind_assets.hbcd.deid.sensors import (
@@ -27,6 +26,7 @@ from aind_assets.hbcd.processing.sensors import (
 from aind_assets.hbcd.reid.assets import loris_change_feed, reidentified_derivatives
 from aind_assets.hbcd.reid.sensors import hbcd_daily_reidentification, reidentify_job
 from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
+from aind_assets.hbcd.sensors import hbcd_automation
 from aind_assets.hbcd.sources.assets import hbcd_identified_observer, identified_session
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.settings import Settings
