@@ -5,6 +5,11 @@
   manifests) are deleted, a failing ``inputs_in_sync`` evaluation is reported, and the local
   processing is requested again (CBRAIN re-processes sessions without outputs by itself).
   Sessions without local derivatives get their first processing run.
+  This stays a sensor rather than an automation condition: for one session, deleting the stale
+  derivative and requesting its re-processing must happen in that order (a deletion racing a
+  processing run could remove fresh outputs), it reports failing ``inputs_in_sync`` evaluations
+  and sessions whose leak check failed or never ran, and a condition can neither delete nor
+  report (``all_deps_blocking_checks_passed`` could only gate).
 * ``hbcd_cbrain_observer``: watches the CBRAIN manifests; new or changed ones are checked for
   staleness at once, and each change is reported as an external materialization of
   ``hbcd/cbrain_derivatives`` (an observation would not trigger automation conditions).
