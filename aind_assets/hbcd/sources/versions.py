@@ -27,6 +27,7 @@ __all__ = [
     "consumed_version",
     "listing_version",
     "observe",
+    "observe_keys",
 ]
 
 #: Version of a session that was observed before and is gone from the identified side.
@@ -54,7 +55,10 @@ class Observation:
 
 
 def observe(
-    discovery: Discovery, previous: Mapping[str, str], registered: Iterable[str]
+    discovery: Discovery,
+    previous: Mapping[str, str],
+    registered: Iterable[str],
+    done: Mapping[str, str] | None = None,
 ) -> tuple[list[Observation], dict[str, str]]:
     """The sessions whose version differs from ``previous`` (partition key -> version last
     reported), restricted to ``registered`` partitions; a session reported before and now gone
@@ -62,7 +66,13 @@ def observe(
 
     Only changes are reported, so an unchanged tree costs one listing and no event; a lost
     state re-reports every session with its unchanged version, which makes nothing stale.
+
+    ``done`` (partition key -> the ledger's session digest) says which sessions were
+    de-identified from exactly their current files. Such a session seen for the first time is
+    recorded without an observation: Dagster would take a first observation arriving after the
+    de-identification for a change and show the session Unsynced, though nothing changed.
     """
+    done = done or {}
     known = set(registered)
     state = {k: v for k, v in previous.items() if k in known}
     out: list[Observation] = []
@@ -71,6 +81,9 @@ def observe(
         if source is not None:
             version = listing_version(source.files)
             files, size = len(source.files), sum(f.size for f in source.files)
+            if key not in state and done.get(key) == source.digest:
+                state[key] = version
+                continue
         elif key in state and state[key] != ABSENT:
             version, files, size = ABSENT, 0, 0
         else:
@@ -79,6 +92,24 @@ def observe(
             out.append(Observation(key, version, files, size))
             state[key] = version
     return out, state
+
+
+def observe_keys(discovery: Discovery, keys: Iterable[str]) -> list[Observation]:
+    """Observations of these sessions as they are now, changed or not: for a sensor that is
+    about to request their de-identification (a session must be observed before it is first
+    de-identified, or it shows Unsynced after its first observation; an unchanged version
+    reported again makes nothing stale)."""
+    out = []
+    for key in sorted(set(keys)):
+        source = discovery.sessions.get(key)
+        if source is None:
+            out.append(Observation(key, ABSENT, 0, 0))
+        else:
+            files = source.files
+            out.append(
+                Observation(key, listing_version(files), len(files), sum(f.size for f in files))
+            )
+    return out
 
 
 def consumed_version(source_versions: Mapping[str, str | None], code_version: str | None) -> str:

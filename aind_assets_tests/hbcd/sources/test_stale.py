@@ -73,6 +73,16 @@ def stale(workspace: Any, key: dg.AssetKey, partition: str) -> tuple[str, list[d
     return node["staleStatus"], node["staleCauses"]
 
 
+def _move(w: World, src: str, dst: str) -> str:
+    """Move every object under ``src`` to ``dst`` (same relative names); returns ``dst``."""
+    infos = w.store.list_objects(src)
+    assert infos
+    for info in infos:
+        w.store.copy(info.url, dst + info.url[len(src) :])
+    w.store.delete([i.url for i in infos])
+    return dst
+
+
 def _deidentify_and_process(w: World) -> list[str]:
     tick = w.tick(hbcd_session_discovery)
     results = w.run_all(tick.run_requests)
@@ -92,12 +102,15 @@ def test_changed_source_makes_session_and_derivative_unsynced(
         dg.instance_for_test(temp_dir=str(home)) as instance,
         graphql(instance, tmp_path) as ctx,
     ):
-        w = make_world(s3_store, None, instance, tmp_path, n_subjects=2, sessions=("V02",))
+        w = make_world(s3_store, None, instance, tmp_path, n_subjects=2, sessions=("V02", "V03"))
+        # one session arrives later (kept aside, put back below)
+        late = w.idmap.rows[1]
+        aside = _move(w, w.source_url(f"sub-{late.dccid}/ses-V03"), w.store.url("aside"))
         w.tick(hbcd_session_discovery)  # registers the partitions (runs not executed yet)
         first = w.tick(hbcd_identified_observer)
         versions = {e.partition: e.tags["dagster/data_version"] for e in first.asset_events}
         keys = sorted(versions)
-        assert len(keys) == 2 and len(set(versions.values())) == 2
+        assert len(keys) == 3 and len(set(versions.values())) == 3
         assert w.tick(hbcd_identified_observer).asset_events == []  # nothing changed
 
         w.cursors.pop(hbcd_session_discovery.name)  # request the runs again and execute them
@@ -146,6 +159,22 @@ def test_changed_source_makes_session_and_derivative_unsynced(
         assert [r.partition_key for r in tick.run_requests] == [keys[0]]
         assert all(r.success for r in w.run_all(tick.run_requests))
         assert stale(ctx, SESSION_DERIVATIVES, keys[0]) == ("FRESH", [])
+
+        # --- a new session de-identified before the observer first sees it -----------------
+        _move(w, aside, w.source_url(f"sub-{late.dccid}/ses-V03"))
+        tick = w.tick(hbcd_session_discovery)
+        new_key = f"sub-{late.rc_id}_ses-V03"
+        assert [r.partition_key for r in tick.run_requests] == [new_key]
+        assert all(r.success for r in w.run_all(tick.run_requests))
+        # its files are those it was de-identified from (the ledger says so): no observation,
+        # which Dagster would take for a change; it stays in sync
+        assert w.tick(hbcd_identified_observer).asset_events == []
+        assert stale(ctx, DEIDENTIFIED_SESSION, new_key) == ("FRESH", [])
+        # and a change to it afterwards is seen as usual
+        scans = w.source_url(f"sub-{late.dccid}/ses-V03/sub-{late.dccid}_ses-V03_scans.tsv")
+        w.store.put_bytes(scans, w.store.get_bytes(scans) + b"\n")
+        assert [e.partition for e in w.tick(hbcd_identified_observer).asset_events] == [new_key]
+        assert stale(ctx, DEIDENTIFIED_SESSION, new_key)[0] == "STALE"
 
         # nothing identifying in what the observer reported or kept
         for text in [*w.cursors.values(), *w.messages]:
