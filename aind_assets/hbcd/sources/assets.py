@@ -15,7 +15,7 @@ changes. Observations carry partition keys (release-candidate IDs), versions and
 
 import dagster as dg
 
-from aind_assets.hbcd.deid.discovery import Discovery, discover
+from aind_assets.hbcd.deid.discovery import discover
 from aind_assets.hbcd.deid.ledger import list_identified_bids, read_ledger
 from aind_assets.hbcd.identity.scrub import scrubbed_errors
 from aind_assets.hbcd.keys import (
@@ -29,7 +29,7 @@ from aind_assets.hbcd.keys import (
     encode_cursor,
 )
 from aind_assets.hbcd.resources import HbcdResource
-from aind_assets.hbcd.sources.versions import Observation, consumed_version, observe, observe_keys
+from aind_assets.hbcd.sources.versions import Observation, consumed_version, observe
 from aind_assets.hbcd.storage import map_concurrently
 
 #: The tag Dagster reads an observation's data version from.
@@ -59,15 +59,6 @@ def observation_event(o: Observation) -> dg.AssetObservation:
         tags={DATA_VERSION_TAG: o.version},
         metadata={"files": o.files, "bytes": dg.MetadataValue.int(o.bytes)},
     )
-
-
-def observations_before_requests(
-    discovery: Discovery, keys: list[str]
-) -> list[dg.AssetObservation]:
-    """For a sensor requesting the de-identification of ``keys``: their observations, to return
-    in the same ``SensorResult`` (stored before the runs start), so each run consumes an
-    observed version whatever the order in which the sensors tick."""
-    return [observation_event(o) for o in observe_keys(discovery, keys)]
 
 
 @dg.sensor(

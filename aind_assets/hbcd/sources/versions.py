@@ -27,7 +27,6 @@ __all__ = [
     "consumed_version",
     "listing_version",
     "observe",
-    "observe_keys",
 ]
 
 #: Version of a session that was observed before and is gone from the identified side.
@@ -92,24 +91,6 @@ def observe(
             out.append(Observation(key, version, files, size))
             state[key] = version
     return out, state
-
-
-def observe_keys(discovery: Discovery, keys: Iterable[str]) -> list[Observation]:
-    """Observations of these sessions as they are now, changed or not: for a sensor that is
-    about to request their de-identification (a session must be observed before it is first
-    de-identified, or it shows Unsynced after its first observation; an unchanged version
-    reported again makes nothing stale)."""
-    out = []
-    for key in sorted(set(keys)):
-        source = discovery.sessions.get(key)
-        if source is None:
-            out.append(Observation(key, ABSENT, 0, 0))
-        else:
-            files = source.files
-            out.append(
-                Observation(key, listing_version(files), len(files), sum(f.size for f in files))
-            )
-    return out
 
 
 def consumed_version(source_versions: Mapping[str, str | None], code_version: str | None) -> str:

@@ -9,7 +9,6 @@ from aind_assets.hbcd.sources.versions import (
     consumed_version,
     listing_version,
     observe,
-    observe_keys,
 )
 
 
@@ -95,16 +94,6 @@ def test_consumed_version_follows_sources_and_code() -> None:
     assert consumed_version({"s1": "v1", "s2": "v1"}, "2") == consumed_version(
         {"s2": "v1", "s1": "v1"}, "2"
     )
-
-
-def test_observe_keys_reports_requested_sessions_as_they_are(idmap: IdentityMap) -> None:
-    k0, k1 = _keys(idmap)
-    changes, _ = observe(discover(_listing(idmap), idmap), {}, [k0, k1])
-    now = observe_keys(discover(_listing(idmap), idmap), [k1, k0, "sub-GONE_ses-V02"])
-    assert {o.partition_key: o.version for o in now} == {
-        **{o.partition_key: o.version for o in changes},
-        "sub-GONE_ses-V02": ABSENT,
-    }
 
 
 def test_first_sight_of_a_session_already_deidentified_from_it_is_not_reported(
