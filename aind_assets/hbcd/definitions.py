@@ -25,16 +25,15 @@ from aind_assets.hbcd.processing.sensors import (
     processing_job,
 )
 from aind_assets.hbcd.reid.assets import loris_change_feed, reidentified_derivatives
-from aind_assets.hbcd.reid.sensors import (
-    hbcd_daily_reidentification,
-    hbcd_reidentify_sensor,
-    reidentify_job,
-)
+from aind_assets.hbcd.reid.sensors import hbcd_daily_reidentification, reidentify_job
 from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
+from aind_assets.hbcd.sensors import hbcd_automation
+from aind_assets.hbcd.sources.assets import hbcd_identified_observer, identified_session
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.settings import Settings
 
 ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
+    identified_session,
     deidentified_session,
     deidentified_dataset,
     session_derivatives,
@@ -49,10 +48,11 @@ CHECKS = [
     cbrain_derivatives_in_sync,
 ]
 SENSORS = [
+    hbcd_identified_observer,
     hbcd_session_discovery,
     hbcd_derivatives_sensor,
     hbcd_cbrain_observer,
-    hbcd_reidentify_sensor,
+    hbcd_automation,
 ]
 SCHEDULES = [hbcd_daily_deidentification, hbcd_daily_reidentification]
 JOBS = [

@@ -16,9 +16,13 @@ FLOW = "hbcd"
 #: Tags of the jobs people launch; sensors and schedules request runs with AUTOMATED_TAGS.
 FLOW_TAGS = flow_tags(FLOW)
 AUTOMATED_TAGS = automated_tags(FLOW)
+#: Who answers for the HBCD assets (shown in the UI's Owner column).
+OWNERS = ["team:hbcd-data"]
 BIDS_SESSIONS_NAME = "bids_sessions"  # the partitions' name (``.name`` is typed ``str | None``)
 bids_sessions = dg.DynamicPartitionsDefinition(name=BIDS_SESSIONS_NAME)
 
+#: The identified sessions (an observed source asset; its partitions are ``bids_sessions``).
+IDENTIFIED_SESSION = dg.AssetKey(["hbcd", "identified_session"])
 DEIDENTIFIED_SESSION = dg.AssetKey(["hbcd", "deidentified_session"])
 DEIDENTIFIED_DATASET = dg.AssetKey(["hbcd", "deidentified_dataset"])
 SESSION_DERIVATIVES = dg.AssetKey(["hbcd", "session_derivatives"])

@@ -15,6 +15,7 @@ import dagster as dg
 from aind_assets.demo.bids import write_identified_bids
 from aind_assets.hbcd.definitions import ASSETS, CHECKS, JOBS, SCHEDULES, SENSORS
 from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
+from aind_assets.hbcd.keys import AUTOMATED_TAGS
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.hbcd.leaks.scan import scan_for_identifiers
 from aind_assets.hbcd.resources import HbcdResource, IdentityMapResource
@@ -37,6 +38,7 @@ class World:
     io_root: str
     source_dir: Path
     cursors: dict[str, str | None] = field(default_factory=dict)
+    automation_cursor: Any = None
     messages: list[str] = field(default_factory=list)
 
     @property
@@ -74,6 +76,24 @@ class World:
             for event in result.asset_events or []:
                 self.messages.append(repr(event))
         return result
+
+    def automate(self) -> list[dg.RunRequest]:
+        """One tick of the automation-condition sensor (``hbcd_automation``): evaluate the
+        declared conditions (cursor kept) and group what they request into runs, one per
+        partition, as the sensor would. Returns the run requests (not executed)."""
+        result = dg.evaluate_automation_conditions(
+            self.defs, self.instance, cursor=self.automation_cursor
+        )
+        self.automation_cursor = result.cursor
+        by_partition: dict[str | None, list[dg.AssetKey]] = {}
+        for r in result.results:
+            if isinstance(r.key, dg.AssetKey):
+                for partition in result.get_requested_partitions(r.key):
+                    by_partition.setdefault(partition, []).append(r.key)
+        return [
+            dg.RunRequest(partition_key=p, asset_selection=sorted(keys), tags=AUTOMATED_TAGS)
+            for p, keys in sorted(by_partition.items(), key=lambda kv: kv[0] or "")
+        ]
 
     def run(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
         """Execute one run request in process (asset and check selection as requested)."""

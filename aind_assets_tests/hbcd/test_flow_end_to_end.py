@@ -15,6 +15,7 @@ from aind_assets.hbcd.keys import (
     CBRAIN_DERIVATIVES,
     DEIDENTIFIED_DATASET,
     DEIDENTIFIED_SESSION,
+    LORIS_CHANGE_FEED,
     REIDENTIFIED_DERIVATIVES,
     SESSION_DERIVATIVES,
     STALENESS_CHECK,
@@ -22,7 +23,7 @@ from aind_assets.hbcd.keys import (
 from aind_assets.hbcd.manifests import DerivativeManifest
 from aind_assets.hbcd.processing.sensors import hbcd_cbrain_observer, hbcd_derivatives_sensor
 from aind_assets.hbcd.processing.store import session_listing
-from aind_assets.hbcd.reid.sensors import hbcd_reidentify_sensor
+from aind_assets.hbcd.sources.assets import hbcd_identified_observer
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import join_url
@@ -113,6 +114,7 @@ def test_full_flow_on_s3(
         planted = _plant_hiding_places(w)
         row0, row1 = w.idmap.rows[0], w.idmap.rows[1]
         key0 = f"sub-{row0.rc_id}_ses-V02"
+        assert w.automate() == []  # the automation sensor's first tick: nothing to do yet
 
         # --- discovery -> de-identification (+ blocking leak check) --------------------------
         tick = w.tick(hbcd_session_discovery)
@@ -126,6 +128,8 @@ def test_full_flow_on_s3(
         assert [r.asset_selection for r in tick.run_requests if r not in sessions] == [
             [DEIDENTIFIED_DATASET]
         ]
+        # the identified sessions observed (their data versions; in the privacy scan below)
+        assert len(w.tick(hbcd_identified_observer).asset_events) == 4
         results = w.run_all(tick.run_requests)
         _ok(results)
         assert _check_outcomes(results) == [True] * 5
@@ -207,13 +211,16 @@ def test_full_flow_on_s3(
         cbrain_manifest = _write_cbrain_output(w, row0, "V02")
         tick = w.tick(hbcd_cbrain_observer)
         assert [e.asset_key for e in tick.asset_events] == [CBRAIN_DERIVATIVES]
-        observed = w.instance.fetch_observations(CBRAIN_DERIVATIVES, limit=1).records[0]
-        assert observed.asset_observation.metadata["manifests"].value == 1
+        observed = w.instance.fetch_materializations(CBRAIN_DERIVATIVES, limit=1).records[0]
+        assert observed.asset_materialization.metadata["manifests"].value == 1
 
         # --- re-identification ---------------------------------------------------------------
-        tick = w.tick(hbcd_reidentify_sensor)
-        assert len(tick.run_requests) == 1
-        _ok(w.run_all(tick.run_requests))
+        # (its automation condition: derivatives were processed and CBRAIN outputs observed)
+        requests = w.automate()
+        assert [(r.partition_key, r.asset_selection) for r in requests] == [
+            (None, [LORIS_CHANGE_FEED, REIDENTIFIED_DERIVATIVES])
+        ]
+        _ok(w.run_all(requests))
         reid = _metadata(w, REIDENTIFIED_DERIVATIVES)
         n_derivatives = len(w.store.list_objects(w.layout.deidentified_derivatives))
         assert reid["new"] == n_derivatives and reid["orphans deleted"] == 0
@@ -227,7 +234,7 @@ def test_full_flow_on_s3(
             f"bids:raw:sub-{row0.dccid}/ses-V02/anat/sub-{row0.dccid}_ses-V02_run-001_T1w.nii.gz"
         ]
         assert w.store.exists(f"{ident}/ses-V02/cbrain_misc/sub-{row0.dccid}_bibsnet_ses-V02.json")
-        assert w.tick(hbcd_reidentify_sensor).run_requests == []
+        assert w.automate() == []
 
         # --- the source session changes: redone, derivatives stale, deleted, re-requested -------
         src = f"sub-{row0.dccid}/ses-V02"
@@ -271,8 +278,7 @@ def test_full_flow_on_s3(
         tick = w.tick(hbcd_cbrain_observer)  # the CBRAIN outputs are gone
         assert tick.asset_events[-1].metadata["manifests"].value == 0
 
-        tick = w.tick(hbcd_reidentify_sensor)
-        _ok(w.run_all(tick.run_requests))
+        _ok(w.run_all(w.automate()))
         reid = _metadata(w, REIDENTIFIED_DERIVATIVES)
         assert reid["new"] == 1  # the run-002 statistics
         # the stale derivative was deleted and made again: its 2 statistics, QC table, manifest

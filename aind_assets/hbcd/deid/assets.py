@@ -31,11 +31,13 @@ from aind_assets.hbcd.keys import (
     DEIDENTIFIED_SESSION,
     FLOW_TAGS,
     GROUP,
+    IDENTIFIED_SESSION,
     MAX_LISTED,
     bids_sessions,
     listed,
 )
 from aind_assets.hbcd.resources import HbcdResource
+from aind_assets.hbcd.sources.assets import record_consumed_source
 from aind_assets.runs import OBJECT_STORE_POOL
 
 
@@ -162,6 +164,9 @@ def _deidentify_sessions(
     context: dg.AssetExecutionContext, config: DeidentificationConfig, hbcd: HbcdResource
 ) -> Any:
     keys = list(context.partition_keys)
+    # before reading: a change observed later shows as Unsynced. Dagster keeps one data version
+    # per step, so a ranged run's sessions share one (over the versions of all of them).
+    record_consumed_source(context)
     idmap = hbcd.idmap()
     workers = config.num_parallel_workers or hbcd.num_parallel_workers
     done = run_by_subject(
@@ -202,6 +207,7 @@ with warnings.catch_warnings():
     deidentified_session = dg.asset(
         key=DEIDENTIFIED_SESSION,
         partitions_def=bids_sessions,
+        deps=[IDENTIFIED_SESSION],  # its data version: the source versions consumed (sources/)
         group_name=GROUP,
         code_version=RULES_VERSION,
         backfill_policy=dg.BackfillPolicy.single_run(),

@@ -17,6 +17,7 @@ from aind_assets.hbcd.keys import (
     DEIDENTIFIED_SESSION,
     FLOW_TAGS,
     GROUP,
+    OWNERS,
     SESSION_DERIVATIVES,
     bids_sessions,
     latest_leak_check_passed,
@@ -25,8 +26,12 @@ from aind_assets.hbcd.processing.imagestats import PIPELINE
 from aind_assets.hbcd.processing.store import process_session
 from aind_assets.hbcd.resources import HbcdResource
 
-#: Version of the local pipeline's code (bump when its outputs change).
+#: Version of the local pipeline's code (:mod:`~aind_assets.hbcd.processing.imagestats` and
+#: :mod:`~aind_assets.hbcd.processing.store`), bumped by hand when its outputs change: every
+#: session's derivatives then show Unsynced ("new code version"). A constant, not a hash of the
+#: source, so a comment or a refactoring does not mark thousands of sessions stale.
 PROCESSING_VERSION = "1"
+TAGS = {**FLOW_TAGS, "hbcd/side": "deidentified", "hbcd/stage": "processing"}
 
 
 class SessionDerivatives(BaseModel):
@@ -45,8 +50,9 @@ class SessionDerivatives(BaseModel):
     deps=[DEIDENTIFIED_SESSION],
     group_name=GROUP,
     code_version=PROCESSING_VERSION,
-    kinds={"python", "nifti"},
-    tags=FLOW_TAGS,
+    owners=OWNERS,
+    kinds={"python", "nifti", "s3"},
+    tags=TAGS,
     metadata={lineage.META_PROCESS_TYPE: "Analysis"},
     description=(
         f"Local processing ('{PIPELINE}'): per-image statistics and QC metrics from the NIfTI "
@@ -105,12 +111,14 @@ def session_derivatives(
 cbrain_derivatives = dg.AssetSpec(
     key=CBRAIN_DERIVATIVES,
     group_name=GROUP,
-    kinds={"cbrain"},
-    tags=FLOW_TAGS,
+    owners=OWNERS,
+    kinds={"cbrain", "s3"},
+    tags=TAGS,
     description=(
         "Derivatives made elsewhere (CBRAIN) under derivatives/ses-<label>/<pipeline>/ on the "
         "de-identified side, each with an input manifest in cbrain_misc/. Observed by the "
         "hbcd_cbrain_observer sensor; stale ones are deleted by hbcd_derivatives_sensor so "
-        "CBRAIN processes them again."
+        "CBRAIN processes them again. Each change is recorded as a materialization made "
+        "outside Dagster, which triggers re-identification."
     ),
 )

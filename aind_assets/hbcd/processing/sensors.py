@@ -5,8 +5,14 @@
   manifests) are deleted, a failing ``inputs_in_sync`` evaluation is reported, and the local
   processing is requested again (CBRAIN re-processes sessions without outputs by itself).
   Sessions without local derivatives get their first processing run.
-* ``hbcd_cbrain_observer``: observes the CBRAIN manifests; new or changed ones are checked for
-  staleness at once.
+  This stays a sensor rather than an automation condition: for one session, deleting the stale
+  derivative and requesting its re-processing must happen in that order (a deletion racing a
+  processing run could remove fresh outputs), it reports failing ``inputs_in_sync`` evaluations
+  and sessions whose leak check failed or never ran, and a condition can neither delete nor
+  report (``all_deps_blocking_checks_passed`` could only gate).
+* ``hbcd_cbrain_observer``: watches the CBRAIN manifests; new or changed ones are checked for
+  staleness at once, and each change is reported as an external materialization of
+  ``hbcd/cbrain_derivatives`` (an observation would not trigger automation conditions).
 """
 
 import hashlib
@@ -27,7 +33,6 @@ from aind_assets.hbcd.keys import (
     LEAK_CHECK_KEY,
     SESSION_DERIVATIVES,
     STALENESS_CHECK,
-    bids_sessions,
     decode_cursor,
     encode_cursor,
 )
@@ -56,8 +61,11 @@ CBRAIN_STALENESS_KEY = dg.AssetCheckKey(CBRAIN_DERIVATIVES, STALENESS_CHECK)
 processing_job = dg.define_asset_job(
     "hbcd_process_sessions",
     selection=dg.AssetSelection.assets(SESSION_DERIVATIVES),
-    partitions_def=bids_sessions,
     tags=FLOW_TAGS,
+    description=(
+        "Run the local pipeline (per-image statistics and QC) on de-identified sessions and "
+        "check each result against its session."
+    ),
 )
 
 
@@ -233,8 +241,9 @@ def _digest(manifests: dict[str, str]) -> str:
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Observe the CBRAIN derivatives (their input manifests); new or changed ones are "
-        "checked for staleness at once."
+        "Watch the CBRAIN derivatives (their input manifests): new or changed ones are checked "
+        "for staleness at once, and each change is recorded as a materialization of "
+        "hbcd/cbrain_derivatives made outside Dagster (which triggers re-identification)."
     ),
 )
 def hbcd_cbrain_observer(
@@ -258,8 +267,10 @@ def hbcd_cbrain_observer(
         current = {key: _digest(m) for key, m in by_session.items()}
     pipelines = sorted({parse_manifest_relpath(u).pipeline for m in by_session.values() for u in m})
     overall = hashlib.sha256(json.dumps(sorted(current.items())).encode()).hexdigest()[:16]
+    # reported as an external materialization: CBRAIN wrote them, Dagster records the update
+    # (with a data version) so that re-identification's automation condition sees it
     events.append(
-        dg.AssetObservation(
+        dg.AssetMaterialization(
             asset_key=CBRAIN_DERIVATIVES,
             metadata={
                 "sessions with CBRAIN derivatives": len(current),

@@ -12,12 +12,33 @@ from aind_assets.hbcd.keys import (
     FLOW_TAGS,
     GROUP,
     LORIS_CHANGE_FEED,
+    OWNERS,
     REIDENTIFIED_DERIVATIVES,
     SESSION_DERIVATIVES,
 )
 from aind_assets.hbcd.reid.feed import change_feed_root, read_latest_changes
 from aind_assets.hbcd.reid.store import reidentify_derivatives
 from aind_assets.hbcd.resources import HbcdResource
+
+#: Version of the re-identification logic (:mod:`aind_assets.hbcd.reid.store` and
+#: :mod:`~aind_assets.hbcd.reid.plan`); bump it when what is written changes, and the asset shows
+#: Unsynced ("new code version") and is re-run by its automation condition.
+REIDENTIFY_VERSION = "1"
+#: Version of the change-feed summary.
+CHANGE_FEED_VERSION = "1"
+
+#: Re-identify once after any derivative changed (a session processed, CBRAIN outputs observed)
+#: or the code changed, never while one of them is still being written or it already runs.
+#: Not ``eager()``: that waits for every dependency partition to exist, and sessions without
+#: derivatives would hold re-identification back forever.
+_UPDATED: dg.AutomationCondition = (
+    dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.code_version_changed()
+)
+REIDENTIFY_WHEN = (
+    _UPDATED.since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after derivatives changed")
 
 
 class ReidentifiedDerivatives(BaseModel):
@@ -34,12 +55,14 @@ class ReidentifiedDerivatives(BaseModel):
     key=REIDENTIFIED_DERIVATIVES,
     deps=[SESSION_DERIVATIVES, CBRAIN_DERIVATIVES],
     group_name=GROUP,
-    code_version="1",
-    kinds={"python"},
-    tags=FLOW_TAGS,
+    code_version=REIDENTIFY_VERSION,
+    automation_condition=REIDENTIFY_WHEN,
+    owners=OWNERS,
+    kinds={"s3", "python"},
+    tags={**FLOW_TAGS, "hbcd/side": "identified", "hbcd/stage": "reidentification"},
     pool="hbcd_reidentify",
     description=(
-        "derivatives/ synced from the de-identified side to the identified side with "
+        "Derivatives copied back to the identified side for LORIS: derivatives/ synced from the de-identified side to the identified side with "
         "release-candidate IDs replaced by DCCIDs (and anonymized sites by sites) in names and "
         "in .csv .html .json .txt .toml .tsv .log contents; orphans deleted, changed sources "
         "replaced, new ones copied, the rest untouched."
@@ -96,9 +119,11 @@ class LorisChangeCounts(BaseModel):
     key=LORIS_CHANGE_FEED,
     deps=[REIDENTIFIED_DERIVATIVES],
     group_name=GROUP,
-    code_version="1",
-    kinds={"python"},
-    tags=FLOW_TAGS,
+    code_version=CHANGE_FEED_VERSION,
+    automation_condition=dg.AutomationCondition.eager(),
+    owners=OWNERS,
+    kinds={"json"},
+    tags={**FLOW_TAGS, "hbcd/side": "identified", "hbcd/stage": "reidentification"},
     description=(
         "The LORIS change feed of the latest re-identification: derivative outputs removed, "
         "replaced and added, DCCID-keyed, written on the identified side "

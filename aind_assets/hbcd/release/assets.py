@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import Field
 
 from aind_assets import lineage
+from aind_assets.hbcd.keys import FLOW_TAGS, OWNERS
 from aind_assets.hbcd.release import plan, specs, staging, summaries
 from aind_assets.hbcd.release.resources import (
     GROUP,
@@ -44,6 +45,11 @@ UPSTREAM = [
     dg.AssetDep(dg.AssetKey(["hbcd", "deidentified_dataset"])),
     dg.AssetDep(dg.AssetKey(["hbcd", "cbrain_derivatives"])),
 ]
+#: Version of the release logic (selection, staging, summaries): bump it when what a release
+#: contains or how it is laid out changes; staged releases then show Unsynced ("new code version").
+#: A complete release is never changed in place, so re-staging stays a person's decision.
+RELEASE_VERSION = "1"
+TAGS = {**FLOW_TAGS, "hbcd/side": "deidentified", "hbcd/stage": "release"}
 LORIS_DIR = "loris"
 LEASE_TTL_S = 300.0
 METADATA_ROWS = 100
@@ -54,7 +60,10 @@ METADATA_ROWS = 100
     partitions_def=RELEASES,
     deps=UPSTREAM,
     group_name=GROUP,
-    code_version="1",
+    code_version=RELEASE_VERSION,
+    owners=OWNERS,
+    kinds={"pandas", "bids"},
+    tags=TAGS,
     metadata={lineage.META_PROCESS_TYPE: "Other"},
 )
 def release_ready_sessions(
@@ -133,7 +142,10 @@ class StagingConfig(dg.Config):
     group_name=GROUP,
     # one staging per release at a time (a DocDB lease); the pool bounds stagings overall
     pool="hbcd_release_staging",
-    code_version="1",
+    code_version=RELEASE_VERSION,
+    owners=OWNERS,
+    kinds={"s3", "bids"},
+    tags=TAGS,
     metadata={lineage.META_PROCESS_TYPE: "Other"},
 )
 def release_staging(
@@ -205,7 +217,12 @@ def release_staging(
     partitions_def=RELEASES,
     deps=[STAGING_KEY],
     group_name=GROUP,
-    code_version="1",
+    code_version=RELEASE_VERSION,
+    # summarize as soon as a release is staged (also when staged alone from the UI)
+    automation_condition=dg.AutomationCondition.eager(),
+    owners=OWNERS,
+    kinds={"parquet", "csv"},
+    tags=TAGS,
     metadata={lineage.META_PROCESS_TYPE: "Other"},
 )
 def release_summary(

@@ -7,7 +7,6 @@ import dagster as dg
 from aind_assets.hbcd.release.assets import release_ready_sessions, release_staging, release_summary
 from aind_assets.hbcd.release.resources import (
     READY_KEY,
-    RELEASES,
     STAGING_KEY,
     SUMMARY_KEY,
     build_release_resource,
@@ -27,8 +26,10 @@ def build_release_definitions(settings) -> dg.Definitions:  # noqa: ANN001
             dg.define_asset_job(
                 "hbcd_release",
                 selection=dg.AssetSelection.assets(READY_KEY, STAGING_KEY, SUMMARY_KEY),
-                partitions_def=RELEASES,
-                description="Select, stage, check and summarize one release",
+                description=(
+                    "Select, stage, check and summarize one release (pick its partition: the "
+                    "release identifier)"
+                ),
             )
         ],
         resources={"hbcd_release": build_release_resource(settings)},

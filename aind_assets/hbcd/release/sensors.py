@@ -12,7 +12,10 @@ from aind_assets.hbcd.release.specs import list_specs
     name="hbcd_release_specs",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds an hbcd_releases partition for every valid spec under the specs root",
+    description=(
+        "Register every valid release spec under the specs root as an hbcd_releases partition "
+        "(invalid specs are logged with their error and skipped); staging stays a person's run."
+    ),
 )
 def release_specs_sensor(
     context: dg.SensorEvaluationContext, hbcd_release: HbcdReleaseResource
