@@ -87,7 +87,7 @@ def _deidentify_and_process(w: World) -> list[str]:
     tick = w.tick(hbcd_session_discovery)
     results = w.run_all(tick.run_requests)
     assert all(r.success for r in results)
-    keys = sorted(r.partition_key for r in tick.run_requests if r.partition_key)
+    keys = sorted(k for r in tick.run_requests for k in w.sessions_of(r))
     tick = w.tick(hbcd_derivatives_sensor)
     assert all(r.success for r in w.run_all(tick.run_requests))
     return keys
@@ -144,7 +144,7 @@ def test_changed_source_makes_session_and_derivative_unsynced(
 
         # --- the session is de-identified again from the new data ---------------------------
         tick = w.tick(hbcd_session_discovery)
-        assert [r.partition_key for r in tick.run_requests] == [keys[0]]
+        assert [w.sessions_of(r) for r in tick.run_requests] == [[keys[0]]]
         assert all(r.success for r in w.run_all(tick.run_requests))
         assert stale(ctx, DEIDENTIFIED_SESSION, keys[0]) == ("FRESH", [])
         status, causes = stale(ctx, SESSION_DERIVATIVES, keys[0])
@@ -164,7 +164,7 @@ def test_changed_source_makes_session_and_derivative_unsynced(
         _move(w, aside, w.source_url(f"sub-{late.dccid}/ses-V03"))
         tick = w.tick(hbcd_session_discovery)
         new_key = f"sub-{late.rc_id}_ses-V03"
-        assert [r.partition_key for r in tick.run_requests] == [new_key]
+        assert [w.sessions_of(r) for r in tick.run_requests] == [[new_key]]
         assert all(r.success for r in w.run_all(tick.run_requests))
         # its files are those it was de-identified from (the ledger says so): no observation,
         # which Dagster would take for a change; it stays in sync
