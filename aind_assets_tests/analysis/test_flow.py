@@ -286,7 +286,9 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
     outputs = bp.jobs[0].outputs
     assert outputs["n_sessions"] == 1 and outputs["n_trials"] == 40
     assert 0 <= outputs["accuracy"] <= 1
-    assert "behavior_performance.png" in meta(materialization(result, "behavior_performance"), "plot")
+    assert "behavior_performance.png" in meta(
+        materialization(result, "behavior_performance"), "plot"
+    )
 
     # the IO manager recorded each materialization too
     assert world.docdb.count(RECORDS, {"partition_key": key}) == 3
@@ -309,9 +311,7 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
         instance,
         key,
         assets=[DISPATCH.to_source_asset(), BY_NAME["unit_quality"]],
-        run_config={
-            "ops": {UQ_NODE: {"config": {"parameters": {"min_spikes": 10}}}}
-        },
+        run_config={"ops": {UQ_NODE: {"config": {"parameters": {"min_spikes": 10}}}}},
     )
     assert changed.success, failure_message(changed)
     new_jobs = changed.output_for_node(UQ_NODE).jobs
@@ -390,9 +390,7 @@ def test_invalid_parameter_fails_naming_the_field(world, instance):
         instance,
         key,
         assets=[DISPATCH.to_source_asset(), BY_NAME["unit_quality"]],
-        run_config={
-            "ops": {UQ_NODE: {"config": {"parameters": {"min_spikes": "many"}}}}
-        },
+        run_config={"ops": {UQ_NODE: {"config": {"parameters": {"min_spikes": "many"}}}}},
     )
     assert not result.success
     message = failure_message(result)
