@@ -5,8 +5,8 @@ A dispatch spec decides what a partition *is* (a data asset, or a group such as 
 each spec has its own dynamic partitions definition, named after the spec. Its assets share it:
 
 * ``analysis/<spec>/data_assets`` — the spec's DocDB data assets, an observable source asset
-  (data version per partition: the hash of the partition's DocDB records, see
-  :mod:`aind_assets.analysis.sources`);
+  (data version per partition: the hash of the partition's DocDB records, recorded by the
+  discovery sensor with :func:`observation`; built by :func:`.defs.build_source_asset`);
 * ``analysis/<spec>/dispatch`` — the partition's jobs;
 * ``analysis/<spec>/<analysis>`` — one asset per analysis the spec runs.
 
@@ -19,6 +19,7 @@ two specs (``behavior_performance`` on sessions and on subjects) is two assets, 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -80,7 +81,33 @@ def asset_kinds(spec: DispatchSpec, storage_kind: str | None) -> set[str]:
     return kinds
 
 
+#: The tag Dagster reads an observation's data version from (what ``DataVersion`` becomes).
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+def member_versions(chunks: Iterable[Mapping]) -> dict[str, str]:
+    """``{key: members hash}`` of a spec's partition-map chunks (oldest first: newest wins)."""
+    versions: dict[str, str] = {}
+    for chunk in chunks:
+        for entry in chunk.get("entries") or []:
+            if entry.get("key") and entry.get("members"):
+                versions[entry["key"]] = str(entry["members"])
+    return versions
+
+
+def observation(spec: str, key: str, version: str) -> dg.AssetObservation:
+    """The observation of one partition of the spec's data assets (for a sensor's result)."""
+    return dg.AssetObservation(
+        asset_key=source_key(spec),
+        partition=key,
+        tags={DATA_VERSION_TAG: version},
+    )
+
+
 __all__ = [
+    "DATA_VERSION_TAG",
+    "member_versions",
+    "observation",
     "GROUP",
     "SPEC_TAG",
     "analysis_key",

@@ -29,10 +29,9 @@ from aind_assets.analysis.discovery import (
     discover_pages,
     find_gone,
 )
-from aind_assets.analysis.keys import partitions_def
+from aind_assets.analysis.keys import observation, partitions_def
 from aind_assets.analysis.models import DispatchSpec
 from aind_assets.analysis.resources import AnalysisResource
-from aind_assets.analysis.sources import observation
 from aind_assets.batches import contiguous_batches
 from aind_assets.runs import automated_tags
 
