@@ -140,7 +140,6 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
 def wait_for_run(platform: Platform, run_id: str, timeout_s: float = 300) -> None:
     """Wait until the run ends; fail with its errors unless it succeeded."""
     from dagster import DagsterRunStatus
@@ -189,10 +188,10 @@ def location_name(platform: Platform) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser(chromium: None, artifacts: Path) -> Iterator[webdriver.Chrome]:
+def browser(chromium: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    profile = artifacts / "chromium-profile"
+    profile = tmp_path_factory.mktemp("chromium") / "profile"
     for flag in (
         "--headless",
         "--no-sandbox",

@@ -121,7 +121,7 @@ def short_labels(names: list[str]) -> list[str]:
     stems = [n.rsplit(".", 1)[0] if "." in n else n for n in names]
     if len(stems) > 1:
         common = os.path.commonprefix(stems)
-        cut = max(common.rfind("_"), common.rfind("-")) + 1 if common else 0
+        cut = common.rfind("_") + 1  # AIND names: fields joined by "_", "-" inside dates
         stems = [s[cut:] or s for s in stems]
     return [s if len(s) <= 24 else f"{s[:11]}…{s[-12:]}" for s in stems]
 
