@@ -141,7 +141,8 @@ def plot_metadata(
                 "plot": dg.MetadataValue.md(md),
                 "plot_png": dg.MetadataValue.md(plots_markdown(list(images))),
             }
-    return {"plot": dg.MetadataValue.md(plots_markdown(list(images)))}
+    heading = f"### {title}\n\n" if title != images[0][0] else ""
+    return {"plot": dg.MetadataValue.md(heading + plots_markdown(list(images)))}
 
 
 def analysis_metadata(
