@@ -3,8 +3,8 @@ defaults, in a temporary data dir), headless Chromium, and where screenshots go.
 
 Reusable by every UI test module of this folder (module-scoped: one platform per module).
 Screenshots and page sources are test artifacts, kept under ``$AIND_TEST_ARTIFACTS/ui/`` when
-that is set (CI keeps the folder), else under pytest's temporary directory
-(``<basetemp>/ui-artifacts*/``, printed at the end of the session).
+that is set (CI keeps the folder), else under ``test-artifacts/ui/`` in the project
+(git-ignored).
 """
 
 import json
@@ -159,10 +159,10 @@ def wait_for_run(platform: Platform, run_id: str, timeout_s: float = 300) -> Non
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where screenshots go: ``$AIND_TEST_ARTIFACTS/ui``, else a temporary folder."""
-    root = os.environ.get("AIND_TEST_ARTIFACTS")
-    folder = Path(root) / "ui" if root else tmp_path_factory.mktemp("ui-artifacts")
+def artifacts() -> Path:
+    """Where screenshots go: ``$AIND_TEST_ARTIFACTS/ui``, else ``test-artifacts/ui`` in the
+    project (git-ignored)."""
+    folder = Path(os.environ.get("AIND_TEST_ARTIFACTS", PROJECT / "test-artifacts")) / "ui"
     folder.mkdir(parents=True, exist_ok=True)
     print(f"UI test artifacts: {folder}")
     return folder
