@@ -38,7 +38,6 @@ import dagster as dg
 import yaml
 
 from aind_assets.analysis import paging
-from aind_assets.analysis.assets import DATA_ASSETS
 from aind_assets.analysis.files import select_files
 from aind_assets.analysis.models import load_dispatch_config
 from aind_assets.analysis.registry import load_analyses
@@ -151,7 +150,7 @@ def bench_discovery(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spec = config["ephys_sessions"]
     sensor = build_discovery_sensor(
         spec,
-        [dg.AssetKey(["analysis", "unit_quality"])],
+        "analysis_ephys_sessions",
         minimum_interval_seconds=30,
         running=False,
     )
@@ -188,7 +187,7 @@ def bench_discovery(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 if not result.run_requests:
                     first.pop()  # a tick that found nothing: discovery had caught up
                     break
-            registered = len(instance.get_dynamic_partitions(DATA_ASSETS.name))
+            registered = len(instance.get_dynamic_partitions(spec.name))
             log(f"{registered} partitions registered")
             _, steady0 = evaluate(sensor, instance, resource, cursor)
             log(f"steady tick, 0 new: {steady0}")

@@ -1,7 +1,10 @@
 """Dagster assets of the AIND analysis flow (thin: the work is in dispatch.py and wrapper.py).
 
-* ``analysis_dispatch`` — per data-asset partition, the jobs (``AnalysisDispatchModel``s);
-* ``analysis/<name>`` — one asset per registered analysis, running its jobs of the partition.
+Per dispatch spec, on the spec's own partitions (:mod:`.keys`):
+
+* ``analysis/<spec>/dispatch`` — per partition, the jobs (``AnalysisDispatchModel``s);
+* ``analysis/<spec>/<name>`` — one asset per analysis of the spec, running its jobs of the
+  partition.
 
 Both accept several partitions in one run (``BackfillPolicy.single_run()``, needed by
 ``dagster asset materialize --partition-range``): they then return a dict keyed by partition key,
@@ -24,15 +27,26 @@ from aind_assets.analysis.checks import (
     FAILED,
     HAS_RESULTS,
     analysis_metadata,
+    browser,
     dispatch_metadata,
     has_results_evaluation,
     has_results_spec,
     jobs_status,
     partition_status,
+    presigned,
 )
 from aind_assets.analysis.dispatch import dispatch_partitions
+from aind_assets.analysis.keys import (
+    GROUP,
+    analysis_key,
+    asset_kinds,
+    asset_tags,
+    dispatch_key,
+    partitions_def,
+    source_key,
+)
 from aind_assets.analysis.launchers import PipesLaunchSettings
-from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig
+from aind_assets.analysis.models import AnalysisDispatchModel, DispatchConfig, DispatchSpec
 from aind_assets.analysis.pipes import environment_container, out_of_process
 from aind_assets.analysis.registry import AnalysisDefinition, AnalysisParameterError, canonical_json
 from aind_assets.analysis.resources import AnalysisResource
@@ -45,12 +59,8 @@ from aind_assets.analysis.wrapper import (
 from aind_assets.parallel import run_bounded
 from aind_assets.runs import OBJECT_STORE_POOL
 
-#: The one partitions definition of the flow: a data asset, or a group of them.
-# The name on its own: Dagster types ``DynamicPartitionsDefinition.name`` as optional.
-DATA_ASSETS_PARTITIONS = "data_assets"
-DATA_ASSETS = dg.DynamicPartitionsDefinition(name=DATA_ASSETS_PARTITIONS)
-DISPATCH_KEY = dg.AssetKey(["analysis_dispatch"])
-GROUP = "aind_analysis"
+#: Who to ask about the flow's assets (shown on every asset page).
+OWNERS = ["team:aind-analysis"]
 #: Run tag naming the experimenter of the run's records (else AIND_EXPERIMENTER, else unknown).
 EXPERIMENTER_TAG = "aind/experimenter"
 #: The flow tag value of this flow's runs (the production profile limits concurrency by it).
@@ -103,7 +113,7 @@ def _one_or_many(keys: Sequence[str], values: Mapping[str, Any]) -> Any:
     return values[keys[0]] if len(keys) == 1 else dict(values)
 
 
-def _config_hash(config: DispatchConfig) -> str:
+def _config_hash(config: Sequence[DispatchSpec]) -> str:
     """Hash of what the config selects and runs (queries resolved: file paths do not count)."""
     specs = []
     for spec in config:
@@ -118,42 +128,66 @@ def _config_hash(config: DispatchConfig) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def build_dispatch_asset(config: DispatchConfig) -> dg.AssetsDefinition:
+def _spec_only(mapping: Mapping[str, Any] | None, spec: str) -> Mapping[str, Any] | None:
+    """The partition-map document of a key, narrowed to one spec's entry (``None`` when that
+    spec does not have the key: the partition is not in this spec's map)."""
+    if mapping is None or spec not in (mapping.get("specs") or {}):
+        return None
+    return {**mapping, "specs": {spec: mapping["specs"][spec]}}
+
+
+def build_dispatch_asset(
+    config: DispatchConfig, spec: DispatchSpec, storage_kind: str | None = None
+) -> dg.AssetsDefinition:
     with _backfill_policy_is_beta():
-        return _dispatch_asset(config)
+        return _dispatch_asset(config, spec, storage_kind)
 
 
-def _dispatch_asset(config: DispatchConfig) -> dg.AssetsDefinition:
+def _dispatch_asset(
+    config: DispatchConfig, spec: DispatchSpec, storage_kind: str | None
+) -> dg.AssetsDefinition:
+    what = "group" if spec.group_by else "data asset"
+    key = dispatch_key(spec.name)
+
     @dg.asset(
-        name="analysis_dispatch",
-        partitions_def=DATA_ASSETS,
+        key=key,
+        partitions_def=partitions_def(spec.name),
+        deps=[source_key(spec.name)],
         group_name=GROUP,
-        code_version=f"{DISPATCH_LOGIC_VERSION}-{_config_hash(config)}",
+        code_version=f"{DISPATCH_LOGIC_VERSION}-{_config_hash([spec])}",
         backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"python"},
+        kinds=asset_kinds(spec, storage_kind),
+        owners=OWNERS,
+        tags=asset_tags(spec),
         description=(
-            "The analysis jobs of a data asset (or group): AnalysisDispatchModels with the files "
-            "of each asset, one per analysis x distributed parameter set of its dispatch spec."
+            f"The analysis jobs of one {what} of dispatch spec `{spec.name}`: "
+            "AnalysisDispatchModels with the files of each asset, one per analysis "
+            f"({', '.join(a.name for a in spec.analyses)}) x distributed parameter set."
         ),
-        metadata={lineage.META_STAGE: "Processing", lineage.META_PROCESS_TYPE: "Other"},
+        metadata={
+            lineage.META_STAGE: "Processing",
+            lineage.META_PROCESS_TYPE: "Other",
+            "dispatch_spec": spec.name,
+            "query": dg.MetadataValue.json(spec.resolved_query()),
+        },
     )
-    def analysis_dispatch(context: dg.AssetExecutionContext, analysis: AnalysisResource):
+    def _dispatch(context: dg.AssetExecutionContext, analysis: AnalysisResource):
         dispatch_config, registry = analysis.load()
         pmap = analysis.partition_map()
         keys = list(context.partition_keys)
         results = dispatch_partitions(
-            {key: pmap.get(key) for key in keys},
+            {k: _spec_only(pmap.get(k), spec.name) for k in keys},
             config=dispatch_config,
             registry=registry,
             docdb=analysis.docdb,
             store=analysis.object_store,
             assets_collection=analysis.assets_collection,
         )
-        for key, result in results.items():
+        for k, result in results.items():
             for warning in result.warnings:
-                context.log.warning(f"{key}: {warning}")
+                context.log.warning(f"{k}: {warning}")
             if not result.models:
-                context.log.warning(f"{key}: no analysis job (see the warnings above)")
+                context.log.warning(f"{k}: no analysis job (see the warnings above)")
         failed = {k: r.errors for k, r in results.items() if r.errors}
         if failed:
             raise dg.Failure(
@@ -161,11 +195,11 @@ def _dispatch_asset(config: DispatchConfig) -> dg.AssetsDefinition:
                 + "\n".join(f"- {k}: {e}" for k, errs in failed.items() for e in errs),
                 metadata={"failed_partitions": dg.MetadataValue.json(failed)},
             )
-        for key, result in results.items():  # each partition's own metadata, never the run's
-            context.add_asset_metadata(dispatch_metadata(result), partition_key=key)
+        for k, result in results.items():  # each partition's own metadata, never the run's
+            context.add_asset_metadata(dispatch_metadata(result), partition_key=k)
         return _one_or_many(keys, {k: r.models for k, r in results.items()})
 
-    return analysis_dispatch
+    return _dispatch
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,36 +311,40 @@ def _workers(definition: AnalysisDefinition, config: AnalysisRunConfig, analysis
 
 
 def build_analysis_asset(
-    definition: AnalysisDefinition, fixed_by_spec: Mapping[str, Mapping[str, Any]]
+    definition: AnalysisDefinition, spec: DispatchSpec, storage_kind: str | None = None
 ) -> dg.AssetsDefinition:
-    """The asset ``analysis/<name>`` of one registered analysis."""
+    """The asset ``analysis/<spec>/<name>`` of one analysis of dispatch spec ``spec``."""
     with _backfill_policy_is_beta():
-        return _analysis_asset(definition, fixed_by_spec)
+        return _analysis_asset(definition, spec, storage_kind)
 
 
 def _analysis_asset(
-    definition: AnalysisDefinition, fixed_by_spec: Mapping[str, Mapping[str, Any]]
+    definition: AnalysisDefinition, spec: DispatchSpec, storage_kind: str | None
 ) -> dg.AssetsDefinition:
+    key = analysis_key(spec.name, definition.name)
+    fixed = dict(spec.analysis(definition.name).fixed_parameters)
+    what = "group" if spec.group_by else "data asset"
+
     @dg.asset(
-        name=definition.name,
-        key_prefix=["analysis"],
-        partitions_def=DATA_ASSETS,
+        key=key,
+        partitions_def=partitions_def(spec.name),
         group_name=GROUP,
-        code_version=definition.code_version(fixed_by_spec),
+        code_version=definition.code_version({spec.name: fixed}),
         backfill_policy=dg.BackfillPolicy.single_run(),
-        ins={"analysis_dispatch": dg.AssetIn(key=DISPATCH_KEY)},
-        check_specs=[has_results_spec(dg.AssetKey(["analysis", definition.name]), DATA_ASSETS)],
+        ins={"analysis_dispatch": dg.AssetIn(key=dispatch_key(spec.name))},
+        check_specs=[has_results_spec(key, partitions_def(spec.name))],
         pool=OBJECT_STORE_POOL,
-        kinds={"python"},
-        description=(definition.description or f"The {definition.name} analysis")
-        + f" (version {definition.version}). Results and records are de-duplicated by the "
-        "hash of each job's Code.",
+        kinds=asset_kinds(spec, storage_kind),
+        owners=OWNERS,
+        tags=asset_tags(spec, definition.name),
+        description=(definition.description or f"The {definition.name} analysis").rstrip(".")
+        + f" (version {definition.version}), per {what} of dispatch spec `{spec.name}`. "
+        "Results and records are de-duplicated by the hash of each job's Code.",
         metadata={
             "analysis/version": definition.version,
             "analysis/parameters_model": definition.spec.__name__,
-            "analysis/fixed_parameters": dg.MetadataValue.json(
-                json.loads(canonical_json(dict(fixed_by_spec)))
-            ),
+            "analysis/fixed_parameters": dg.MetadataValue.json(json.loads(canonical_json(fixed))),
+            "dispatch_spec": spec.name,
             lineage.META_STAGE: "Analysis",
             lineage.META_PROCESS_TYPE: "Analysis",
         },
@@ -359,7 +397,16 @@ def _analysis_asset(
                 status=status, jobs=jobs, partition_key=key, **base
             )
             context.add_asset_metadata(
-                analysis_metadata(status, jobs, images, sorted(inputs[key]), None),
+                analysis_metadata(
+                    status,
+                    jobs,
+                    images,
+                    sorted(inputs[key]),
+                    None,
+                    browse=browser(analysis.object_store.endpoint_url),
+                    inline_urls=[presigned(analysis.object_store, u) for _, _, u in images[:1]],
+                    title=f"{definition.name} · {key}",
+                ),
                 partition_key=key,
             )
         check = dg.AssetCheckKey(context.asset_key, HAS_RESULTS)
@@ -394,26 +441,26 @@ def _analysis_asset(
     return _analysis
 
 
-def fixed_parameters_by_spec(config: DispatchConfig, name: str) -> dict[str, dict[str, Any]]:
-    """``{spec name: fixed parameters}`` of the specs running analysis ``name``."""
-    return {
-        spec.name: dict(spec.analysis(name).fixed_parameters)
-        for spec in config
-        if name in {a.name for a in spec.analyses}
-    }
-
-
-def build_assets(config: DispatchConfig, definitions: Sequence[AnalysisDefinition]) -> list:
-    return [
-        build_dispatch_asset(config),
-        *(build_analysis_asset(d, fixed_parameters_by_spec(config, d.name)) for d in definitions),
-    ]
+def build_assets(
+    config: DispatchConfig,
+    definitions: Sequence[AnalysisDefinition],
+    storage_kind: str | None = None,
+) -> list[dg.AssetsDefinition]:
+    """Per spec: its dispatch, then its analyses (the registered ones it names)."""
+    by_name = {d.name: d for d in definitions}
+    assets = []
+    for spec in config:
+        assets.append(build_dispatch_asset(config, spec, storage_kind))
+        assets.extend(
+            build_analysis_asset(by_name[a.name], spec, storage_kind)
+            for a in spec.analyses
+            if a.name in by_name
+        )
+    return assets
 
 
 __all__ = [
-    "DATA_ASSETS",
-    "DATA_ASSETS_PARTITIONS",
-    "DISPATCH_KEY",
+    "OWNERS",
     "AnalysisPartitionResult",
     "AnalysisRunConfig",
     "build_analysis_asset",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
@@ -29,6 +29,30 @@ import dagster as dg
 from aind_assets import lineage
 from aind_assets.analysis.dispatch import PartitionDispatch
 from aind_assets.analysis.wrapper import JobResult, plots_markdown
+from aind_assets.resources.urls import browse_url, is_s3
+
+#: How long a plot's presigned URL (shown inline in the UI) stays valid: S3's maximum, 7 days.
+PLOT_URL_EXPIRES_S = 7 * 24 * 3600
+
+
+def browser(endpoint_url: str | None) -> Callable[[str], str]:
+    """Stored URL -> browser link (a trailing ``/`` marks a folder)."""
+
+    def browse(url: str) -> str:
+        return browse_url(url.rstrip("/"), endpoint_url, folder=url.endswith("/"))
+
+    return browse
+
+
+def presigned(store: Any, url: str | None) -> str | None:
+    """A presigned http URL of an S3 object (an image the UI can show inline), else None."""
+    if not url or not is_s3(url):
+        return None
+    try:
+        return str(store.fs_for(url).sign(url, expiration=PLOT_URL_EXPIRES_S))
+    except (NotImplementedError, OSError, ValueError):
+        return None
+
 
 STATUS = "aind/status"
 RESULTS, NOTHING_TO_RUN, DRY_RUN = "results", "nothing_to_run", "dry_run"
@@ -67,12 +91,58 @@ def dispatch_metadata(part: PartitionDispatch) -> dict[str, Any]:
     return meta
 
 
-def _job_table(jobs: Sequence[JobResult]) -> str:
-    lines = ["| status | record | inputs | note |", "| --- | --- | --- | --- |"]
-    for job in jobs:
-        inputs = ", ".join(u.rsplit("/", 1)[-1] for u in (job.file_location or job.s3_location))
-        lines.append(f"| {job.status} | `{job.record_name}` | {inputs} | {job.note or ''} |")
-    return "\n".join(lines)
+#: Results folders linked one by one (a partition with more jobs lists the rest as JSON).
+MAX_LINKS = 5
+#: Dagster 1.13 shows markdown metadata inline only below this length ("[Show Markdown]" above).
+INLINE_MD_CHARS = 1000
+
+
+def _params_text(parameters: dict[str, Any]) -> str:
+    shown = {k: v for k, v in parameters.items() if k != "file_location"}
+    return ", ".join(f"{k}={v}" for k, v in sorted(shown.items()))
+
+
+def job_records_table(jobs: Sequence[JobResult]) -> dg.MetadataValue:
+    """One row per job: the key fields of its DocDB results record (whose ``_id`` is a hash)."""
+    columns = ["status", "record", "analysis", "data assets", "parameters", "results"]
+    records = [
+        dg.TableRecord(
+            {
+                "status": job.status,
+                "record": job.record_name[:12],
+                "analysis": f"{job.analysis} {job.version}",
+                "data assets": ", ".join(job.asset_name),
+                "parameters": _params_text(job.parameters),
+                "results": job.results_location or "",
+            }
+        )
+        for job in jobs
+    ]
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def plot_metadata(
+    images: Sequence[tuple[str, bytes, str | None]],
+    inline_urls: Sequence[str | None] = (),
+    title: str | None = None,
+) -> dict[str, Any]:
+    """``plot``: markdown Dagster shows inline when it can — an image link (an http URL the
+    browser loads, such as a presigned S3 URL) is short enough; the PNG itself (base64) is
+    not, and opens from "[Show Markdown]"."""
+    if not images:
+        return {}
+    title = title or images[0][0]
+    http = next((u for u in inline_urls if u), None)
+    if http is not None:
+        md = f"**{title}**\n\n![{title}]({http})"
+        if len(md) < INLINE_MD_CHARS:
+            return {
+                "plot": dg.MetadataValue.md(md),
+                "plot_png": dg.MetadataValue.md(plots_markdown(list(images))),
+            }
+    heading = f"### {title}\n\n" if title != images[0][0] else ""
+    return {"plot": dg.MetadataValue.md(heading + plots_markdown(list(images)))}
 
 
 def analysis_metadata(
@@ -81,8 +151,15 @@ def analysis_metadata(
     images: Sequence[tuple[str, bytes, str | None]],
     inputs: Sequence[str],
     note: str | None,
+    *,
+    browse: Callable[[str], str] | None = None,
+    inline_urls: Sequence[str | None] = (),
+    title: str | None = None,
 ) -> dict[str, Any]:
-    """The materialization metadata of ``analysis/<name>`` for one partition."""
+    """The materialization metadata of ``analysis/<spec>/<name>`` for one partition.
+
+    ``browse(url)`` makes a browser link of a stored URL (results folders, plots); ``title``
+    heads the plot (the analysis and the partition)."""
     counts = Counter(j.status for j in jobs)
     meta: dict[str, Any] = {
         STATUS: partition_status(status),
@@ -94,7 +171,7 @@ def analysis_metadata(
         lineage.META_INPUTS: sorted(set(inputs)),
     }
     if jobs:
-        meta["job_records"] = dg.MetadataValue.md(_job_table(jobs))
+        meta["job_records"] = job_records_table(jobs)
         meta["record_names"] = dg.MetadataValue.json([j.record_name for j in jobs])
     existing = [j.record_name for j in jobs if j.status == "skipped"]
     if existing:
@@ -102,11 +179,16 @@ def analysis_metadata(
     urls = [u for j in jobs for u in j.plots]
     if urls:
         meta["plot_urls"] = dg.MetadataValue.json(urls)
-    if images:
-        meta["plot"] = dg.MetadataValue.md(plots_markdown(list(images)))
-    locations = [j.results_location for j in jobs if j.results_location and j.status != "dry_run"]
-    if locations:
-        meta["results"] = dg.MetadataValue.json(locations)
+        if browse is not None:
+            meta["plot_link"] = dg.MetadataValue.url(browse(urls[0]))
+    meta.update(plot_metadata(images, inline_urls, title))
+    located = [j for j in jobs if j.results_location and j.status != "dry_run"]
+    if located:
+        meta["results"] = dg.MetadataValue.json([j.results_location for j in located])
+        if browse is not None:
+            for i, job in enumerate(located[:MAX_LINKS]):
+                label = "results_link" if len(located) == 1 else f"results_link_{i + 1}"
+                meta[label] = dg.MetadataValue.url(browse(str(job.results_location) + "/"))
     if note:
         meta["note"] = note
     return meta

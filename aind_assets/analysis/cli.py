@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from contextlib import AbstractContextManager
@@ -49,7 +50,6 @@ def _instance() -> DagsterInstance:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from aind_assets.analysis.assets import DATA_ASSETS_PARTITIONS
     from aind_assets.analysis.config_checks import validate_dispatch_config
     from aind_assets.analysis.discovery import (
         KnownPartitions,
@@ -84,8 +84,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             rejected: list[str] = []
             registered = (
                 KnownPartitions(
-                    lambda k: instance.has_dynamic_partition(DATA_ASSETS_PARTITIONS, k),
-                    lambda: instance.get_dynamic_partitions(DATA_ASSETS_PARTITIONS),
+                    functools.partial(instance.has_dynamic_partition, spec.name),
+                    functools.partial(instance.get_dynamic_partitions, spec.name),
                 )
                 if instance is not None
                 else None
@@ -107,7 +107,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                     page_new = [k for k, known in exists.items() if not known]
                     for start in range(0, len(page_new), ADD_CHUNK):
                         instance.add_dynamic_partitions(
-                            DATA_ASSETS_PARTITIONS, page_new[start : start + ADD_CHUNK]
+                            spec.name, page_new[start : start + ADD_CHUNK]
                         )
                     new.extend(page_new)
                 keys.extend(p.key for p in page.partitions if p.key not in keys)
@@ -117,9 +117,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 while chunks := pmap.chunks(spec.name, after=after):
                     entries = [e for chunk in chunks for e in chunk.get("entries") or []]
                     gone = find_gone(docdb, settings.assets_collection, spec, entries)
-                    for key in pmap.remove(spec.name, gone):
-                        if instance.has_dynamic_partition(DATA_ASSETS_PARTITIONS, key):
-                            instance.delete_dynamic_partition(DATA_ASSETS_PARTITIONS, key)
+                    pmap.remove(spec.name, gone)
+                    for key in gone:  # the spec's own partitions lose them
+                        if instance.has_dynamic_partition(spec.name, key):
+                            instance.delete_dynamic_partition(spec.name, key)
                         deleted.append(key)
                     after = chunks[-1]["_id"]
             summary["specs"][spec.name] = {
@@ -154,13 +155,25 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from aind_assets.analysis.assets import DATA_ASSETS_PARTITIONS
+    """Keys of one spec's partitions (a flat list, for ``--partition-range``), or of every
+    spec's (``{spec: keys}`` in JSON, ``spec<TAB>key`` lines in text)."""
+    from aind_assets.analysis.models import load_dispatch_config
 
-    keys = list(_instance().get_dynamic_partitions(DATA_ASSETS_PARTITIONS))
+    instance = _instance()
+    if args.spec:
+        keys = list(instance.get_dynamic_partitions(args.spec))
+        print(json.dumps(keys) if args.json else "\n".join(keys))
+        if not keys and not args.json:
+            print(f"no partitions of dispatch spec {args.spec!r} registered", file=sys.stderr)
+        return 0
+    _, analysis = _settings()
+    config = load_dispatch_config(analysis.dispatch_config)
+    by_spec = {s.name: list(instance.get_dynamic_partitions(s.name)) for s in config}
     if args.json:
-        print(json.dumps(keys))
+        print(json.dumps(by_spec))
     else:
-        print("\n".join(keys) if keys else "no data_assets partitions registered")
+        lines = [f"{spec}\t{key}" for spec, keys in by_spec.items() for key in keys]
+        print("\n".join(lines) if lines else "no analysis partitions registered")
     return 0
 
 
@@ -216,8 +229,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary with the keys")
     p.set_defaults(func=_cmd_sync)
 
-    p = parts.add_parser("list", help="registered partition keys, in Dagster's order")
-    p.add_argument("--json", action="store_true")
+    p = parts.add_parser(
+        "list", help="registered partition keys per dispatch spec, in Dagster's order"
+    )
+    p.add_argument(
+        "--spec",
+        help="one dispatch spec: print its keys only (one per line, or a JSON list)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("results", help="query analysis results (records of completed jobs)")

@@ -21,7 +21,10 @@ from aind_assets.analysis.queries import QueryError
 if TYPE_CHECKING:
     from aind_assets.analysis.registry import AnalysisRegistry
 
-__all__ = ["spec_problems", "validate_dispatch_config"]
+__all__ = ["RESERVED", "spec_problems", "validate_dispatch_config"]
+
+#: Analysis names a spec cannot run: they name the spec's own assets (analysis/<spec>/<name>).
+RESERVED = frozenset({"dispatch", "data_assets"})
 
 _BAD_EXTENSION_CHARS = set("/\\*?[]{}") | {" ", "\t", "\n"}
 
@@ -51,6 +54,11 @@ def spec_problems(spec: DispatchSpec, registry: AnalysisRegistry) -> list[str]:
             "wildcard or space; the pattern is {location}/**/*{file_extension})"
         )
     for i, analysis in enumerate(spec.analyses):
+        if analysis.name in RESERVED:
+            problems.append(
+                f"analyses[{i}] ({analysis.name}): the name is taken by the spec's own asset "
+                f"analysis/{spec.name}/{analysis.name}"
+            )
         if analysis.name not in registry:
             continue  # reported by load_dispatch_config(known_analyses=...)
         definition = registry.get(analysis.name)

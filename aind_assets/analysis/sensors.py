@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from aind_assets.analysis import paging
-from aind_assets.analysis.assets import DATA_ASSETS, DATA_ASSETS_PARTITIONS, DISPATCH_KEY, FLOW
+from aind_assets.analysis.assets import FLOW
 from aind_assets.analysis.discovery import (
     SAME,
     DiscoveredPartition,
@@ -29,6 +29,7 @@ from aind_assets.analysis.discovery import (
     discover_pages,
     find_gone,
 )
+from aind_assets.analysis.keys import observation, partitions_def
 from aind_assets.analysis.models import DispatchSpec
 from aind_assets.analysis.resources import AnalysisResource
 from aind_assets.batches import contiguous_batches
@@ -41,6 +42,9 @@ RANGE_END = "dagster/asset_partition_range_end"
 ADD_CHUNK = 1000
 #: Tag values stay short: longer id lists are in the partition map only.
 MAX_TAG_CHARS = 1000
+#: The cursor's format. 2: one partition set per spec (a cursor without it predates them, so
+#: discovery starts over and fills the spec's own set; existing results are found by hash).
+CURSOR_VERSION = 2
 
 
 @dataclass
@@ -86,8 +90,10 @@ def plan_tick(
     ``has_partition(key)`` / ``all_partitions()`` tell which keys Dagster has (see
     :class:`KnownPartitions`)."""
     state = json.loads(cursor_text) if cursor_text else {}
+    if state.get("v") != CURSOR_VERSION:
+        state = {}
     cursor = paging.decode_cursor(state.get("after"))
-    plan = TickPlan(cursor=dict(state))
+    plan = TickPlan(cursor={**state, "v": CURSOR_VERSION})
     analysis.ensure_indexes()
     pmap = analysis.partition_map()
     registered = KnownPartitions(has_partition, all_partitions)
@@ -116,7 +122,8 @@ def plan_tick(
         chunks = pmap.chunks(spec.name, after=state.get("sweep"), limit=analysis.sweep_batch)
         entries = [e for chunk in chunks for e in chunk.get("entries") or []]
         gone = find_gone(analysis.docdb, analysis.assets_collection, spec, entries)
-        for key in pmap.remove(spec.name, gone):
+        pmap.remove(spec.name, gone)
+        for key in gone:  # the spec's own partition set loses them, whatever other specs hold
             plan.runs.pop(key, None)
             plan.delete_keys.append(key)
         plan.add_keys = [k for k in plan.add_keys if k not in plan.delete_keys]
@@ -176,16 +183,19 @@ def to_sensor_result(
     plan: TickPlan,
     existing: Callable[[str], bool],
     *,
+    spec: str,
     request_runs: bool = True,
     order: Sequence[str] | None = None,
     batch_size: int = 1,
 ) -> dg.SensorResult:
-    requests: list = [
-        DATA_ASSETS.build_add_request(chunk) for chunk in _chunks(plan.add_keys, ADD_CHUNK)
-    ]
+    """The tick's result: partitions added to / deleted from the spec's own set, an observation
+    (data version) of every new or changed partition, and the runs."""
+    pdef = partitions_def(spec)
+    requests: list = [pdef.build_add_request(chunk) for chunk in _chunks(plan.add_keys, ADD_CHUNK)]
     deletes = [k for k in plan.delete_keys if existing(k)]
     if deletes:
-        requests.append(DATA_ASSETS.build_delete_request(deletes))
+        requests.append(pdef.build_delete_request(deletes))
+    events = [observation(spec, k, part.members_hash) for k, part in plan.runs.items()]
     runs = run_requests(plan, order, batch_size) if request_runs else []
     cursor = json.dumps(plan.cursor, sort_keys=True)
     if not runs:
@@ -201,33 +211,41 @@ def to_sensor_result(
         return dg.SensorResult(
             cursor=cursor,
             dynamic_partitions_requests=requests,
+            asset_events=events,
             skip_reason=dg.SkipReason(
                 f"{plan.records} changed record(s) in {plan.pages} page(s): {found}{removed}"
             ),
         )
-    return dg.SensorResult(run_requests=runs, cursor=cursor, dynamic_partitions_requests=requests)
+    return dg.SensorResult(
+        run_requests=runs,
+        cursor=cursor,
+        dynamic_partitions_requests=requests,
+        asset_events=events,
+    )
 
 
 def build_discovery_sensor(
     spec: DispatchSpec,
-    targets: Sequence[dg.AssetKey],
+    job: str,
     *,
     minimum_interval_seconds: int,
     running: bool,
 ) -> dg.SensorDefinition:
-    """The discovery sensor of one dispatch spec, targeting dispatch and the spec's analyses."""
+    """The discovery sensor of one dispatch spec; its runs are runs of the spec's job."""
+    what = "group" if spec.group_by else "data asset"
 
     @dg.sensor(
         name=f"discover_{spec.name}",
-        target=dg.AssetSelection.assets(DISPATCH_KEY, *targets),
+        job_name=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=(
             dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
         ),
         description=(
-            f"Pages DocDB for records of dispatch spec {spec.name!r} modified after its cursor, "
-            "registers their partitions (key = asset name, or group key) and requests runs "
-            "for new or changed partitions."
+            f"Finds DocDB records of dispatch spec `{spec.name}` modified since its last tick, "
+            f"adds a partition per new {what} to the `{spec.name}` partitions, records each "
+            f"changed partition's data version and runs job `{job}` on new or changed "
+            "partitions (several consecutive partitions per run)."
         ),
     )
     def _sensor(context: dg.SensorEvaluationContext, analysis: AnalysisResource):
@@ -235,10 +253,10 @@ def build_discovery_sensor(
         instance = context.instance
 
         def has(key: str) -> bool:
-            return instance.has_dynamic_partition(DATA_ASSETS_PARTITIONS, key)
+            return instance.has_dynamic_partition(spec.name, key)
 
         def every() -> list[str]:
-            return list(instance.get_dynamic_partitions(DATA_ASSETS_PARTITIONS))
+            return list(instance.get_dynamic_partitions(spec.name))
 
         plan = plan_tick(analysis, dispatch_config[spec.name], context.cursor, has, every)
         for problem in plan.rejected:
@@ -255,6 +273,7 @@ def build_discovery_sensor(
         return to_sensor_result(
             plan,
             has,
+            spec=spec.name,
             request_runs=analysis.request_runs,
             order=order,
             batch_size=analysis.run_batch_size,

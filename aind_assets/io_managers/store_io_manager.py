@@ -25,6 +25,9 @@ from dagster import (
     InputContext,
     MetadataValue,
     OutputContext,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     UPathIOManager,
 )
 from dagster._core.storage.upath_io_manager import escape_dotdot_segments, escape_leading_slash
@@ -36,6 +39,7 @@ from aind_assets.io_managers import commit
 from aind_assets.io_managers.commit import RECORD_FILE, Checkpoint, IncompleteOutputError
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.resources.urls import browse_url
 
 __all__ = ["IncompleteOutputError", "ObjectStoreIOManager", "StoreIOManager"]
 
@@ -48,6 +52,33 @@ def _raw(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
+def _text(value: Any) -> str:
+    return "" if value is None else str(getattr(value, "value", value))
+
+
+def record_table(record: Any, name: str, collection: str, partition: str | None) -> MetadataValue:
+    """The key fields of a materialization's DocDB record, as a two-column table (its ``_id``
+    is a hash: the fields say what it is)."""
+    process = record.data_processes[0]
+    code = process.code
+    rows = [
+        ("DocDB record", f"{collection} / {name}"),
+        ("process", f"{_text(process.stage)} · {_text(process.process_type)}"),
+        ("code", f"{code.name} {code.version or ''}".strip()),
+        ("partition", partition or "(not partitioned)"),
+        ("inputs", str(len(code.input_data or []))),
+        ("started", _text(process.start_date_time)),
+        ("ended", _text(process.end_date_time)),
+        ("output path", _text(process.output_path)),
+    ]
+    return MetadataValue.table(
+        records=[TableRecord({"field": k, "value": v}) for k, v in rows],
+        schema=TableSchema(
+            columns=[TableColumn("field", "string"), TableColumn("value", "string")]
+        ),
+    )
+
+
 class StoreIOManager(UPathIOManager):
     """Persists outputs under a UPath root and records their lineage (see module docstring)."""
 
@@ -58,8 +89,11 @@ class StoreIOManager(UPathIOManager):
         records_collection: str,
         checkpoint: Checkpoint | None = None,
         commit_lease_ttl_s: float = 60.0,
+        endpoint_url: str | None = None,
     ) -> None:
         super().__init__(base_path=base_path)
+        #: the S3 endpoint of links (None: AWS, whose links go to the S3 console)
+        self._endpoint_url = endpoint_url
         self._commit_lease_ttl_s = commit_lease_ttl_s
         self._docdb = docdb
         self._records_collection = records_collection
@@ -77,6 +111,10 @@ class StoreIOManager(UPathIOManager):
     @staticmethod
     def url_of(path: UPath) -> str:
         return commit.url_of(path)
+
+    def browse(self, path: UPath, *, folder: bool = False) -> str:
+        """A browser link to ``path`` (see :func:`aind_assets.resources.urls.browse_url`)."""
+        return browse_url(self.url_of(path), self._endpoint_url, folder=folder)
 
     # -- writing ------------------------------------------------------------------------------
     def handle_output(self, context: OutputContext, obj: Any) -> None:
@@ -167,9 +205,11 @@ class StoreIOManager(UPathIOManager):
         committed = commit.version_path(path, outcome.version)
         meta: dict[str, Any] = {
             "path": MetadataValue.path(self.url_of(committed)),
-            "output": MetadataValue.path(self.url_of(path)),
-            "processing_record": MetadataValue.path(self.url_of(committed / RECORD_FILE)),
+            # links a browser opens: S3 console, the S3 endpoint, or file:// (resources/urls)
+            "output": MetadataValue.url(self.browse(committed, folder=True)),
+            "processing_record": MetadataValue.url(self.browse(committed / RECORD_FILE)),
             "record_name": name,
+            "record": record_table(record, name, self._records_collection, partition),
             "version": outcome.version,
             "duration_s": round((datetime.now(UTC) - started).total_seconds(), 3),
             **self._value_metadata(obj),
@@ -362,4 +402,5 @@ class ObjectStoreIOManager(ConfigurableIOManagerFactory):
             docdb=self.docdb if self.write_records_to_docdb else None,
             records_collection=self.records_collection,
             commit_lease_ttl_s=self.commit_lease_ttl_s,
+            endpoint_url=self.object_store.endpoint_url,
         )

@@ -7,6 +7,7 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import quote
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,28 @@ def relative_key(url: str, prefix: str) -> str:
     if not url.startswith(prefix):
         raise ValueError(f"{url!r} is not under {prefix!r}")
     return url[len(prefix) :]
+
+
+#: The AWS console's page of an S3 object (``prefix`` = its key) and of a folder.
+S3_CONSOLE_OBJECT = "https://s3.console.aws.amazon.com/s3/object/{bucket}?prefix={key}"
+S3_CONSOLE_FOLDER = "https://s3.console.aws.amazon.com/s3/buckets/{bucket}?prefix={key}/"
+
+
+def browse_url(url: str, endpoint_url: str | None = None, *, folder: bool = False) -> str:
+    """A URL a browser opens for a stored object (or ``folder``), for links in the UI.
+
+    * S3 on AWS (no endpoint): the S3 console's page of the object or folder;
+    * S3 on another server (``endpoint_url``, e.g. SeaweedFS, MinIO): the object's path-style
+      URL on that endpoint;
+    * a local path: its ``file://`` URL.
+    """
+    if is_s3(url):
+        bucket, _, key = url[len("s3://") :].partition("/")
+        key = key.strip("/") if folder else key
+        if endpoint_url:
+            return f"{endpoint_url.rstrip('/')}/{bucket}/{quote(key)}" + ("/" if folder else "")
+        template = S3_CONSOLE_FOLDER if folder else S3_CONSOLE_OBJECT
+        return template.format(bucket=bucket, key=quote(key, safe="/"))
+    if "://" in url:
+        return url
+    return "file://" + quote(posixpath.abspath(url)) + ("/" if folder else "")

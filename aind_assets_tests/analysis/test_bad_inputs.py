@@ -368,7 +368,7 @@ def test_dispatch_step_fails_for_a_missing_location_and_other_partitions_run(wor
     assert f"{bad['location']} of data asset {bad['name']}" in message
     assert "does not exist (no object under this prefix)" in message
     ok = materialize(world, instance, good_key, assets=[DISPATCH])
-    assert ok.success and ok.output_for_node("analysis_dispatch")
+    assert ok.success and ok.output_for_node("analysis__ephys_units__dispatch")
 
 
 def test_local_location_missing_versus_empty(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 ``aind-assets partitions sync`` registers partitions without the sensor, ``dagster asset
 materialize --partition-range`` runs several dynamic partitions in one run, ``dagster job
-backfill`` queues one run per partition of the ``aind_analysis`` job, and ``aind-assets results``
+backfill`` queues one run per partition of the ``analysis_ephys_units`` job, and ``aind-assets results``
 finds what they produced.
 """
 
@@ -105,8 +105,13 @@ def test_sync_range_materialize_job_backfill_and_results(
     # register the partitions without the sensor
     out = aind(cli_env, *sync)
     assert "ephys_units: 3 record(s) -> 3 partition(s), registered 3 new" in out
-    listed = in_process(cli_env, monkeypatch, capsys, "partitions", "list", "--json")
+    listed = in_process(
+        cli_env, monkeypatch, capsys, "partitions", "list", "--spec", "ephys_units", "--json"
+    )
     assert json.loads(listed) == expected
+    # every spec's own partitions: the grouped spec has none registered yet
+    every = in_process(cli_env, monkeypatch, capsys, "partitions", "list", "--json")
+    assert json.loads(every) == {"ephys_units": expected, "foraging_by_subject": []}
     again = json.loads(in_process(cli_env, monkeypatch, capsys, *sync, "--json"))
     assert again["added"] == 0  # idempotent
 
@@ -117,7 +122,7 @@ def test_sync_range_materialize_job_backfill_and_results(
         "asset",
         "materialize",
         "--select",
-        "analysis_dispatch,analysis/unit_quality",
+        "analysis/ephys_units/dispatch,analysis/ephys_units/unit_quality",
         "--partition-range",
         f"{first}...{second}",
         "--config-json",
@@ -125,14 +130,23 @@ def test_sync_range_materialize_job_backfill_and_results(
     )
     io_root = world.store.url("dagster-io")
     for key in (first, second):
-        output = world.store.upath(f"{io_root}/analysis/unit_quality/{key}")
+        output = world.store.upath(f"{io_root}/analysis/ephys_units/unit_quality/{key}")
         assert (committed_folder(output) / "processing.json").exists()
     # the session of `second` has no NWB file: only `first` produced results
     assert world.docdb.count(RESULTS) == 2
     assert {d["input_asset_names"][0] for d in world.docdb.find(RESULTS, {})} == {first}
 
     # a partitioned job backfill: one run per partition
-    dagster(cli_env, "job", "backfill", "-j", "aind_analysis", "--partitions", third, "--noprompt")
+    dagster(
+        cli_env,
+        "job",
+        "backfill",
+        "-j",
+        "analysis_ephys_units",
+        "--partitions",
+        third,
+        "--noprompt",
+    )
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
         deadline = time.monotonic() + 150
         while True:

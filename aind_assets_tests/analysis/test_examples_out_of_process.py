@@ -21,6 +21,7 @@ from aind_assets.analysis import paging
 from aind_assets.analysis.assets import build_assets
 from aind_assets.analysis.config import EXAMPLE_DISPATCH_CONFIG
 from aind_assets.analysis.examples import environments as example_envs
+from aind_assets.analysis.keys import job_name
 from aind_assets.analysis.models import load_dispatch_config
 from aind_assets.analysis.registry import AnalysisDefinition, load_analyses
 from aind_assets.analysis.sensors import build_discovery_sensor
@@ -43,9 +44,9 @@ def _run(
     config = load_dispatch_config(
         EXAMPLE_DISPATCH_CONFIG, known_analyses=[NAME, "behavior_performance"]
     )
-    dispatch, analysis = build_assets(config, [definition])
+    dispatch, analysis = [a for a in build_assets(config, [definition]) if a.key.path[1] == SPEC]
     sensor = build_discovery_sensor(
-        config[SPEC], [analysis.key], minimum_interval_seconds=30, running=False
+        config[SPEC], job_name(SPEC), minimum_interval_seconds=30, running=False
     )
     collection = f"results_{suffix}"
     root = world.store.url(f"results-{suffix}")

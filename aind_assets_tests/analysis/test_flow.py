@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 import warnings
 
 import dagster as dg
@@ -15,8 +16,9 @@ from aind_data_schema.core.metadata import Metadata
 from aind_data_schema.core.processing import Processing
 
 from aind_assets.analysis import paging
-from aind_assets.analysis.assets import DATA_ASSETS, build_assets
+from aind_assets.analysis.assets import build_assets
 from aind_assets.analysis.discovery import partition_key_of
+from aind_assets.analysis.keys import job_name
 from aind_assets.analysis.models import AnalysisDispatchModel, load_dispatch_config
 from aind_assets.analysis.registry import load_analyses
 from aind_assets.analysis.sensors import build_discovery_sensor
@@ -29,12 +31,19 @@ CONFIG = load_dispatch_config(
     known_analyses=REGISTRY.names(),
 )
 ASSET_DEFS = build_assets(CONFIG, list(REGISTRY))
-DISPATCH, *ANALYSES = ASSET_DEFS
+#: each spec's assets: analysis/<spec>/dispatch, then analysis/<spec>/<analysis>...
+SPEC_DEFS = {s.name: [a for a in ASSET_DEFS if a.key.path[1] == s.name] for s in CONFIG}
+DISPATCH, *ANALYSES = SPEC_DEFS["ephys_units"]
 BY_NAME = {a.key.path[-1]: a for a in ANALYSES}
+GROUPED = SPEC_DEFS["foraging_by_subject"]
+#: step (op) names of the ephys spec's assets
+DISPATCH_NODE = "analysis__ephys_units__dispatch"
+UQ_NODE = "analysis__ephys_units__unit_quality"
+BP_NODE = "analysis__ephys_units__behavior_performance"
 SENSORS = {
     spec.name: build_discovery_sensor(
         spec,
-        [dg.AssetKey(["analysis", a.name]) for a in spec.analyses],
+        job_name(spec.name),
         minimum_interval_seconds=30,
         running=False,
     )
@@ -60,7 +69,7 @@ def tick(world: World, instance: dg.DagsterInstance, spec_name: str, cursor: str
 def added_keys(result: dg.SensorResult) -> list[str]:
     keys = []
     for request in result.dynamic_partitions_requests:
-        assert request.partitions_def_name == "data_assets"
+        assert request.partitions_def_name in CONFIG.names  # the spec's own partitions
         if isinstance(request, dg.AddDynamicPartitionsRequest):
             keys.extend(request.partition_keys)
     return keys
@@ -121,6 +130,13 @@ def test_sensor_pages_registers_partitions_and_requests_runs(world, instance):
         result = tick(world, instance, spec_name, None)
         assert sorted(added_keys(result)) == expected
         assert sorted(r.partition_key for r in result.run_requests) == expected
+        # each new partition's data version (the hash of its DocDB members) is observed
+        observed = {e.partition: e for e in result.asset_events}
+        assert sorted(observed) == expected
+        for event in observed.values():
+            assert event.asset_key == dg.AssetKey(["analysis", spec_name, "data_assets"])
+            entry = world.resource.partition_map().get(event.partition)["specs"][spec_name]
+            assert event.tags["dagster/data_version"] == entry["members"]
         for request in result.run_requests:
             assert request.tags["aind/dispatch_spec"] == spec_name
             mapping = world.resource.partition_map().get(request.partition_key)
@@ -143,9 +159,9 @@ def test_sensor_pages_registers_partitions_and_requests_runs(world, instance):
         assert not again.run_requests and not added_keys(again)
         assert again.skip_reason is not None
         assert json.loads(again.cursor)["after"] == state["after"]
-    assert sorted(instance.get_dynamic_partitions("data_assets")) == sorted(
-        expected_keys(world, "ephys_units") + expected_keys(world, "foraging_by_subject")
-    )
+    # each spec's partitions hold its own keys only: sessions, or subjects
+    for spec_name in CONFIG.names:
+        assert sorted(instance.get_dynamic_partitions(spec_name)) == expected_keys(world, spec_name)
 
     # new records: only their partitions (and the groups they join) come back
     cursors = {}
@@ -187,7 +203,7 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
 
     # dispatch: one asset, one NWB file -> 2 unit_quality jobs (2 parameter sets) + 1 behaviour
     models = [
-        AnalysisDispatchModel.model_validate(m) for m in result.output_for_node("analysis_dispatch")
+        AnalysisDispatchModel.model_validate(m) for m in result.output_for_node(DISPATCH_NODE)
     ]
     assert len(models) == 3
     nwb = f"{record['location']}/nwb/{record['name']}.nwb"
@@ -202,13 +218,13 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
         ("unit_quality", '{"isi_threshold_ms": 1.5}'),
         ("unit_quality", '{"isi_threshold_ms": 2.0}'),
     ]
-    dispatch_mat = materialization(result, "analysis_dispatch")
+    dispatch_mat = materialization(result, "dispatch")
     assert meta(dispatch_mat, "jobs") == 3
     assert meta(dispatch_mat, "files") == 1
     assert meta(dispatch_mat, "sample")["asset_name"] == [record["name"]]
 
     # unit quality: two completed jobs with results, plots, metadata.nd.json and records
-    uq = result.output_for_node("analysis__unit_quality")
+    uq = result.output_for_node(UQ_NODE)
     assert uq.status == "completed" and len(uq.jobs) == 2
     records = list(world.docdb.find(RESULTS, {}))
     assert len(records) == 3
@@ -240,32 +256,50 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
         assert lineage.record_name(process.code) == job.record_name
     uq_mat = materialization(result, "unit_quality")
     assert meta(uq_mat, "completed") == 2
+    # on S3 the plot is an image link short enough for the UI to show inline (a presigned URL
+    # that loads the PNG), the PNG itself (base64) behind it
     plot = meta(uq_mat, "plot")
-    assert "](data:image/png;base64," in plot
-    encoded = plot.split("data:image/png;base64,", 1)[1].split(")", 1)[0]
+    assert len(plot) < 1000 and plot.startswith(f"**unit_quality · {key}**")
+    url = plot.split("](", 1)[1].rstrip(")")
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.read().startswith(b"\x89PNG")
+    png = meta(uq_mat, "plot_png")
+    encoded = png.split("data:image/png;base64,", 1)[1].split(")", 1)[0]
     assert base64.b64decode(encoded).startswith(b"\x89PNG")
     assert all(u.endswith("unit_quality.png") for u in meta(uq_mat, "plot_urls"))
+    # results, the plot and the output are links; the records a table of their key fields
+    endpoint = world.resource.object_store.endpoint_url
+    assert meta(uq_mat, "results_link_1").startswith(endpoint + "/")
+    assert meta(uq_mat, "plot_link").endswith("/unit_quality.png")
+    table = uq_mat.metadata["job_records"]
+    assert [r.data["status"] for r in table.value.records] == ["completed", "completed"]
+    assert meta(uq_mat, "output").startswith(endpoint + "/")
+    assert {r.data["field"] for r in uq_mat.metadata["record"].value.records} >= {
+        "DocDB record",
+        "code",
+        "partition",
+    }
 
     # behaviour performance on the same partition
-    bp = result.output_for_node("analysis__behavior_performance")
+    bp = result.output_for_node(BP_NODE)
     assert bp.status == "completed"
     outputs = bp.jobs[0].outputs
     assert outputs["n_sessions"] == 1 and outputs["n_trials"] == 40
     assert 0 <= outputs["accuracy"] <= 1
-    assert "](data:image/png;base64," in meta(
+    assert "behavior_performance.png" in meta(
         materialization(result, "behavior_performance"), "plot"
     )
 
     # the IO manager recorded each materialization too
     assert world.docdb.count(RECORDS, {"partition_key": key}) == 3
-    rec = world.docdb.find_one(RECORDS, {"asset_key": "analysis/unit_quality"})
+    rec = world.docdb.find_one(RECORDS, {"asset_key": "analysis/ephys_units/unit_quality"})
     Processing.model_validate(rec["processing"])
 
     # a second run skips every job, names the existing records and writes no new record
     names = sorted(j.record_name for j in uq.jobs)
     again = materialize(world, instance, key)
     assert again.success, failure_message(again)
-    assert again.output_for_node("analysis__unit_quality").status == "skipped"
+    assert again.output_for_node(UQ_NODE).status == "skipped"
     again_mat = materialization(again, "unit_quality")
     assert sorted(meta(again_mat, "existing_records")) == names
     assert meta(again_mat, "skipped") == 2 and meta(again_mat, "completed") == 0
@@ -277,12 +311,10 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
         instance,
         key,
         assets=[DISPATCH.to_source_asset(), BY_NAME["unit_quality"]],
-        run_config={
-            "ops": {"analysis__unit_quality": {"config": {"parameters": {"min_spikes": 10}}}}
-        },
+        run_config={"ops": {UQ_NODE: {"config": {"parameters": {"min_spikes": 10}}}}},
     )
     assert changed.success, failure_message(changed)
-    new_jobs = changed.output_for_node("analysis__unit_quality").jobs
+    new_jobs = changed.output_for_node(UQ_NODE).jobs
     assert {j.status for j in new_jobs} == {"completed"}
     assert all(j.parameters["min_spikes"] == 10 for j in new_jobs)
     assert not {j.record_name for j in new_jobs} & set(names)
@@ -291,9 +323,9 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
     # a grouped partition: one behaviour job over every session of the subject; unit quality
     # is not configured for that spec, so it is a no-op, not a failure
     subject = paging.partition_key_for({"subject__subject_id": "768823"})
-    grouped = materialize(world, instance, subject)
+    grouped = materialize(world, instance, subject, assets=GROUPED)
     assert grouped.success, failure_message(grouped)
-    bp_group = grouped.output_for_node("analysis__behavior_performance")
+    bp_group = grouped.output_for_node("analysis__foraging_by_subject__behavior_performance")
     assert bp_group.status == "completed" and len(bp_group.jobs) == 1
     sessions = [r for r in world.records if r["subject"]["subject_id"] == "768823"]
     latest = {
@@ -302,8 +334,10 @@ def test_dispatch_and_analyses_end_to_end(world, instance):
     }
     assert sorted(bp_group.jobs[0].asset_name) == sorted(r["name"] for r in latest.values())
     assert bp_group.jobs[0].outputs["n_sessions"] == len(bp_group.jobs[0].file_location)
-    assert grouped.output_for_node("analysis__unit_quality").status == "not_applicable"
-    assert "do not run unit_quality" in meta(materialization(grouped, "unit_quality"), "note")
+    # the subject is a partition of the grouped spec only: no unit_quality asset has it
+    assert subject in instance.get_dynamic_partitions("foraging_by_subject")
+    assert subject not in instance.get_dynamic_partitions("ephys_units")
+    assert {a.key.path[-1] for a in GROUPED} == {"dispatch", "behavior_performance"}
 
 
 def test_asset_without_files_gives_an_empty_dispatch_and_a_warning(world, instance):
@@ -319,11 +353,11 @@ def test_asset_without_files_gives_an_empty_dispatch_and_a_warning(world, instan
     key = paging.partition_key_for(no_nwb["name"])
     result = materialize(world, instance, key)
     assert result.success, failure_message(result)
-    assert result.output_for_node("analysis_dispatch") == []
-    mat = materialization(result, "analysis_dispatch")
+    assert result.output_for_node(DISPATCH_NODE) == []
+    mat = materialization(result, "dispatch")
     assert meta(mat, "jobs") == 0
     assert no_nwb["name"] in meta(mat, "warnings")
-    assert result.output_for_node("analysis__unit_quality").status == "no_jobs"
+    assert result.output_for_node(UQ_NODE).status == "no_jobs"
     assert world.docdb.count(RESULTS) == 0
 
 
@@ -343,7 +377,7 @@ def test_corrupt_nwb_fails_its_own_partition_only(world, instance):
 
     ok = materialize(world, instance, good_key)
     assert ok.success, failure_message(ok)
-    assert ok.output_for_node("analysis__unit_quality").status == "completed"
+    assert ok.output_for_node(UQ_NODE).status == "completed"
 
 
 def test_invalid_parameter_fails_naming_the_field(world, instance):
@@ -356,9 +390,7 @@ def test_invalid_parameter_fails_naming_the_field(world, instance):
         instance,
         key,
         assets=[DISPATCH.to_source_asset(), BY_NAME["unit_quality"]],
-        run_config={
-            "ops": {"analysis__unit_quality": {"config": {"parameters": {"min_spikes": "many"}}}}
-        },
+        run_config={"ops": {UQ_NODE: {"config": {"parameters": {"min_spikes": "many"}}}}},
     )
     assert not result.success
     message = failure_message(result)
@@ -376,10 +408,10 @@ def test_dry_run_writes_nothing(world, instance):
         instance,
         key,
         assets=[DISPATCH, BY_NAME["unit_quality"]],
-        run_config={"ops": {"analysis__unit_quality": {"config": {"dry_run": True}}}},
+        run_config={"ops": {UQ_NODE: {"config": {"dry_run": True}}}},
     )
     assert result.success, failure_message(result)
-    out = result.output_for_node("analysis__unit_quality")
+    out = result.output_for_node(UQ_NODE)
     assert out.status == "dry_run" and len(out.jobs) == 2
     assert out.jobs[0].outputs["n_units"] == 8 and out.jobs[0].plots == ["unit_quality.png"]
     assert world.docdb.count(RESULTS) == 0
@@ -417,8 +449,8 @@ def test_removed_records_remove_their_partitions_when_enabled(world, instance):
             break
     assert deleted == [key]
     assert world.resource.partition_map().get(key) is None
-    assert key not in instance.get_dynamic_partitions(DATA_ASSETS.name)
-    assert len(instance.get_dynamic_partitions(DATA_ASSETS.name)) == len(first.run_requests) - 1
+    assert key not in instance.get_dynamic_partitions("ephys_units")
+    assert len(instance.get_dynamic_partitions("ephys_units")) == len(first.run_requests) - 1
 
 
 def test_the_embedded_default_local_store_end_to_end(docdb, local_store, demo_nwb_dir, instance):
@@ -437,9 +469,9 @@ def test_the_embedded_default_local_store_end_to_end(docdb, local_store, demo_nw
     key = ephys_key(world, 0)
     result = materialize(world, instance, key, assets=[DISPATCH, BY_NAME["unit_quality"]])
     assert result.success, failure_message(result)
-    (model, *_) = result.output_for_node("analysis_dispatch")
+    (model, *_) = result.output_for_node(DISPATCH_NODE)
     assert model.file_location[0].startswith(local_store.root + "/data-assets/")
-    jobs = result.output_for_node("analysis__unit_quality").jobs
+    jobs = result.output_for_node(UQ_NODE).jobs
     assert [j.status for j in jobs] == ["completed", "completed"]
     assert all(j.results_location.startswith(local_store.root) for j in jobs)
     assert (local_store.upath(jobs[0].results_location) / "unit_quality.png").exists()
@@ -455,7 +487,7 @@ def test_asset_code_versions_follow_analysis_versions_and_fixed_parameters(tmp_p
     changed = tmp_path / "dispatch.yaml"
     changed.write_text(text.read_text().replace("min_spikes: 50", "min_spikes: 60"))
     config = load_dispatch_config(changed, known_analyses=REGISTRY.names())
-    _, *rebuilt = build_assets(config, list(REGISTRY))
+    rebuilt = build_assets(config, list(REGISTRY))
     new_uq = next(a for a in rebuilt if a.key == uq.key)
     assert new_uq.code_versions_by_key[uq.key] != uq.code_versions_by_key[uq.key]
     bp = BY_NAME["behavior_performance"]

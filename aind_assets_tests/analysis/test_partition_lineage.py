@@ -25,9 +25,21 @@ from aind_assets_tests.analysis.test_flow import ANALYSES, DISPATCH, apply, fail
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 ASSETS = [DISPATCH, *ANALYSES]
+UQ = "analysis/ephys_units/unit_quality"
 #: Metadata that differs between any two runs (paths of version folders, sizes of records
 #: holding times and memory use, record names of Code holding upstream version folders).
-VOLATILE = {"path", "processing_record", "version", "duration_s", "bytes written", "record_name"}
+#: ``output``/``record`` name the version folder and times; ``plot`` is a presigned URL.
+VOLATILE = {
+    "path",
+    "processing_record",
+    "version",
+    "duration_s",
+    "bytes written",
+    "record_name",
+    "output",
+    "record",
+    "plot",
+}
 _VERSION = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}-[0-9a-f]{6}")
 _RUN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TIMES = {"start_date_time", "end_date_time", "resources", "written_at", "committed_at"}
@@ -88,7 +100,7 @@ def test_a_ranged_run_writes_for_each_partition_what_a_one_partition_run_writes(
 ) -> None:
     world.seed()
     apply(instance, tick(world, instance, "ephys_units", None))
-    keys = instance.get_dynamic_partitions("data_assets")[:4]
+    keys = instance.get_dynamic_partitions("ephys_units")[:4]
     assert len(keys) == 4
 
     ranged = dg.materialize(
@@ -141,20 +153,22 @@ def test_a_ranged_run_writes_for_each_partition_what_a_one_partition_run_writes(
             if r["name"] == key or key in json.dumps(r["name"])
             for u in [r["location"]]
         }
-        meta = ranged_meta[("analysis/unit_quality", key)]
+        meta = ranged_meta[(UQ, key)]
         assert set(meta["lineage/inputs"]) <= own, (key, meta["lineage/inputs"])
-        processing, _ = ranged_files[("analysis/unit_quality", key)]
+        processing, _ = ranged_files[(UQ, key)]
         inputs = [d["url"] for d in processing["data_processes"][0]["code"]["input_data"] or []]
-        assert all(f"/analysis_dispatch/{key}/" in u or u in own for u in inputs), inputs
-        assert any(f"/analysis_dispatch/{key}/" in u for u in inputs), inputs
+        assert all(f"/analysis/ephys_units/dispatch/{key}/" in u or u in own for u in inputs), (
+            inputs
+        )
+        assert any(f"/analysis/ephys_units/dispatch/{key}/" in u for u in inputs), inputs
 
     # results, nothing to run: told apart on each partition's materialization
-    statuses = {k: ranged_meta[("analysis/unit_quality", k)][STATUS] for k in keys}
+    statuses = {k: ranged_meta[(UQ, k)][STATUS] for k in keys}
     assert set(statuses.values()) == {RESULTS, NOTHING_TO_RUN}, statuses
-    checks = check_evaluations(ranged, "analysis/unit_quality")
+    checks = check_evaluations(ranged, UQ)
     assert checks == {k: (s == RESULTS, s) for k, s in statuses.items()}
     for key, status in statuses.items():
-        meta = ranged_meta[("analysis/unit_quality", key)]
+        meta = ranged_meta[(UQ, key)]
         assert (meta["completed"] > 0) == (status == RESULTS)
         assert ("results" in meta) == (status == RESULTS)
 
@@ -175,7 +189,7 @@ def test_partitions_with_results_nothing_to_run_or_a_failed_job_are_told_apart(
 ) -> None:
     world.seed()
     apply(instance, tick(world, instance, "ephys_units", None))
-    keys = instance.get_dynamic_partitions("data_assets")[:4]
+    keys = instance.get_dynamic_partitions("ephys_units")[:4]
     with_nwb = [
         k
         for k in keys
@@ -190,8 +204,8 @@ def test_partitions_with_results_nothing_to_run_or_a_failed_job_are_told_apart(
 
     run_config = {
         "ops": {
-            "analysis__unit_quality": {"config": {"num_parallel_workers": 3}},
-            "analysis__behavior_performance": {"config": {"num_parallel_workers": 1}},
+            "analysis__ephys_units__unit_quality": {"config": {"num_parallel_workers": 3}},
+            "analysis__ephys_units__behavior_performance": {"config": {"num_parallel_workers": 1}},
         }
     }
     ranged = dg.materialize(
@@ -211,7 +225,7 @@ def test_partitions_with_results_nothing_to_run_or_a_failed_job_are_told_apart(
         assert world.docdb.count(RESULTS_COLLECTION, {"input_asset_names": name}) == 3
     assert world.docdb.count(RESULTS_COLLECTION, {"input_asset_names": bad["name"]}) == 0
 
-    checks = check_evaluations(ranged, "analysis/unit_quality")
+    checks = check_evaluations(ranged, UQ)
     assert sorted(checks) == sorted(keys)
     for key in keys:
         expected = FAILED if key == bad_key else RESULTS if key in with_nwb else NOTHING_TO_RUN
@@ -227,13 +241,13 @@ def test_partitions_with_results_nothing_to_run_or_a_failed_job_are_told_apart(
         raise_on_error=False,
     )
     assert again.success, failure_message(again)
-    checks = check_evaluations(again, "analysis/unit_quality")
+    checks = check_evaluations(again, UQ)
     for key in keys:
         expected = RESULTS if key in with_nwb else NOTHING_TO_RUN
         assert checks[key] == (expected == RESULTS, expected), key
     meta = by_partition(again)
-    assert meta[("analysis/unit_quality", bad_key)]["completed"] == 2
-    assert meta[("analysis/unit_quality", with_nwb[1])]["skipped"] == 2
+    assert meta[(UQ, bad_key)]["completed"] == 2
+    assert meta[(UQ, with_nwb[1])]["skipped"] == 2
 
 
 def test_sensors_request_batches_of_consecutive_partitions_run_as_ranges(
@@ -242,7 +256,7 @@ def test_sensors_request_batches_of_consecutive_partitions_run_as_ranges(
     world.seed()
     result = tick(world, instance, "ephys_units", None, run_batch_size=3)
     apply(instance, result)
-    order = instance.get_dynamic_partitions("data_assets")
+    order = instance.get_dynamic_partitions("ephys_units")
     batches = []
     for request in result.run_requests:
         assert request.tags["dagster/priority"] == "-10"  # below people's runs
@@ -268,10 +282,12 @@ def test_sensors_request_batches_of_consecutive_partitions_run_as_ranges(
     )
     assert run.success, failure_message(run)
     meta = by_partition(run)
-    assert {k for a, k in meta if a == "analysis/unit_quality"} == set(batch)
+    assert {k for a, k in meta if a == UQ} == set(batch)
     for key in batch:
-        processing, record = written(world, "analysis/unit_quality", key)
+        processing, record = written(world, UQ, key)
         assert record["partition_key"] == key
         inputs = [d["url"] for d in processing["data_processes"][0]["code"]["input_data"]]
-        assert any(f"/analysis_dispatch/{key}/" in u for u in inputs)
-        assert not any(f"/analysis_dispatch/{k}/" in u for u in inputs for k in batch if k != key)
+        assert any(f"/analysis/ephys_units/dispatch/{key}/" in u for u in inputs)
+        assert not any(
+            f"/analysis/ephys_units/dispatch/{k}/" in u for u in inputs for k in batch if k != key
+        )

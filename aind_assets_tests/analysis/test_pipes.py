@@ -18,6 +18,7 @@ import numpy
 from aind_assets.analysis import paging
 from aind_assets.analysis.assets import build_assets
 from aind_assets.analysis.environments import ensure_environment
+from aind_assets.analysis.keys import job_name
 from aind_assets.analysis.launchers import PipesLaunchSettings
 from aind_assets.analysis.models import load_dispatch_config
 from aind_assets.analysis.registry import load_analyses
@@ -38,7 +39,7 @@ def _assets(config_file: Path = CONFIG_FILE):
     dispatch, analysis = build_assets(config, [definition])
     sensor = build_discovery_sensor(
         config["old_numpy_units"],
-        [analysis.key],
+        job_name("old_numpy_units"),
         minimum_interval_seconds=30,
         running=False,
     )

@@ -260,3 +260,48 @@ def test_one_run_over_several_partitions_writes_each_with_its_own_lineage(
             local_store, f"{root}/per_subject_units/{key}"
         )
     assert docdb.count(RECORDS) == 6
+
+
+def test_outputs_and_records_are_links_and_a_table(
+    store: ObjectStoreResource, docdb: DocDBResource
+) -> None:
+    """On an S3 server the output and its processing.json are links on that endpoint; the
+    DocDB record is a table of its key fields, named by its collection and _id. On a local
+    store they are file:// links."""
+    root = store.url("io-links")
+    result = dg.materialize(
+        [summary], partition_key="s1", resources={"io_manager": _io(store, docdb, root)}
+    )
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    meta = event.materialization.metadata
+    version = current(store, f"{root}/summary/s1")
+    if store.endpoint_url:  # the S3 server: the object's URL on that endpoint
+        base = f"{store.endpoint_url}/{version.removeprefix('s3://')}"
+    else:  # a local store: file:// URLs of files that exist
+        base = Path(version).as_uri()
+        assert Path(version, "processing.json").is_file()
+    assert isinstance(meta["output"], dg.UrlMetadataValue)
+    assert meta["output"].value == f"{base}/"
+    assert meta["processing_record"].value == f"{base}/processing.json"
+    rows = {r.data["field"]: r.data["value"] for r in meta["record"].value.records}
+    doc = docdb.find_one(RECORDS, {"location": f"{root}/summary/s1", "status": "current"})
+    assert rows["DocDB record"] == f"{RECORDS} / {doc['name']}"
+    assert rows["partition"] == "s1" and rows["code"] == "summary 3"
+
+
+def test_browse_urls_for_aws_another_endpoint_and_a_local_path() -> None:
+    from aind_assets.resources.urls import browse_url
+
+    assert browse_url("s3://aind-open-data/ecephys_1/results/plot 1.png") == (
+        "https://s3.console.aws.amazon.com/s3/object/aind-open-data"
+        "?prefix=ecephys_1/results/plot%201.png"
+    )
+    assert browse_url("s3://aind-open-data/ecephys_1/results", folder=True) == (
+        "https://s3.console.aws.amazon.com/s3/buckets/aind-open-data?prefix=ecephys_1/results/"
+    )
+    assert (
+        browse_url("s3://b/k/x.json", "http://127.0.0.1:8333/")
+        == "http://127.0.0.1:8333/b/k/x.json"
+    )
+    assert browse_url("/data/store/x y.json") == "file:///data/store/x%20y.json"

@@ -9,6 +9,7 @@ models (parameters, outputs) and the registration are in ``..behavior_performanc
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -114,27 +115,45 @@ def session_performance(trials: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def short_labels(names: list[str]) -> list[str]:
+    """Labels telling files apart: their names without the extension and without the prefix
+    they all share (``behavior_774659_2024-05-01_10-00-00.nwb`` -> ``2024-05-01_10-00-00``)."""
+    stems = [n.rsplit(".", 1)[0] if "." in n else n for n in names]
+    if len(stems) > 1:
+        common = os.path.commonprefix(stems)
+        cut = common.rfind("_") + 1  # AIND names: fields joined by "_", "-" inside dates
+        stems = [s[cut:] or s for s in stems]
+    return [s if len(s) <= 24 else f"{s[:11]}…{s[-12:]}" for s in stems]
+
+
+def group_title(group: dict[str, Any]) -> str:
+    """``{"subject__subject_id": "774659"}`` -> ``subject id 774659`` (the field's last part)."""
+    return ", ".join(f"{k.split('__')[-1].replace('_', ' ')} {v}" for k, v in group.items())
+
+
 def _plot(curves: dict[str, pd.Series], sessions: list[dict[str, Any]], title: str) -> Any:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 3.5))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
-    for label, curve in curves.items():
-        left.plot(np.arange(1, len(curve) + 1), curve.to_numpy(), label=label[:40])
+    for label, curve in zip(short_labels(list(curves)), curves.values(), strict=True):
+        left.plot(np.arange(1, len(curve) + 1), curve.to_numpy(), label=label)
     left.axhline(0.5, color="grey", linestyle=":")
     left.set_ylim(0, 1.05)
     left.set_xlabel("trial")
     left.set_ylabel("rolling accuracy")
     if len(curves) <= 6:
         left.legend(fontsize=6)
-    names = [s["file"][:18] for s in sessions]
+    names = short_labels([s["file"] for s in sessions])
     values = [s["accuracy"] or 0.0 for s in sessions]
     colors = ["tab:blue" if s["included"] else "lightgrey" for s in sessions]
     right.bar(range(len(values)), values, color=colors)
     right.set_xticks(range(len(values)), names, rotation=60, fontsize=6, ha="right")
     right.set_ylim(0, 1.05)
     right.set_ylabel("accuracy")
+    right.set_xlabel("session")
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return fig
 
 
@@ -171,9 +190,12 @@ def run(task: Any, params: Any, ctx: Any) -> dict[str, Any]:
     table.to_csv(ctx.results_dir / "sessions.csv", index=False)
     overall = session_performance(pd.concat(pooled, ignore_index=True)) if pooled else {}
     if sessions:
-        title = ", ".join(sorted({*task.asset_name}))[:90]
+        title = ", ".join(sorted({*task.asset_name}))
         if task.group_metadata:
-            title = ", ".join(f"{k}={v}" for k, v in task.group_metadata.items())
+            title = f"{group_title(dict(task.group_metadata))} ({len(sessions)} session(s))"
+        elif len(title) > 90:
+            title = f"{len(task.asset_name)} data assets"
+        title = f"Behavior performance: {title}"
         ctx.save_figure(_plot(curves, sessions, title), "behavior_performance.png")
     return dict(
         n_sessions=len(sessions),

@@ -135,7 +135,9 @@ def run(task: Any, params: Any, ctx: Any) -> dict[str, Any]:
     table["passed"] = passing(table, params).astype(bool) if len(table) else []
     table.to_csv(ctx.results_dir / "unit_metrics.csv", index=False)
     if len(table):
-        title = f"{', '.join(task.asset_name)}\nISI threshold {params.isi_threshold_ms:g} ms"
+        what = ", ".join(task.asset_name)
+        what = what if len(what) <= 70 else f"{len(task.asset_name)} data assets"
+        title = f"Unit quality: {what}\nISI threshold {params.isi_threshold_ms:g} ms"
         ctx.save_figure(_plot(table, params, title), "unit_quality.png")
     n = len(table)
     n_pass = int(table["passed"].sum()) if n else 0
