@@ -110,6 +110,9 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         if not args.no_seed and not is_seeded(settings, docdb, store):
             report = seed_demo(settings, docdb, store, progress=progress)
             print(f"seeded demo data: {report.records} data assets, {report.bids_files} BIDS files")
+        # closed now: a client left open would try to end its sessions on the stopped DocDB at
+        # exit and delay the end of Ctrl-C by seconds
+        docdb.close()
         env = {**os.environ, "DAGSTER_HOME": str(home), "AIND_DATA_DIR": str(settings.data_dir)}
         # --use-active-venv: the code server runs on this interpreter (the one with aind_assets)
         cmd = [

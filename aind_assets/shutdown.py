@@ -71,12 +71,12 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGTERM)
         _signal_each(everything, signal.SIGTERM)
-        _, alive = psutil.wait_procs(everything, timeout=self.grace)
+        alive = _wait_gone(everything, self.grace)
         for _, proc in self.children:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
         _signal_each(alive, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=2)
+        _wait_gone(alive, 2.0)
         for _, proc in self.children:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)  # reap, so no zombie outlives us
@@ -99,6 +99,27 @@ def _process_tree(pid: int) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to ``timeout`` s until every process has exited; those still running.
+
+    A zombie counts as gone: it holds no port or file, and one whose parent was killed too waits
+    for whichever process adopts it to reap it, which is no business of ours.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in procs if _running(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _signal_each(procs: list[psutil.Process], sig: signal.Signals) -> None:

@@ -1,9 +1,9 @@
 """Command-line backfills through the real CLIs (subprocesses), on the real servers.
 
-``aind-assets partitions sync`` registers partitions without the sensor, ``dagster asset
-materialize --partition-range`` runs several dynamic partitions in one run, ``dagster job
-backfill`` queues one run per partition of the ``aind_analysis`` job, and ``aind-assets results``
-finds what they produced.
+``aind-assets partitions sync`` registers partitions without the sensor, ``dg launch --assets
+--partition-range`` runs several dynamic partitions in one run, ``dagster job backfill`` (dg 1.13
+has no backfill command) queues one run per partition of the ``aind_analysis`` job, and
+``aind-assets results`` finds what they produced.
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ def dagster(env: dict, *args: str) -> str:
     return run(env, str(BIN / "dagster"), *args, "-m", "aind_assets.definitions")
 
 
+def dg_cli(env: dict, *args: str) -> str:
+    """``dg`` in the project folder: the code location of [tool.dg] in pyproject.toml."""
+    return run(env, str(BIN / "dg"), *args)
+
+
 def in_process(env: dict, monkeypatch, capsys, *args: str) -> str:
     """``aind-assets`` in this process (cheap commands; the real CLI runs in subprocesses)."""
     from aind_assets.cli import main
@@ -112,11 +117,10 @@ def test_sync_range_materialize_job_backfill_and_results(
 
     # several dynamic partitions in one run (single-run backfill policy)
     first, second, third = expected
-    dagster(
+    dg_cli(
         cli_env,
-        "asset",
-        "materialize",
-        "--select",
+        "launch",
+        "--assets",
         "analysis_dispatch,analysis/unit_quality",
         "--partition-range",
         f"{first}...{second}",
