@@ -196,14 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the platform on this machine: the embedded DocDB, demo data on first "
         "start, and `dg dev` (Dagster webserver, daemon, code server). Ctrl-C stops all of it "
         "within a few seconds and says what it stopped.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address the Dagster UI listens on (0.0.0.0: every interface)",
+        help="address the Dagster UI listens on (default: 127.0.0.1; 0.0.0.0: every interface)",
     )
-    p.add_argument("--port", type=int, default=3000, help="port of the Dagster UI")
+    p.add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default: 3000)")
     p.add_argument(
         "--docdb-port",
         type=int,

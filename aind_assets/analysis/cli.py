@@ -217,7 +217,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_sync)
 
     p = parts.add_parser("list", help="registered partition keys, in Dagster's order")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the keys as a JSON list")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("results", help="query analysis results (records of completed jobs)")
@@ -236,6 +236,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="as analysis-pipeline-utils' latest_only (the newest matching record)",
     )
-    p.add_argument("--limit", type=int, default=0)
+    p.add_argument(
+        "--limit", type=int, default=0, help="at most this many records (default 0: all)"
+    )
     p.add_argument("--json", action="store_true", help="print the records as JSON")
     p.set_defaults(func=_cmd_results)

@@ -122,7 +122,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_register)
 
     p = sub.add_parser("check", help="validate a release spec without registering it")
-    p.add_argument("spec")
+    p.add_argument("spec", help="release spec YAML to validate")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("list", help="registered release specs and which releases are complete")
