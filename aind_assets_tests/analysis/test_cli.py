@@ -107,8 +107,19 @@ def test_sync_range_materialize_job_backfill_and_results(
     dry = json.loads(in_process(cli_env, monkeypatch, capsys, *sync, "--dry-run", "--json"))
     assert dry["keys"] == expected and len(expected) == 3 and dry["added"] == 0
 
-    # register the partitions without the sensor
-    out = aind(cli_env, *sync)
+    # register the partitions without the sensor, saying how far it got on stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "aind_assets.cli", *sync],
+        env=cli_env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "partitions sync: ephys_units: querying DocDB" in done.stderr
+    assert "partitions sync: ephys_units: 3 record(s) read" in done.stderr
     assert "ephys_units: 3 record(s) -> 3 partition(s), registered 3 new" in out
     listed = in_process(cli_env, monkeypatch, capsys, "partitions", "list", "--json")
     assert json.loads(listed) == expected

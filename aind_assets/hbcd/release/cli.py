@@ -55,8 +55,12 @@ def _cmd_register(args: argparse.Namespace) -> int:
     from aind_assets.hbcd.release.resources import build_release_resource
     from aind_assets.hbcd.release.specs import write_spec
 
+    from aind_assets.progress import StepPrinter
+
+    progress = StepPrinter()
     settings = Settings.from_env()
     spec = _load(args.spec)
+    progress(f"release register: storing spec {spec.release}")
     res = build_release_resource(settings, for_dagster=False)
     res.object_store.ensure_root(res.specs_root)
     url = write_spec(res.object_store, res.specs_root, res.staging_root, spec, force=args.force)
@@ -64,6 +68,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.no_partition:
         return 0
     home = _dagster_home(settings)
+    progress(f"release register: adding partition {spec.release} in {home}")
     added = add_release_partition(spec.release, home)
     state = "added to" if added else "already in"
     print(f"partition {spec.release} {state} {PARTITIONS} (DAGSTER_HOME={home})")
@@ -81,8 +86,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from aind_assets.hbcd.release.resources import build_release_resource
     from aind_assets.hbcd.release.specs import complete_releases, list_specs
 
+    from aind_assets.progress import StepPrinter
+
+    progress = StepPrinter()
     res = build_release_resource(Settings.from_env(), for_dagster=False)
+    progress(f"release list: reading specs under {res.specs_root}")
     specs, errors = list_specs(res.object_store, res.specs_root)
+    progress(f"release list: reading completion markers under {res.staging_root}")
     complete = complete_releases(res.object_store, res.staging_root)
     if not specs and not errors:
         print(f"no release spec registered under {res.specs_root}")
