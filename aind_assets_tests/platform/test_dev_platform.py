@@ -7,11 +7,13 @@ process it started is gone and both ports are free within 5 s, with a stop messa
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +113,18 @@ def test_dev_starts_quietly_and_ctrl_c_stops_everything_within_5_s(started) -> N
         assert word not in start_log, f"{word!r} printed on a normal start:\n{start_log[-4000:]}"
     assert "demo seed: writing NWB files" in start_log  # progress of the first start's seeding
     assert "dg dev" in start_log
+
+    # the code location is named as the project ([tool.dg] code_location_name), in the UI too
+    query = b'{"query": "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"}'
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{info['ui_port']}/graphql",
+        data=query,
+        headers={"Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 direct
+    with opener.open(request, timeout=30) as response:
+        workspace = json.load(response)["data"]["workspaceOrError"]
+    assert [e["name"] for e in workspace["locationEntries"]] == ["aind_assets"], workspace
 
     tree = _tree(proc.pid)
     names = " ".join(" ".join(p.cmdline()) for p in _alive(tree))
