@@ -42,9 +42,7 @@ class Supervisor:
         def on_signal(signum: int, _frame: object) -> None:
             self.signalled.append(signum)
 
-        previous = {
-            sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             while main.poll() is None and not self.signalled:
                 time.sleep(0.1)

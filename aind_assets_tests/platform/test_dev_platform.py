@@ -99,10 +99,7 @@ def test_dev_starts_quietly_and_ctrl_c_stops_everything_within_5_s(started) -> N
 
     deadline = time.monotonic() + 300
     # up: the UI listens and the daemon has evaluated a sensor (the code location is loaded)
-    while not (
-        port_open(info["ui_port"])
-        and "Checking for new runs for sensor" in log()
-    ):
+    while not (port_open(info["ui_port"]) and "Checking for new runs for sensor" in log()):
         assert proc.poll() is None, f"aind-assets dev exited:\n{log()[-3000:]}"
         assert time.monotonic() < deadline, f"not up in 300 s:\n{log()[-3000:]}"
         time.sleep(0.5)

@@ -54,7 +54,6 @@ def add_release_partition(release: str, home: Path) -> bool:
 def _cmd_register(args: argparse.Namespace) -> int:
     from aind_assets.hbcd.release.resources import build_release_resource
     from aind_assets.hbcd.release.specs import write_spec
-
     from aind_assets.progress import StepPrinter
 
     progress = StepPrinter()
@@ -72,7 +71,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
     added = add_release_partition(spec.release, home)
     state = "added to" if added else "already in"
     print(f"partition {spec.release} {state} {PARTITIONS} (DAGSTER_HOME={home})")
-    print(f"stage it: materialize job hbcd_release for partition {spec.release}")
+    print(f"stage it: dg launch --job hbcd_release --partition {spec.release} (or from the UI)")
     return 0
 
 
@@ -85,7 +84,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from aind_assets.hbcd.release.resources import build_release_resource
     from aind_assets.hbcd.release.specs import complete_releases, list_specs
-
     from aind_assets.progress import StepPrinter
 
     progress = StepPrinter()
