@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,8 +18,6 @@ from pathlib import Path
 from aind_assets.settings import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-#: The local instance profile, copied into a new $DAGSTER_HOME by ``dev``.
-LOCAL_PROFILE = PROJECT_DIR / "deploy" / "local" / "dagster.yaml"
 
 
 def _command_groups() -> list[Callable[[argparse._SubParsersAction], None]]:
@@ -84,6 +81,7 @@ def _apply_docdb_port(args: argparse.Namespace) -> None:
 def _cmd_dev(args: argparse.Namespace) -> int:
     """Start the platform on this machine: embedded DocDB, demo data, ``dg dev`` (UI, daemon)."""
     from aind_assets.demo.seed import is_seeded, seed_demo
+    from aind_assets.instance_home import dagster_home
     from aind_assets.progress import StepPrinter
     from aind_assets.servers import embedded_docdb
     from aind_assets.shutdown import Supervisor
@@ -94,10 +92,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     dg_bin = Path(sys.executable).parent / "dg"
     if not dg_bin.exists():
         raise FileNotFoundError(f"{dg_bin} is missing (dagster-dg-cli): run scripts/install")
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copy(LOCAL_PROFILE, home / "dagster.yaml")
+    home = dagster_home(settings.data_dir)
     supervisor = Supervisor()
     with (
         only_instance(home, args.host, args.port),

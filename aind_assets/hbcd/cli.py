@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from aind_assets.hbcd.deid.ledger import discover_sessions, write_discovery_report
 from aind_assets.hbcd.deid.scanning import scan_objects, scan_session
@@ -55,9 +54,9 @@ def _cmd_discover(args: argparse.Namespace) -> int:
         import dagster as dg
 
         from aind_assets.hbcd.keys import BIDS_SESSIONS_NAME
+        from aind_assets.instance_home import dagster_home
 
-        home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
-        home.mkdir(parents=True, exist_ok=True)
+        home = dagster_home(settings.data_dir)
         previous = os.environ.get("DAGSTER_HOME")
         os.environ["DAGSTER_HOME"] = str(home)
         try:

@@ -27,7 +27,9 @@ def _load(path: str):
 
 
 def _dagster_home(settings: Settings) -> Path:
-    return Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
+    from aind_assets.instance_home import dagster_home
+
+    return dagster_home(settings.data_dir)
 
 
 def add_release_partition(release: str, home: Path) -> bool:
