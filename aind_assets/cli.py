@@ -10,11 +10,8 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,16 +44,26 @@ def _cmd_settings(args: argparse.Namespace) -> int:
 
 def _cmd_demo_seed(args: argparse.Namespace) -> int:
     from aind_assets.demo.seed import is_seeded, seed_demo
+    from aind_assets.progress import StepPrinter
     from aind_assets.servers import embedded_docdb
 
+    _apply_docdb_port(args)
     settings = Settings.from_env()
+    progress = StepPrinter()
     with embedded_docdb(settings, needed=settings.embedded and not args.no_embedded):
         docdb, store = settings.docdb(), settings.object_store()
         docdb.ping()
         if args.if_empty and is_seeded(settings, docdb, store):
             print("demo data already present; nothing to do")
             return 0
-        report = seed_demo(settings, docdb, store, n_assets=args.assets, n_subjects=args.subjects)
+        report = seed_demo(
+            settings,
+            docdb,
+            store,
+            n_assets=args.assets,
+            n_subjects=args.subjects,
+            progress=progress,
+        )
     print(
         f"seeded {report.records} data-asset records with {report.nwb_files} NWB files, "
         f"{report.bids_files} identified BIDS files and the identifier map"
@@ -64,38 +71,64 @@ def _cmd_demo_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_dev(args: argparse.Namespace) -> int:
-    """Start the platform on this machine: embedded DocDB, demo data, Dagster UI and daemon."""
-    from aind_assets.demo.seed import is_seeded, seed_demo
-    from aind_assets.servers import embedded_docdb
+def _apply_docdb_port(args: argparse.Namespace) -> None:
+    """``--docdb-port`` wins over ``AIND_EMBEDDED_DOCDB_PORT``, for this process and its children
+    (the Dagster processes read the port from the environment)."""
+    if getattr(args, "docdb_port", None):
+        os.environ["AIND_EMBEDDED_DOCDB_PORT"] = str(args.docdb_port)
 
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    """Start the platform on this machine: embedded DocDB, demo data, ``dg dev`` (UI, daemon)."""
+    from aind_assets.demo.seed import is_seeded, seed_demo
+    from aind_assets.instance_home import dagster_home
+    from aind_assets.progress import StepPrinter
+    from aind_assets.servers import embedded_docdb
+    from aind_assets.shutdown import Supervisor
+
+    _apply_docdb_port(args)
     settings = Settings.from_env()
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copy(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
-    with only_instance(home, args.host, args.port), embedded_docdb(settings, settings.embedded):
+    progress = StepPrinter()
+    dg_bin = Path(sys.executable).parent / "dg"
+    if not dg_bin.exists():
+        raise FileNotFoundError(f"{dg_bin} is missing (dagster-dg-cli): run scripts/install")
+    home = dagster_home(settings.data_dir)
+    supervisor = Supervisor()
+    with (
+        only_instance(home, args.host, args.port),
+        embedded_docdb(settings, settings.embedded) as docdb_server,
+    ):
+        if docdb_server is not None and docdb_server.proc is not None:
+            supervisor.add("embedded DocDB", docdb_server.proc)
         docdb, store = settings.docdb(), settings.object_store()
         docdb.ping()
         if not args.no_seed and not is_seeded(settings, docdb, store):
-            report = seed_demo(settings, docdb, store)
+            report = seed_demo(settings, docdb, store, progress=progress)
             print(f"seeded demo data: {report.records} data assets, {report.bids_files} BIDS files")
+        # closed now: a client left open would try to end its sessions on the stopped DocDB at
+        # exit and delay the end of Ctrl-C by seconds
+        docdb.close()
         env = {**os.environ, "DAGSTER_HOME": str(home), "AIND_DATA_DIR": str(settings.data_dir)}
+        # --use-active-venv: the code server runs on this interpreter (the one with aind_assets)
         cmd = [
-            str(Path(sys.executable).parent / "dagster"),
+            str(dg_bin),
             "dev",
-            "-h",
+            "--use-active-venv",
+            "--no-check-yaml",
+            "--host",
             args.host,
-            "-p",
+            "--port",
             str(args.port),
-            "-w",
-            str(PROJECT_DIR / "workspace.yaml"),
         ]
+        progress("starting dg dev (Dagster webserver, daemon, code server)")
         print(
-            f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops all"
+            f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops all",
+            flush=True,
         )
+        # its own session: a terminal's Ctrl-C reaches only this process, which stops the rest
         proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_DIR, start_new_session=True)
-        code = _supervise(proc)
+        supervisor.add("Dagster (dg dev: webserver, daemon, code servers)", proc)
+        code = supervisor.run_until_signal(proc)
     return code
 
 
@@ -103,7 +136,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 def only_instance(home: Path, host: str, port: int) -> Iterator[None]:
     """Refuse to start a second platform on one Dagster home or one port.
 
-    Two ``dagster dev`` on one home run two daemons that launch every sensor's runs twice and
+    Two ``dg dev`` on one home run two daemons that launch every sensor's runs twice and
     seed the demo data twice; the lock (held until this process exits) makes that impossible.
     """
     import fcntl
@@ -128,38 +161,10 @@ def only_instance(home: Path, host: str, port: int) -> Iterator[None]:
         lock.close()
 
 
-def _supervise(proc: subprocess.Popen, grace: float = 20.0) -> int:
-    """Wait for ``dagster dev``; on Ctrl-C or SIGTERM stop its whole process group.
-
-    ``dagster dev`` runs in its own session (it ignores signals otherwise), so the group gets
-    SIGINT, as a terminal's Ctrl-C would send, and SIGKILL if it is still there after ``grace``.
-    """
-    stopping: list[float] = []
-
-    def request_stop(*_: object) -> None:
-        if not stopping:
-            stopping.append(time.monotonic())
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        while proc.poll() is None:
-            if stopping and time.monotonic() - stopping[0] > grace:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            time.sleep(0.2)
-    finally:
-        request_stop()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (code servers)
-    return proc.returncode
-
-
 def _cmd_docdb_serve(args: argparse.Namespace) -> int:
     from aind_assets.servers import main as serve
 
+    _apply_docdb_port(args)
     settings = Settings.from_env()
     serve(
         [
@@ -181,10 +186,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_settings)
 
     p = sub.add_parser(
-        "dev", help="start DocDB (embedded), seed demo data if empty, and dagster dev"
+        "dev",
+        help="start the embedded DocDB, seed demo data if empty, and dg dev (UI and daemon)",
+        description="Start the platform on this machine: the embedded DocDB, demo data on first "
+        "start, and `dg dev` (Dagster webserver, daemon, code server). Ctrl-C stops all of it "
+        "within a few seconds and says what it stopped.",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address the Dagster UI listens on (default: 127.0.0.1; 0.0.0.0: every interface)",
+    )
+    p.add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default: 3000)")
+    p.add_argument(
+        "--docdb-port",
+        type=int,
+        default=None,
+        help="port of the embedded DocDB (default: $AIND_EMBEDDED_DOCDB_PORT, else 27027)",
+    )
     p.add_argument("--no-seed", action="store_true", help="do not seed demo data")
     p.set_defaults(func=_cmd_dev)
 
@@ -202,12 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="never start the embedded DocDB (use one running)",
     )
+    p.add_argument(
+        "--docdb-port",
+        type=int,
+        default=None,
+        help="port of the embedded DocDB (default: $AIND_EMBEDDED_DOCDB_PORT, else 27027)",
+    )
     p.set_defaults(func=_cmd_demo_seed)
 
     docdb = sub.add_parser("docdb", help="the embedded DocDB").add_subparsers(
         dest="docdb_command", required=True
     )
     p = docdb.add_parser("serve", help="serve the embedded DocDB in the foreground")
+    p.add_argument(
+        "--docdb-port",
+        type=int,
+        default=None,
+        help="port to serve on (default: $AIND_EMBEDDED_DOCDB_PORT, else 27027)",
+    )
     p.set_defaults(func=_cmd_docdb_serve)
 
     for register in _command_groups():

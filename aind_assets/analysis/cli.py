@@ -60,7 +60,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     )
     from aind_assets.analysis.models import load_dispatch_config
     from aind_assets.analysis.registry import load_analyses
+    from aind_assets.progress import StepPrinter
 
+    progress = StepPrinter()
     settings, analysis = _settings()
     registry = load_analyses(
         analysis.analysis_modules, examples_out_of_process=settings.examples_out_of_process
@@ -78,6 +80,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             ensure_indexes(docdb, settings.assets_collection)
         pmap = PartitionMap(docdb, analysis.partitions_collection)
         for spec in specs:
+            progress(f"partitions sync: {spec.name}: querying DocDB")
             keys: list[str] = []
             new: list[str] = []
             records = 0
@@ -100,6 +103,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             ):
                 records += page.records
                 rejected.extend(page.rejected)
+                progress(
+                    f"partitions sync: {spec.name}: {records} record(s) read, "
+                    f"{len(page.partitions)} partition(s) in this page"
+                )
                 if instance is not None and registered is not None:
                     exists = registered.check([p.key for p in page.partitions])
                     pmap.record(page.partitions, exists=exists.__getitem__)
@@ -113,6 +120,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 keys.extend(p.key for p in page.partitions if p.key not in keys)
             deleted: list[str] = []
             if args.delete_gone and instance is not None:
+                progress(f"partitions sync: {spec.name}: looking for partitions gone from DocDB")
                 after = None
                 while chunks := pmap.chunks(spec.name, after=after):
                     entries = [e for chunk in chunks for e in chunk.get("entries") or []]
@@ -236,7 +244,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--spec",
         help="one dispatch spec: print its keys only (one per line, or a JSON list)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print the keys as JSON")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("results", help="query analysis results (records of completed jobs)")
@@ -255,6 +263,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="as analysis-pipeline-utils' latest_only (the newest matching record)",
     )
-    p.add_argument("--limit", type=int, default=0)
+    p.add_argument(
+        "--limit", type=int, default=0, help="at most this many records (default 0: all)"
+    )
     p.add_argument("--json", action="store_true", help="print the records as JSON")
     p.set_defaults(func=_cmd_results)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from aind_assets.hbcd.deid.ledger import discover_sessions, write_discovery_report
 from aind_assets.hbcd.deid.scanning import scan_objects, scan_session
 from aind_assets.hbcd.identity.scrub import scrubbed_errors
+from aind_assets.progress import StepPrinter
 from aind_assets.settings import Settings
 
 
@@ -33,10 +33,14 @@ def _context(settings: Settings):  # noqa: ANN202
 def _cmd_discover(args: argparse.Namespace) -> int:
     from aind_assets.hbcd.deid.discovery import plan_requests
 
+    progress = StepPrinter()
     settings = Settings.from_env()
+    progress("hbcd discover: loading the identity map")
     store, layout, idmap = _context(settings)
     with scrubbed_errors(idmap, "discovery"):
+        progress(f"hbcd discover: listing {layout.identified_root}")
         result = discover_sessions(store, layout, idmap)
+        progress("hbcd discover: writing the discovery report")
         write_discovery_report(store, layout, result)
     d = result.discovery
     plan = plan_requests(d, result.ledger, idmap)
@@ -50,12 +54,13 @@ def _cmd_discover(args: argparse.Namespace) -> int:
         import dagster as dg
 
         from aind_assets.hbcd.keys import BIDS_SESSIONS_NAME
+        from aind_assets.instance_home import dagster_home
 
-        home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
-        home.mkdir(parents=True, exist_ok=True)
+        home = dagster_home(settings.data_dir)
         previous = os.environ.get("DAGSTER_HOME")
         os.environ["DAGSTER_HOME"] = str(home)
         try:
+            progress(f"hbcd discover: registering partitions in {home}")
             with dg.DagsterInstance.get() as instance:
                 existing = set(instance.get_dynamic_partitions(BIDS_SESSIONS_NAME))
                 new = sorted(k for k in d.sessions if k not in existing)
@@ -73,15 +78,20 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 def _cmd_scan(args: argparse.Namespace) -> int:
     from aind_assets.hbcd.identity.replace import parse_session_partition_key
 
+    progress = StepPrinter()
     settings = Settings.from_env()
+    progress("hbcd scan: loading the identity map")
     store, layout, idmap = _context(settings)
     if args.session:
+        progress(f"hbcd scan: scanning session {args.session}")
         parse_session_partition_key(args.session)
         # an audit reads everything: no skipping of objects scanned clean before
         results = [scan_session(store, layout, idmap, args.session, incremental=False)]
     else:
         with scrubbed_errors(idmap, "scan"):
+            progress(f"hbcd scan: listing {layout.deidentified_root}")
             infos = store.list_objects(layout.deidentified_root)
+            progress(f"hbcd scan: scanning {len(infos)} object(s)")
             results = [scan_objects(store, infos, layout.deidentified_root, idmap)]
     scanned = sum(r.scanned for r in results)
     findings = [f for r in results for f in r.findings]

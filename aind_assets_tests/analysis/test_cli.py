@@ -1,9 +1,9 @@
 """Command-line backfills through the real CLIs (subprocesses), on the real servers.
 
-``aind-assets partitions sync`` registers partitions without the sensor, ``dagster asset
-materialize --partition-range`` runs several dynamic partitions in one run, ``dagster job
-backfill`` queues one run per partition of the ``analysis_ephys_units`` job, and ``aind-assets results``
-finds what they produced.
+``aind-assets partitions sync`` registers partitions without the sensor, ``dg launch --assets
+--partition-range`` runs several dynamic partitions in one run, ``dagster job backfill`` (dg 1.13
+has no backfill command) queues one run per partition of the ``analysis_ephys_units`` job, and
+``aind-assets results`` finds what they produced.
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ def dagster(env: dict, *args: str) -> str:
     return run(env, str(BIN / "dagster"), *args, "-m", "aind_assets.definitions")
 
 
+def dg_cli(env: dict, *args: str) -> str:
+    """``dg`` in the project folder: the code location of [tool.dg] in pyproject.toml."""
+    return run(env, str(BIN / "dg"), *args)
+
+
 def in_process(env: dict, monkeypatch, capsys, *args: str) -> str:
     """``aind-assets`` in this process (cheap commands; the real CLI runs in subprocesses)."""
     from aind_assets.cli import main
@@ -102,8 +107,19 @@ def test_sync_range_materialize_job_backfill_and_results(
     dry = json.loads(in_process(cli_env, monkeypatch, capsys, *sync, "--dry-run", "--json"))
     assert dry["keys"] == expected and len(expected) == 3 and dry["added"] == 0
 
-    # register the partitions without the sensor
-    out = aind(cli_env, *sync)
+    # register the partitions without the sensor, saying how far it got on stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "aind_assets.cli", *sync],
+        env=cli_env,
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "partitions sync: ephys_units: querying DocDB" in done.stderr
+    assert "partitions sync: ephys_units: 3 record(s) read" in done.stderr
     assert "ephys_units: 3 record(s) -> 3 partition(s), registered 3 new" in out
     listed = in_process(
         cli_env, monkeypatch, capsys, "partitions", "list", "--spec", "ephys_units", "--json"
@@ -117,11 +133,10 @@ def test_sync_range_materialize_job_backfill_and_results(
 
     # several dynamic partitions in one run (single-run backfill policy)
     first, second, third = expected
-    dagster(
+    dg_cli(
         cli_env,
-        "asset",
-        "materialize",
-        "--select",
+        "launch",
+        "--assets",
         "analysis/ephys_units/dispatch,analysis/ephys_units/unit_quality",
         "--partition-range",
         f"{first}...{second}",

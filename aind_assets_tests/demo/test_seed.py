@@ -83,10 +83,20 @@ def test_seed_command_line(
         "AIND_DOCDB_URI": docdb.uri,
         "AIND_DOCDB_DATABASE": docdb.database,
     }
-    cli = [str(Path(sys.executable).parent / "aind-assets"), "demo", "seed", "--if-empty"]
+    cli = [sys.executable, "-m", "aind_assets.cli", "demo", "seed", "--if-empty"]
     first = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     assert "seeded 24 data-asset records" in first.stdout
+    # one progress line per step on stderr, stdout left to the result
+    steps = [line for line in first.stderr.splitlines() if "] demo seed: " in line]
+    assert [s.split("demo seed: ")[1].split()[0] for s in steps] == [
+        "writing",
+        "uploading",
+        "writing",
+        "uploaded",
+        "upserting",
+    ], first.stderr
+    assert "demo seed" not in first.stdout
     assert docdb.count("data_assets") == 24
     again = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already present" in again.stdout

@@ -27,7 +27,9 @@ def _load(path: str):
 
 
 def _dagster_home(settings: Settings) -> Path:
-    return Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").absolute()
+    from aind_assets.instance_home import dagster_home
+
+    return dagster_home(settings.data_dir)
 
 
 def add_release_partition(release: str, home: Path) -> bool:
@@ -54,9 +56,12 @@ def add_release_partition(release: str, home: Path) -> bool:
 def _cmd_register(args: argparse.Namespace) -> int:
     from aind_assets.hbcd.release.resources import build_release_resource
     from aind_assets.hbcd.release.specs import write_spec
+    from aind_assets.progress import StepPrinter
 
+    progress = StepPrinter()
     settings = Settings.from_env()
     spec = _load(args.spec)
+    progress(f"release register: storing spec {spec.release}")
     res = build_release_resource(settings, for_dagster=False)
     res.object_store.ensure_root(res.specs_root)
     url = write_spec(res.object_store, res.specs_root, res.staging_root, spec, force=args.force)
@@ -64,10 +69,11 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.no_partition:
         return 0
     home = _dagster_home(settings)
+    progress(f"release register: adding partition {spec.release} in {home}")
     added = add_release_partition(spec.release, home)
     state = "added to" if added else "already in"
     print(f"partition {spec.release} {state} {PARTITIONS} (DAGSTER_HOME={home})")
-    print(f"stage it: materialize job hbcd_release for partition {spec.release}")
+    print(f"stage it: dg launch --job hbcd_release --partition {spec.release} (or from the UI)")
     return 0
 
 
@@ -80,9 +86,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from aind_assets.hbcd.release.resources import build_release_resource
     from aind_assets.hbcd.release.specs import complete_releases, list_specs
+    from aind_assets.progress import StepPrinter
 
+    progress = StepPrinter()
     res = build_release_resource(Settings.from_env(), for_dagster=False)
+    progress(f"release list: reading specs under {res.specs_root}")
     specs, errors = list_specs(res.object_store, res.specs_root)
+    progress(f"release list: reading completion markers under {res.staging_root}")
     complete = complete_releases(res.object_store, res.staging_root)
     if not specs and not errors:
         print(f"no release spec registered under {res.specs_root}")
@@ -122,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_register)
 
     p = sub.add_parser("check", help="validate a release spec without registering it")
-    p.add_argument("spec")
+    p.add_argument("spec", help="release spec YAML to validate")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("list", help="registered release specs and which releases are complete")
