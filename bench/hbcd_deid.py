@@ -51,7 +51,7 @@ from isal import igzip
 from aind_assets.demo.bids import demo_identity_rows
 from aind_assets.hbcd.deid.discovery import plan_requests
 from aind_assets.hbcd.deid.ledger import discover_sessions
-from aind_assets.hbcd.deid.scanning import scan_dataset, scan_session
+from aind_assets.hbcd.deid.scanning import scan_dataset, scan_session, scan_units
 from aind_assets.hbcd.deid.store import deidentify_dataset, deidentify_session
 from aind_assets.hbcd.identity.idmap import IdentityRow, format_identity_map, parse_identity_map
 from aind_assets.hbcd.layout import HbcdLayout
@@ -189,17 +189,33 @@ def deidentify_all(store, layout, idmap, workers: int) -> tuple[float, list[str]
 
 
 def scan_all(  # noqa: ANN001
-    store, layout, idmap, keys: list[str], workers: int, incremental: bool = True
+    store,
+    layout,
+    idmap,
+    keys: list[str],
+    workers: int,
+    incremental: bool = True,
+    batched: bool = True,
 ) -> tuple[float, dict]:
     """The blocking leak checks of every session in ``keys`` and of the dataset-level files
     (incremental, as the checks run; ``incremental=False``: the full audit of
-    ``aind-assets hbcd scan``). Returns seconds and totals."""
+    ``aind-assets hbcd scan``). ``batched``: all units in one
+    :func:`~aind_assets.hbcd.deid.scanning.scan_units` call (one listing of the tree, the
+    records read in one concurrent batch); else one check per unit, ``workers`` at a time.
+    Returns seconds and totals."""
     t = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    if batched:
         results = list(
-            pool.map(lambda k: scan_session(store, layout, idmap, k, incremental=incremental), keys)
+            scan_units(store, layout, idmap, keys, dataset=True, incremental=incremental).values()
         )
-    results.append(scan_dataset(store, layout, idmap, incremental=incremental))
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(
+                pool.map(
+                    lambda k: scan_session(store, layout, idmap, k, incremental=incremental), keys
+                )
+            )
+        results.append(scan_dataset(store, layout, idmap, incremental=incremental))
     elapsed = time.perf_counter() - t
     assert all(r.clean for r in results), [r.by_kind() for r in results if not r.clean]
     totals = {
