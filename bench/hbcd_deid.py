@@ -12,7 +12,8 @@
    server-side copies) on the same server: the baselines.
 3. De-identifies it (discovery, every session and the dataset-level files, with ``--workers``
    sessions at a time as concurrent runs would) through :mod:`aind_assets.hbcd.deid.store`,
-   then runs the leak scan (the blocking checks: every session and the dataset-level files).
+   then runs the leak scan (the blocking checks of every session and the dataset-level files,
+   batched: :func:`~aind_assets.hbcd.deid.scanning.scan_units`; and one unit at a time).
 4. Changes 1 % of the sessions and runs discovery + de-identification again (vs the full run)
    and the leak checks of every unit again (incremental: only what changed is read);
    ``aws s3 sync`` of the changed local tree is timed as well.
@@ -373,6 +374,13 @@ def main(argv: list[str] | None = None) -> None:
             load.append(os.getloadavg()[0])
             t_scan, scan_totals = scan_all(store, layout, idmap, keys, args.workers)
             print(f"leak scan in {t_scan:.1f} s: clean, {scan_totals}")
+            # the same checks one unit at a time (a check per partition), then batched again:
+            # both after the first scan (nothing left to read: listings and records only)
+            t_each, _ = scan_all(store, layout, idmap, keys, args.workers, batched=False)
+            t_batch_again, _ = scan_all(store, layout, idmap, keys, args.workers)
+            print(
+                f"leak checks again: one unit at a time {t_each:.2f} s, batched {t_batch_again:.2f} s"
+            )
             t_audit, audit_totals = scan_all(store, layout, idmap, keys, args.workers, False)
             print(f"full scan (nothing trusted) in {t_audit:.1f} s: clean, {audit_totals}")
 
@@ -454,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
             "leak_scan_seconds": t_scan,
             "leak_scan_ratio": t_scan / t_full,
             "leak_scan_totals": scan_totals,
+            "leak_scan_again_one_unit_at_a_time_seconds": t_each,
+            "leak_scan_again_batched_seconds": t_batch_again,
             "full_scan_nothing_trusted_seconds": t_audit,
             "full_scan_nothing_trusted_ratio": t_audit / t_full,
             "full_scan_nothing_trusted_totals": audit_totals,
@@ -505,6 +515,11 @@ def main(argv: list[str] | None = None) -> None:
                 "written)",
             ),
             ("**blocking leak scan / de-identification**", f"**{t_scan / t_full:.3f}x**"),
+            (
+                "leak checks again, nothing to read: one unit at a time / batched",
+                f"{t_each:.2f} s ({t_each / t_full:.3f}x) / {t_batch_again:.2f} s "
+                f"({t_batch_again / t_full:.3f}x)",
+            ),
             (
                 "full scan trusting no record (`aind-assets hbcd scan`)",
                 f"{t_audit:.2f} s ({t_audit / t_full:.3f}x the de-identification), "
