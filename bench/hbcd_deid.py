@@ -50,6 +50,7 @@ import numpy as np
 from isal import igzip
 
 from aind_assets.demo.bids import demo_identity_rows
+from aind_assets.hbcd.deid.commit import commit_session_write, marker_url
 from aind_assets.hbcd.deid.discovery import plan_requests
 from aind_assets.hbcd.deid.ledger import discover_sessions
 from aind_assets.hbcd.deid.scanning import scan_dataset, scan_session, scan_units
@@ -200,7 +201,8 @@ def scan_all(  # noqa: ANN001
 ) -> tuple[float, dict]:
     """The blocking leak checks of every session in ``keys`` and of the dataset-level files
     (incremental, as the checks run; ``incremental=False``: the full audit of
-    ``aind-assets hbcd scan``). ``batched``: all units in one
+    ``aind-assets hbcd scan``), and the commit of every session that passed (its writing
+    marker removed). ``batched``: all units in one
     :func:`~aind_assets.hbcd.deid.scanning.scan_units` call (one listing of the tree, the
     records read in one concurrent batch); else one check per unit, ``workers`` at a time.
     Returns seconds and totals."""
@@ -217,8 +219,15 @@ def scan_all(  # noqa: ANN001
                 )
             )
         results.append(scan_dataset(store, layout, idmap, incremental=incremental))
-    elapsed = time.perf_counter() - t
     assert all(r.clean for r in results), [r.by_kind() for r in results if not r.clean]
+    # a passing check commits its session (removes the writing marker, as deid/checks.py does);
+    # a batched check removes them all in one request
+    if batched:
+        store.delete([marker_url(layout.deidentified_root, k) for k in keys])
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda k: commit_session_write(store, layout.deidentified_root, k), keys))
+    elapsed = time.perf_counter() - t
     totals = {
         "objects_read": sum(r.scanned for r in results),
         "objects_unchanged_since_clean_scan": sum(r.unchanged for r in results),
