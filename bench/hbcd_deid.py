@@ -12,7 +12,8 @@
    server-side copies) on the same server: the baselines.
 3. De-identifies it (discovery, every session and the dataset-level files, with ``--workers``
    sessions at a time as concurrent runs would) through :mod:`aind_assets.hbcd.deid.store`,
-   then runs the leak scan (the blocking checks: every session and the dataset-level files).
+   then runs the leak scan (the blocking checks of every session and the dataset-level files,
+   batched: :func:`~aind_assets.hbcd.deid.scanning.scan_units`; and one unit at a time).
 4. Changes 1 % of the sessions and runs discovery + de-identification again (vs the full run)
    and the leak checks of every unit again (incremental: only what changed is read);
    ``aws s3 sync`` of the changed local tree is timed as well.
@@ -49,9 +50,10 @@ import numpy as np
 from isal import igzip
 
 from aind_assets.demo.bids import demo_identity_rows
+from aind_assets.hbcd.deid.commit import commit_session_write, marker_url
 from aind_assets.hbcd.deid.discovery import plan_requests
 from aind_assets.hbcd.deid.ledger import discover_sessions
-from aind_assets.hbcd.deid.scanning import scan_dataset, scan_session
+from aind_assets.hbcd.deid.scanning import scan_dataset, scan_session, scan_units
 from aind_assets.hbcd.deid.store import deidentify_dataset, deidentify_session
 from aind_assets.hbcd.identity.idmap import IdentityRow, format_identity_map, parse_identity_map
 from aind_assets.hbcd.layout import HbcdLayout
@@ -189,19 +191,43 @@ def deidentify_all(store, layout, idmap, workers: int) -> tuple[float, list[str]
 
 
 def scan_all(  # noqa: ANN001
-    store, layout, idmap, keys: list[str], workers: int, incremental: bool = True
+    store,
+    layout,
+    idmap,
+    keys: list[str],
+    workers: int,
+    incremental: bool = True,
+    batched: bool = True,
 ) -> tuple[float, dict]:
     """The blocking leak checks of every session in ``keys`` and of the dataset-level files
     (incremental, as the checks run; ``incremental=False``: the full audit of
-    ``aind-assets hbcd scan``). Returns seconds and totals."""
+    ``aind-assets hbcd scan``), and the commit of every session that passed (its writing
+    marker removed). ``batched``: all units in one
+    :func:`~aind_assets.hbcd.deid.scanning.scan_units` call (one listing of the tree, the
+    records read in one concurrent batch); else one check per unit, ``workers`` at a time.
+    Returns seconds and totals."""
     t = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    if batched:
         results = list(
-            pool.map(lambda k: scan_session(store, layout, idmap, k, incremental=incremental), keys)
+            scan_units(store, layout, idmap, keys, dataset=True, incremental=incremental).values()
         )
-    results.append(scan_dataset(store, layout, idmap, incremental=incremental))
-    elapsed = time.perf_counter() - t
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(
+                pool.map(
+                    lambda k: scan_session(store, layout, idmap, k, incremental=incremental), keys
+                )
+            )
+        results.append(scan_dataset(store, layout, idmap, incremental=incremental))
     assert all(r.clean for r in results), [r.by_kind() for r in results if not r.clean]
+    # a passing check commits its session (removes the writing marker, as deid/checks.py does);
+    # a batched check removes them all in one request
+    if batched:
+        store.delete([marker_url(layout.deidentified_root, k) for k in keys])
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda k: commit_session_write(store, layout.deidentified_root, k), keys))
+    elapsed = time.perf_counter() - t
     totals = {
         "objects_read": sum(r.scanned for r in results),
         "objects_unchanged_since_clean_scan": sum(r.unchanged for r in results),
@@ -357,6 +383,13 @@ def main(argv: list[str] | None = None) -> None:
             load.append(os.getloadavg()[0])
             t_scan, scan_totals = scan_all(store, layout, idmap, keys, args.workers)
             print(f"leak scan in {t_scan:.1f} s: clean, {scan_totals}")
+            # the same checks one unit at a time (a check per partition), then batched again:
+            # both after the first scan (nothing left to read: listings and records only)
+            t_each, _ = scan_all(store, layout, idmap, keys, args.workers, batched=False)
+            t_batch_again, _ = scan_all(store, layout, idmap, keys, args.workers)
+            print(
+                f"leak checks again: one unit at a time {t_each:.2f} s, batched {t_batch_again:.2f} s"
+            )
             t_audit, audit_totals = scan_all(store, layout, idmap, keys, args.workers, False)
             print(f"full scan (nothing trusted) in {t_audit:.1f} s: clean, {audit_totals}")
 
@@ -438,6 +471,8 @@ def main(argv: list[str] | None = None) -> None:
             "leak_scan_seconds": t_scan,
             "leak_scan_ratio": t_scan / t_full,
             "leak_scan_totals": scan_totals,
+            "leak_scan_again_one_unit_at_a_time_seconds": t_each,
+            "leak_scan_again_batched_seconds": t_batch_again,
             "full_scan_nothing_trusted_seconds": t_audit,
             "full_scan_nothing_trusted_ratio": t_audit / t_full,
             "full_scan_nothing_trusted_totals": audit_totals,
@@ -489,6 +524,11 @@ def main(argv: list[str] | None = None) -> None:
                 "written)",
             ),
             ("**blocking leak scan / de-identification**", f"**{t_scan / t_full:.3f}x**"),
+            (
+                "leak checks again, nothing to read: one unit at a time / batched",
+                f"{t_each:.2f} s ({t_each / t_full:.3f}x) / {t_batch_again:.2f} s "
+                f"({t_batch_again / t_full:.3f}x)",
+            ),
             (
                 "full scan trusting no record (`aind-assets hbcd scan`)",
                 f"{t_audit:.2f} s ({t_audit / t_full:.3f}x the de-identification), "

@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,11 +94,10 @@ def _scan_one(
         return scan_for_identifiers(rel, f, ids), info.size, False
 
 
-def scan_objects(
-    store: ObjectStoreResource, infos: list[ObjectInfo], root: str, idmap: IdentityMap
-) -> ScanResult:
-    """Scan names and contents (gzip and NIfTI headers included) of objects, concurrently."""
-    ids = idmap.identifiers()
+def _scan_each(
+    store: ObjectStoreResource, infos: list[ObjectInfo], root: str, ids: Identifiers
+) -> list[tuple[list[Finding], int, bool]]:
+    """(findings, bytes read, voxel payload skipped) of each object, concurrently."""
 
     def one(info: ObjectInfo) -> tuple[list[Finding], int, bool]:
         rel = relpath_of(info, root)
@@ -108,16 +107,28 @@ def scan_objects(
             reason = f"unreadable ({type(e).__name__})"
             return [Finding(redact(rel, ids), reason, None, None, "unscannable")], 0, False
 
+    return map_concurrently(store, one, infos)
+
+
+def _add(result: ScanResult, info: ObjectInfo, scanned: tuple[list[Finding], int, bool]) -> None:
+    findings, nbytes, skipped = scanned
+    result.scanned += 1
+    result.bytes_scanned += nbytes
+    result.voxels_skipped += skipped
+    if findings:
+        result.findings.extend(findings)
+        result.leaking.append(info.url)
+
+
+def scan_objects(
+    store: ObjectStoreResource, infos: list[ObjectInfo], root: str, idmap: IdentityMap
+) -> ScanResult:
+    """Scan names and contents (gzip and NIfTI headers included) of objects, concurrently."""
     result = ScanResult()
-    for info, (findings, nbytes, skipped) in zip(
-        infos, map_concurrently(store, one, infos), strict=True
+    for info, scanned in zip(
+        infos, _scan_each(store, infos, root, idmap.identifiers()), strict=True
     ):
-        result.scanned += 1
-        result.bytes_scanned += nbytes
-        result.voxels_skipped += skipped
-        if findings:
-            result.findings.extend(findings)
-            result.leaking.append(info.url)
+        _add(result, info, scanned)
     return result
 
 
@@ -240,24 +251,114 @@ def scan_unit(
 ) -> ScanResult:
     """Scan a unit's objects (``lister()``, under the de-identified ``assembly_bids``; listed
     while its record is read), skipping those recorded clean; record what is clean now."""
-    root = layout.deidentified_bids
-    digest = _identifiers_digest(idmap.identifiers())
-    url = layout.scan_record(unit)
     if incremental:
         infos, before = map_concurrently(
-            store, lambda f: f(), [lister, lambda: _read_record(store, url, digest)]
+            store, lambda f: f(), [lister, lambda: read_scanned(store, layout, idmap, unit)]
         )
     else:
         infos, before = lister(), {}
-    todo = [i for i in infos if not (i.etag and before.get(relpath_of(i, root)) == i.etag)]
-    result = scan_objects(store, todo, root, idmap)
-    result.unchanged = len(infos) - len(todo)
-    leaking = set(result.leaking)
-    clean = {relpath_of(i, root): i.etag for i in infos if i.etag and i.url not in leaking}
-    if clean != before or not incremental:
-        body = {"identifiers": digest, "objects": dict(sorted(clean.items()))}
-        store.put_bytes(url, json.dumps(body).encode())
-    return result
+    return _scan_units(store, layout, idmap, {unit: infos}, {unit: before}, incremental)[unit]
+
+
+def _scan_units(
+    store: ObjectStoreResource,
+    layout: HbcdLayout,
+    idmap: IdentityMap,
+    listed: Mapping[str, list[ObjectInfo]],
+    before: Mapping[str, Mapping[str, str]],
+    incremental: bool,
+) -> dict[str, ScanResult]:
+    """Scan the objects of several units (unit -> its objects; ``before``: unit -> its record)
+    not recorded clean, each object once however many units hold it (a subject-level file
+    belongs to every session of its subject); then write the records that changed, all
+    concurrently. An object read for several units counts as read in the first only."""
+    root = layout.deidentified_bids
+    digest = _identifiers_digest(idmap.identifiers())
+    todo: dict[str, list[ObjectInfo]] = {}
+    distinct: dict[str, ObjectInfo] = {}
+    for unit, infos in listed.items():
+        known = before.get(unit, {}) if incremental else {}
+        todo[unit] = [i for i in infos if not (i.etag and known.get(relpath_of(i, root)) == i.etag)]
+        for i in todo[unit]:
+            distinct.setdefault(i.url, i)
+    objects = list(distinct.values())
+    by_url = dict(
+        zip(
+            (i.url for i in objects),
+            _scan_each(store, objects, root, idmap.identifiers()),
+            strict=True,
+        )
+    )
+    counted: set[str] = set()
+    results: dict[str, ScanResult] = {}
+    writes: list[tuple[str, bytes]] = []
+    for unit, infos in listed.items():
+        result = results[unit] = ScanResult(unchanged=len(infos) - len(todo[unit]))
+        for info in todo[unit]:
+            findings, nbytes, skipped = by_url[info.url]
+            if info.url in counted:  # read for an earlier unit: its findings count here too
+                nbytes, skipped = 0, False
+                result.scanned -= 1
+            counted.add(info.url)
+            _add(result, info, (findings, nbytes, skipped))
+        leaking = set(result.leaking)
+        clean = {relpath_of(i, root): i.etag for i in infos if i.etag and i.url not in leaking}
+        if clean != before.get(unit, {}) or not incremental:
+            body = {"identifiers": digest, "objects": dict(sorted(clean.items()))}
+            writes.append((layout.scan_record(unit), json.dumps(body).encode()))
+    map_concurrently(store, lambda w: store.put_bytes(*w), writes)
+    return results
+
+
+def scan_units(
+    store: ObjectStoreResource,
+    layout: HbcdLayout,
+    idmap: IdentityMap,
+    partition_keys: Sequence[str],
+    *,
+    dataset: bool = False,
+    incremental: bool = True,
+) -> dict[str, ScanResult]:
+    """The leak checks of several sessions (and, with ``dataset``, of the dataset-level files,
+    under :data:`DATASET_UNIT`) at once: each subject folder listed once (the whole tree once
+    with ``dataset``), every record read in the same concurrent batch, each object read once.
+    The same result per unit as :func:`scan_session` / :func:`scan_dataset`."""
+    with scrubbed_errors(idmap, f"scanning {len(partition_keys)} session(s)"):
+        root = layout.deidentified_bids
+        scopes = {key: parse_session_partition_key(key) for key in partition_keys}
+        units = list(scopes) + ([DATASET_UNIT] if dataset else [])
+        subjects = sorted({join_url(root, f"sub-{rc}") for rc, _ in scopes.values()})
+
+        def listing() -> list[ObjectInfo]:
+            if dataset:
+                return full_listing(store, root)
+            return [i for infos in store.list_many(subjects).values() for i in infos]
+
+        def records() -> list[dict[str, str]]:
+            if not incremental:
+                return [{} for _ in units]
+            return map_concurrently(store, lambda u: read_scanned(store, layout, idmap, u), units)
+
+        infos, before = map_concurrently(store, lambda f: f(), [listing, records])
+        rels = [relpath_of(i, root) for i in infos]
+        listed: dict[str, list[ObjectInfo]] = {
+            key: [i for i, rel in zip(infos, rels, strict=True) if in_session_scope(rel, rc, ses)]
+            for key, (rc, ses) in scopes.items()
+        }
+        if dataset:
+            listed[DATASET_UNIT] = _dataset_objects(infos, rels)
+        recorded = dict(zip(units, before, strict=True))
+        return _scan_units(store, layout, idmap, listed, recorded, incremental)
+
+
+def _dataset_objects(infos: list[ObjectInfo], rels: list[str]) -> list[ObjectInfo]:
+    """The dataset-level files and every subject folder without a session folder."""
+    sessioned = subjects_with_sessions(rels)
+    return [
+        i
+        for i, rel in zip(infos, rels, strict=True)
+        if in_dataset_scope(rel) or rel.split("/", 1)[0] not in sessioned
+    ]
 
 
 def scan_session(
@@ -296,14 +397,7 @@ def scan_dataset(
         root = layout.deidentified_bids
 
         def lister() -> list[ObjectInfo]:
-            # the dataset-level files and every subject folder without a session folder
             infos = full_listing(store, root)
-            rels = [relpath_of(i, root) for i in infos]
-            sessioned = subjects_with_sessions(rels)
-            return [
-                i
-                for i, rel in zip(infos, rels, strict=True)
-                if in_dataset_scope(rel) or rel.split("/", 1)[0] not in sessioned
-            ]
+            return _dataset_objects(infos, [relpath_of(i, root) for i in infos])
 
         return scan_unit(store, layout, idmap, DATASET_UNIT, lister, incremental=incremental)

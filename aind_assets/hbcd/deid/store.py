@@ -15,6 +15,7 @@ import hashlib
 import io
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -280,23 +281,42 @@ def _copy_if_identical(
     idmap: IdentityMap,
 ) -> str | bool | None:
     """A ``.nii.gz`` whose de-identified bytes are its source bytes (minimal gzip header, one
-    member, NIfTI prefix unchanged) is verified (read and inflated: CRC-32 and ISIZE) and then
-    copied server-side, the copy conditional on the verified version (ETag). Returns the copy's
-    ETag (or ``True``) when it was, ``False`` when not, ``None`` when ``src`` was read to its end
-    but the file must still be rewritten; a corrupt or truncated file, or one whose header or
-    extensions hold an identifier after all, raises."""
+    member, NIfTI prefix unchanged) is copied server-side, the copy conditional on the listed
+    version (ETag), while this machine reads and inflates it (CRC-32 and ISIZE). Returns the
+    copy's ETag (or ``True``) when it was, ``False`` when not, ``None`` when ``src`` was read to
+    its end but the file must still be rewritten; a corrupt or truncated file, or one whose
+    header or extensions hold an identifier after all, raises.
+
+    The copy lands only after its head (gzip header, NIfTI header and extensions) was scanned
+    clean; should the whole file then fail verification, the copy is deleted before this
+    raises (and the session's writing marker, up since before any output, keeps the session
+    uncommitted until a run succeeds, should this process die in between)."""
     probe = probe_deidentified(head, idmap)
     if probe is None or probe.mode != IDENTICAL or w.etag is None:
         return False
-    try:
-        check = verify_gzip(PrefixedReader(head, src))
-    except GzipFormatError as e:  # the message the streaming path would give
-        raise DeidentificationError(f"{w.dst}: {NIFTI_GZ.name}: {e}") from None
-    if not check.single_minimal:
-        return None  # more members or padding: the streaming path rewrites it (read it again)
     complete = refuse_leaking_output(w.dst, head, idmap.identifiers(), voxels_unchanged=True)
-    etag = server_copy(store, src_url, dst_url, meta, if_match=w.etag)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        copy = pool.submit(server_copy, store, src_url, dst_url, meta, if_match=w.etag)
+        try:
+            check = verify_gzip(PrefixedReader(head, src))
+        except GzipFormatError as e:  # the message the streaming path would give
+            _undo_copy(store, copy, dst_url)
+            raise DeidentificationError(f"{w.dst}: {NIFTI_GZ.name}: {e}") from None
+        except BaseException:
+            _undo_copy(store, copy, dst_url)
+            raise
+        if not check.single_minimal:
+            _undo_copy(store, copy, dst_url)
+            return None  # more members or padding: the streaming path rewrites it (read again)
+        etag = copy.result()
     return etag if etag and complete else True
+
+
+def _undo_copy(store: ObjectStoreResource, copy: Future[str | None], dst_url: str) -> None:
+    """Wait for a server-side copy whose source failed verification, and delete what it wrote
+    (if it failed itself, there is nothing to delete)."""
+    if copy.exception() is None:
+        store.delete([dst_url])
 
 
 def deidentify_session(
@@ -309,12 +329,15 @@ def deidentify_session(
     nothing failed."""
     with scrubbed_errors(idmap, f"de-identifying {partition_key}"):
         rc, ses, src_subject, dst_subject = layout.session_urls(partition_key, idmap)
-        listings, scanned_before = map_concurrently(
+        # the writing marker (see deid.commit) goes up with the listings: no output is written
+        # before all three are done
+        listings, scanned_before, _ = map_concurrently(
             store,
             lambda f: f(),
             [
                 lambda: store.list_many([src_subject, dst_subject]),
                 lambda: read_scanned(store, layout, idmap, partition_key),
+                lambda: begin_session_write(store, layout.deidentified_root, partition_key),
             ],
         )
         src_root = layout.identified_bids
@@ -357,7 +380,6 @@ def deidentify_session(
             if in_run(url[len(src_subject.rstrip("/")) + 1 :], ses)
         }
         result.failed.update(refused_links(refused, src_root, idmap))
-        begin_session_write(store, layout.deidentified_root, partition_key)  # see deid.commit
         scanned = _execute_sync(store, layout, idmap, plan, src_by_rel, result)
         result.digest = session.digest if session is not None else EMPTY_DIGEST
         body = {

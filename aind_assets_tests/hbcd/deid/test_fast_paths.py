@@ -143,6 +143,28 @@ def test_corrupt_or_truncated_gzip_fails_that_file_clearly(
     assert not result.ok
 
 
+@pytest.mark.parametrize("damage", ["truncated", "crc"])
+def test_a_corrupt_file_copied_server_side_while_verified_leaves_no_copy(
+    store: ObjectStoreResource, idmap: IdentityMap, session, damage: str
+) -> None:
+    """The server-side copy of an unchanged NIfTI-gz runs while this machine verifies it:
+    a file that then fails verification (on its first run: no earlier copy) leaves no copy."""
+    layout, files = session
+    rel = next(r for r in files if "run-001" in r)
+    src = files[rel][0]
+    if damage == "truncated":
+        bad = src[: len(src) * 2 // 3]
+    else:
+        crc = zlib.crc32(gzip.decompress(src)) ^ 1
+        bad = src[:-8] + struct.pack("<I", crc) + src[-4:]
+    store.put_bytes(f"{layout.identified_bids}/{rel}", bad)
+    result = deidentify_session(store, layout, idmap, KEY)
+    new = rel.replace("123456", RC1)
+    assert list(result.failed) == [new] and "gzip" in result.failed[new]
+    assert not store.exists(f"{layout.deidentified_bids}/{new}")
+    assert "server-side copy" not in result.outcomes and len(result.written) == 3
+
+
 def test_multi_member_file_with_minimal_first_header_is_rewritten(
     store: ObjectStoreResource, idmap: IdentityMap, session
 ) -> None:

@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 from aind_assets.hbcd.copies import META_VOXELS, VOXELS_UNCHANGED
-from aind_assets.hbcd.deid.scanning import HEAD_BYTES, scan_session
-from aind_assets.hbcd.deid.store import deidentify_session
+from aind_assets.hbcd.deid.discovery import DATASET_UNIT
+from aind_assets.hbcd.deid.scanning import (
+    HEAD_BYTES,
+    scan_dataset,
+    scan_session,
+    scan_units,
+)
+from aind_assets.hbcd.deid.store import deidentify_dataset, deidentify_session
 from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.resources.object_store import ObjectStoreResource
@@ -164,3 +170,53 @@ def test_outputs_scanned_only_in_part_are_left_to_the_check(
         streamed = shape[0] == 256
         assert scan.scanned == (2 if streamed else 1), scan
         assert scan.voxels_skipped == (1 if streamed else 0)
+
+
+def test_batched_checks_find_what_the_per_unit_checks_find(
+    store: ObjectStoreResource, idmap: IdentityMap
+) -> None:
+    """``scan_units`` (one listing, the records read in one batch, each object read once)
+    gives every unit the findings its own check gives, and records the same way."""
+    layout = HbcdLayout(store.url("pr"), store.url("deid"))
+    ses3 = ANAT.replace("V02", "V03")
+    files = {
+        f"{ANAT}_run-001_T1w.nii.gz": _nii_gz(b"TE=2.2", 1),
+        f"{ANAT}_run-001_T1w.json": b'{"RepetitionTime": 2.4}',
+        f"{ses3}_run-001_T1w.json": b'{"RepetitionTime": 2.4}',
+        "sub-123456/sub-123456_sessions.tsv": b"session_id\nses-V02\nses-V03\n",
+        "participants.tsv": b"participant_id\nsub-123456\n",
+    }
+    for rel, data in files.items():
+        store.put_bytes(f"{layout.identified_bids}/{rel}", data)
+    keys = [KEY, KEY.replace("V02", "V03")]
+    for key in keys:
+        assert deidentify_session(store, layout, idmap, key).ok
+    assert deidentify_dataset(store, layout, idmap).ok
+    first = scan_units(store, layout, idmap, keys, dataset=True, incremental=False)
+    assert set(first) == {*keys, DATASET_UNIT} and all(r.clean for r in first.values())
+    # the subject-level file belongs to both sessions and is read once
+    assert sum(r.scanned for r in first.values()) == 5
+    # (counted as read in the first session's result only)
+    assert [first[k].scanned for k in keys] == [3, 1] and first[DATASET_UNIT].scanned == 1
+    assert scan_units(store, layout, idmap, keys, dataset=True)[KEY].scanned == 0
+    # leaks planted in a session file, the shared subject-level file and a dataset-level file
+    planted = {
+        _url(layout, f"{ses3}_run-001_T1w.json"): b'{"PatientName": "UMN0012"}',
+        _url(layout, "sub-123456/sub-123456_sessions.tsv"): b"session_id\tnote\nses-V02\tUMN0012\n",
+        f"{layout.deidentified_bids}/participants.tsv": b"participant_id\nsub-123456\n",
+    }
+    for url, data in planted.items():
+        store.put_bytes(url, data)
+    batched = scan_units(store, layout, idmap, keys, dataset=True)
+    single = {key: scan_session(store, layout, idmap, key) for key in keys}
+    single[DATASET_UNIT] = scan_dataset(store, layout, idmap)
+    for unit, result in single.items():
+        assert batched[unit].by_kind() == result.by_kind() != {}, unit
+        assert sorted(batched[unit].leaking) == sorted(result.leaking)
+    assert sorted(u for r in batched.values() for u in r.leaking) == sorted(
+        [*planted, _url(layout, "sub-123456/sub-123456_sessions.tsv")]
+    )
+    # leaking objects stay unrecorded: read again, each once
+    again = scan_units(store, layout, idmap, keys, dataset=True)
+    assert sum(r.scanned for r in again.values()) == 3
+    assert all(again[u].by_kind() == batched[u].by_kind() for u in batched)
