@@ -23,7 +23,8 @@ from aind_assets.hbcd.deid.batches import run_by_subject
 from aind_assets.hbcd.deid.commit import commit_session_write
 from aind_assets.hbcd.deid.discovery import DATASET_UNIT
 from aind_assets.hbcd.deid.ledger import forget_ledger_entry
-from aind_assets.hbcd.deid.scanning import ScanResult, scan_dataset, scan_session
+from aind_assets.hbcd.deid.scanning import ScanResult, scan_dataset, scan_session, scan_units
+from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.identity.scrub import Scrubber, error_reason
 from aind_assets.hbcd.keys import (
     DEIDENTIFIED_DATASET,
@@ -110,22 +111,18 @@ def session_has_no_identifiers(
     # fails that session's check and keeps its writing marker; the others pass and commit.
     keys = list(context.partition_keys)
     idmap = hbcd.idmap()
-    done = run_by_subject(
-        keys,
-        lambda key: scan_session(hbcd.store, hbcd.layout, idmap, key),
-        hbcd.num_parallel_workers,
-    )
+    scans, errors = _scan_sessions(hbcd, idmap, keys)
     mine = _materialized_by_this_run(context, keys)
     scrub = Scrubber(idmap)
     for key in keys:
-        error = done.errors.get(key)
+        error = errors.get(key)
         if error is not None:  # not scanned: not committed, its marker stays
             reason = error_reason(error, scrub)
             yield _session_evaluation(
                 key, False, f"session {key}: could not be scanned: {reason}", {"error": reason}
             )
             continue
-        passed, description, metadata = _leak_outcome(done.values[key], hbcd, key, f"session {key}")
+        passed, description, metadata = _leak_outcome(scans[key], hbcd, key, f"session {key}")
         if passed and key in mine:
             # the last step of the session's commit protocol (files, ledger, value and record done)
             commit_session_write(hbcd.store, hbcd.layout.deidentified_root, key)
@@ -137,6 +134,23 @@ def session_has_no_identifiers(
             LEAK_CHECK_KEY
         ),
     )
+
+
+def _scan_sessions(
+    hbcd: HbcdResource, idmap: IdentityMap, keys: list[str]
+) -> tuple[dict[str, ScanResult], dict[str, BaseException]]:
+    """Scan the run's sessions in one batch (one listing per subject, records read together);
+    if that fails, scan them one by one so that one unreadable session fails only its own
+    result. Returns (scans, errors) by session key."""
+    try:
+        return scan_units(hbcd.store, hbcd.layout, idmap, keys), {}
+    except Exception:  # noqa: BLE001 - isolated below, each session's own error reported
+        done = run_by_subject(
+            keys,
+            lambda key: scan_session(hbcd.store, hbcd.layout, idmap, key),
+            hbcd.num_parallel_workers,
+        )
+        return dict(done.values), dict(done.errors)
 
 
 def _materialized_by_this_run(context: dg.AssetCheckExecutionContext, keys: list[str]) -> set[str]:

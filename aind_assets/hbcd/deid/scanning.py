@@ -271,7 +271,8 @@ def _scan_units(
     """Scan the objects of several units (unit -> its objects; ``before``: unit -> its record)
     not recorded clean, each object once however many units hold it (a subject-level file
     belongs to every session of its subject); then write the records that changed, all
-    concurrently. An object read for several units counts as read in the first only."""
+    concurrently. Each unit's result is what its own scan would report (an object read once
+    for several units counts, with its findings, in each), so a batch reads like its sessions."""
     root = layout.deidentified_bids
     digest = _identifiers_digest(idmap.identifiers())
     todo: dict[str, list[ObjectInfo]] = {}
@@ -289,18 +290,12 @@ def _scan_units(
             strict=True,
         )
     )
-    counted: set[str] = set()
     results: dict[str, ScanResult] = {}
     writes: list[tuple[str, bytes]] = []
     for unit, infos in listed.items():
         result = results[unit] = ScanResult(unchanged=len(infos) - len(todo[unit]))
         for info in todo[unit]:
-            findings, nbytes, skipped = by_url[info.url]
-            if info.url in counted:  # read for an earlier unit: its findings count here too
-                nbytes, skipped = 0, False
-                result.scanned -= 1
-            counted.add(info.url)
-            _add(result, info, (findings, nbytes, skipped))
+            _add(result, info, by_url[info.url])
         leaking = set(result.leaking)
         clean = {relpath_of(i, root): i.etag for i in infos if i.etag and i.url not in leaking}
         if clean != before.get(unit, {}) or not incremental:

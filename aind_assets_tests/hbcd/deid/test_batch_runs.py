@@ -34,8 +34,19 @@ from aind_assets_tests.hbcd.flow_support import (
 )
 
 ASSET = DEIDENTIFIED_SESSION.to_user_string()
-#: Metadata that differs between any two runs (version folders, record sizes holding times).
-VOLATILE = {"path", "processing_record", "version", "duration_s", "bytes written", "record_name"}
+#: Metadata that differs between any two runs (version folders, record sizes holding times;
+#: ``output``/``record`` link to the version folder and show the record's times). The record
+#: itself and ``processing.json`` are compared field by field below.
+VOLATILE = {
+    "path",
+    "processing_record",
+    "version",
+    "duration_s",
+    "bytes written",
+    "record_name",
+    "output",
+    "record",
+}
 _VERSION = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}-[0-9a-f]{6}")
 _RUN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TIMES = {"start_date_time", "end_date_time", "resources", "written_at", "committed_at"}

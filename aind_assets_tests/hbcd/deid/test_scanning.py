@@ -176,7 +176,7 @@ def test_batched_checks_find_what_the_per_unit_checks_find(
     store: ObjectStoreResource, idmap: IdentityMap
 ) -> None:
     """``scan_units`` (one listing, the records read in one batch, each object read once)
-    gives every unit the findings its own check gives, and records the same way."""
+    gives every unit the result its own check gives, and records the same way."""
     layout = HbcdLayout(store.url("pr"), store.url("deid"))
     ses3 = ANAT.replace("V02", "V03")
     files = {
@@ -194,10 +194,8 @@ def test_batched_checks_find_what_the_per_unit_checks_find(
     assert deidentify_dataset(store, layout, idmap).ok
     first = scan_units(store, layout, idmap, keys, dataset=True, incremental=False)
     assert set(first) == {*keys, DATASET_UNIT} and all(r.clean for r in first.values())
-    # the subject-level file belongs to both sessions and is read once
-    assert sum(r.scanned for r in first.values()) == 5
-    # (counted as read in the first session's result only)
-    assert [first[k].scanned for k in keys] == [3, 1] and first[DATASET_UNIT].scanned == 1
+    # the subject-level file belongs to both sessions: each result counts it, as its own check
+    assert [first[k].scanned for k in keys] == [3, 2] and first[DATASET_UNIT].scanned == 1
     assert scan_units(store, layout, idmap, keys, dataset=True)[KEY].scanned == 0
     # leaks planted in a session file, the shared subject-level file and a dataset-level file
     planted = {
@@ -216,7 +214,7 @@ def test_batched_checks_find_what_the_per_unit_checks_find(
     assert sorted(u for r in batched.values() for u in r.leaking) == sorted(
         [*planted, _url(layout, "sub-123456/sub-123456_sessions.tsv")]
     )
-    # leaking objects stay unrecorded: read again, each once
+    # leaking objects stay unrecorded: scanned again (the shared one for both sessions)
     again = scan_units(store, layout, idmap, keys, dataset=True)
-    assert sum(r.scanned for r in again.values()) == 3
+    assert [again[k].scanned for k in keys] == [1, 2] and again[DATASET_UNIT].scanned == 1
     assert all(again[u].by_kind() == batched[u].by_kind() for u in batched)
