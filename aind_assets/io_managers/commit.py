@@ -97,15 +97,23 @@ def write_pointer(partition: UPath, pointer: Mapping[str, Any]) -> None:
         target.fs.pipe_file(target.path, data)
 
 
+def entries(partition: UPath) -> set[str]:
+    """Paths (relative to ``partition``) of every object below it: one listing."""
+    try:
+        files = partition.fs.find(partition.path, withdirs=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    start = len(partition.path.rstrip("/")) + 1
+    return {f[start:] for f in files if len(f) > start}
+
+
 def list_versions(partition: UPath) -> list[str]:
     """Version folders holding at least one object (S3 servers may keep empty prefixes)."""
-    folder = partition / VERSIONS
-    try:
-        files = folder.fs.find(folder.path, withdirs=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    start = len(folder.path.rstrip("/")) + 1
-    return sorted({f[start:].split("/", 1)[0] for f in files if len(f) > start})
+    return _versions(entries(partition / VERSIONS))
+
+
+def _versions(names: set[str]) -> list[str]:
+    return sorted({e.split("/", 1)[0] for e in names})
 
 
 def committed_folder(partition: UPath) -> UPath:
@@ -220,6 +228,9 @@ def commit(
     """
     location = url_of(partition)
     if docdb is not None and document is not None:
+        # step 3 selects an output's records by location: indexed, or every commit scans the
+        # whole collection (seconds per commit once it holds ~10k records)
+        docdb.ensure_index(collection, "location")
         record_pending(docdb, collection, document, version)
     checkpoint("record_pending")
     if docdb is None or document is None:
@@ -306,12 +317,16 @@ def collect(partition: UPath, *, keep: set[str], below: str) -> list[str]:
     """Delete versions (and legacy files) older than ``below`` that are not in ``keep``:
     superseded ones, and debris of writes that crashed before their commit."""
     gone = []
-    for v in list_versions(partition):
+    # one listing of the output (versions and legacy files) instead of a request per name
+    found = entries(partition)
+    tops = {e.split("/", 1)[0] for e in found}
+    prefix = f"{VERSIONS}/"
+    for v in _versions({e[len(prefix) :] for e in found if e.startswith(prefix)}):
         if v < below and v not in keep:
             _rm(version_path(partition, v))
             gone.append(v)
     for name in LEGACY:
-        if (partition / name).exists():
+        if name in tops:
             _rm(partition / name)
             gone.append(name)
     return gone

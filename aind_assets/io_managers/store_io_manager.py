@@ -103,6 +103,9 @@ class StoreIOManager(UPathIOManager):
         self._inputs: dict[tuple[tuple[str, str], str | None], list[str]] = {}
         self._lock = threading.Lock()
         self._loading = threading.local()
+        #: (run id, step key) -> when the step started (one event-log query per step, not per
+        #: partition of a ranged run)
+        self._step_started: dict[tuple[str, str], datetime] = {}
 
     # -- paths --------------------------------------------------------------------------------
     def make_safe_partition_path(self, base_path: UPath, partition: str) -> UPath:
@@ -253,6 +256,9 @@ class StoreIOManager(UPathIOManager):
         meta = self._metadata(context, partition)
         if lineage.META_STARTED_AT in meta:
             return datetime.fromisoformat(str(meta[lineage.META_STARTED_AT]))
+        step_id = self._step_id(context)
+        if step_id in self._step_started:
+            return self._step_started[step_id]
         try:
             step = context.step_context
             records = step.instance.get_records_for_run(
@@ -260,7 +266,9 @@ class StoreIOManager(UPathIOManager):
             ).records
             for r in records:
                 if r.event_log_entry.step_key == step.step.key:
-                    return datetime.fromtimestamp(r.event_log_entry.timestamp, UTC)
+                    started = datetime.fromtimestamp(r.event_log_entry.timestamp, UTC)
+                    self._step_started[step_id] = started
+                    return started
         except Exception:  # noqa: BLE001 - outside a run (direct IO manager use): use now
             pass
         return datetime.now(UTC)
@@ -358,16 +366,18 @@ class StoreIOManager(UPathIOManager):
 
     def _load_folder(self, context: InputContext, path: UPath) -> Any:
         """Load the value of one committed folder; FileNotFoundError if it vanished."""
-        if not (path / RECORD_FILE).exists():
+        entries = commit.entries(path)  # one listing, not a request per name
+        tops = {e.split("/", 1)[0] for e in entries}
+        if RECORD_FILE not in tops:
             raise FileNotFoundError(f"{self.url_of(path)} has no {RECORD_FILE}")
-        if (path / VALUE_PARQUET).exists():
+        if VALUE_PARQUET in tops:
             with (path / VALUE_PARQUET).open("rb") as f:
                 return pd.read_parquet(f)
-        if (path / VALUE_DATA).exists():
-            children = list((path / VALUE_DATA).iterdir())
-            if not children:
-                raise FileNotFoundError(f"{self.url_of(path / VALUE_DATA)} is empty")
-            return children[0] if len(children) == 1 else path / VALUE_DATA
+        if VALUE_DATA in tops:
+            children = sorted({e.split("/")[1] for e in entries if e.startswith(f"{VALUE_DATA}/")})
+            if len(children) == 1:
+                return path / VALUE_DATA / children[0]
+            return path / VALUE_DATA
         with (path / VALUE_JSON).open("rb") as f:
             raw = f.read()
         typ = context.dagster_type.typing_type if context.dagster_type else Any

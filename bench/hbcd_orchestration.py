@@ -1,0 +1,200 @@
+"""Orchestration cost of HBCD de-identification: Dagster the production way vs plain functions.
+
+The tree of ``bench/hbcd_deid.py`` (``--sessions`` sessions, its generator) is uploaded twice to
+SeaweedFS (``weed mini``), once per identified side, so each way finds every session new:
+
+* **plain functions** — ``bench/hbcd_deid.py``'s ``deidentify_all``: discovery, then every
+  session (``--workers`` at a time) and the dataset-level files, no Dagster;
+* **Dagster** — a real ``dagster-daemon`` on an instance with the repository's local profile
+  (``dagster.yaml``: ``QueuedRunCoordinator``, 4 runs, 2 of the HBCD flow; each run its own
+  process), DocDB on the platform's Mongo-wire server (mongoeco), the ``hbcd_session_discovery``
+  sensor requesting runs as it does on main (today one run per session; after the sensor is
+  batched, whatever batches it requests: the harness counts runs and sessions, not either
+  alone). Timed from the daemon's start to the last de-identification run's end. The sensor's
+  queue bound (``AIND_MAX_QUEUED_RUNS_PER_FLOW``) is raised to the number of sessions so the
+  first tick requests every session (with the default bound of 8 and the sensor's 300 s
+  interval, 100 sessions take 13 ticks, over an hour); the other sensors and the schedule are
+  stopped so only de-identification runs.
+
+Run from the repository root (about ``sessions x 5 s`` on 2 cores)::
+
+    PYTHONPATH=. .venv/bin/python bench/hbcd_orchestration.py --sessions 100
+
+Writes ``--out`` (``bench/hbcd_orchestration_results.json``). Read the ratios, not the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aind_assets.hbcd.identity.idmap import parse_identity_map
+from aind_assets.hbcd.layout import HbcdLayout
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets.servers import free_port, mongo_uri, mongoeco_server, seaweedfs_server
+from bench.hbcd_deid import BUCKET, KEY, SECRET, deidentify_all, generate
+from bench.runs_at_scale import LoadSampler, load_average
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+#: Sensors and schedules stopped for the measurement (only de-identification runs).
+OTHERS = (
+    ("sensor", "hbcd_derivatives_sensor"),
+    ("sensor", "hbcd_cbrain_observer"),
+    ("schedule", "hbcd_daily_deidentification"),
+)
+DEID_ASSETS = ("hbcd/deidentified_session", "hbcd/deidentified_dataset")
+
+
+def _runs(instance: Any) -> list[Any]:
+    import dagster as dg
+
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={"aind/flow": "hbcd"})))
+
+
+def wait_for_runs(instance: Any, expected_sessions: int, timeout: float) -> dict[str, Any]:
+    """Until every requested HBCD run ended and the sessions de-identified reach the number
+    expected; the runs, their statuses and the sessions they covered."""
+    import dagster as dg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = _runs(instance)
+        done = [r for r in runs if r.is_finished]
+        keys = instance.get_materialized_partitions(dg.AssetKey(DEID_ASSETS[0].split("/")))
+        if runs and len(done) == len(runs) and len(keys) >= expected_sessions:
+            statuses: dict[str, int] = {}
+            for r in runs:
+                statuses[r.status.value] = statuses.get(r.status.value, 0) + 1
+            return {"runs": len(runs), "statuses": statuses, "sessions": len(keys)}
+        time.sleep(1.0)
+    raise SystemExit(f"timeout: {len(_runs(instance))} runs, not all done")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sessions", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=4, help="plain run: sessions at once")
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "hbcd_orchestration_results.json")
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="hbcd-orchestration-"))
+    bids, _rows = generate(work / "source", args.sessions, 0.1)
+    map_text = (work / "source/release_identifiers.csv").read_text()
+    idmap = parse_identity_map(map_text)
+    weed = seaweedfs_server(work / "weed", work / "weed.log", KEY, SECRET).start(timeout=120)
+    port = free_port()
+    mongo = mongoeco_server(work / "docdb.sqlite", port, work / "mongoeco.log").start(timeout=120)
+    daemon = None
+    try:
+        endpoint = f"http://127.0.0.1:{weed.port}"
+        store = ObjectStoreResource(
+            root=f"s3://{BUCKET}",
+            endpoint_url=endpoint,
+            access_key_id=KEY,
+            secret_access_key=SECRET,
+        )
+        store.ensure_root()
+        plain = HbcdLayout(f"s3://{BUCKET}/plain-pr", f"s3://{BUCKET}/plain-deid")
+        flow = HbcdLayout(f"s3://{BUCKET}/pr", f"s3://{BUCKET}/deid")
+        for layout in (plain, flow):
+            store.put_tree(bids, layout.identified_bids)
+        map_url = f"{flow.identified_root}/identifiers/release_identifiers.csv"
+        store.put_bytes(map_url, map_text.encode())
+
+        home = work / "dagster_home"
+        home.mkdir()
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "DAGSTER_HOME": str(home),
+            "AIND_DATA_DIR": str(work / "data"),
+            "AIND_STORE_ROOT": f"s3://{BUCKET}/store",
+            "AIND_S3_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AIND_DOCDB_URI": mongo_uri(port),
+            "AIND_DOCDB_DATABASE": "bench",
+            "HBCD_IDENTIFIED_ROOT": flow.identified_root,
+            "HBCD_DEIDENTIFIED_ROOT": flow.deidentified_root,
+            "HBCD_IDENTITY_MAP": map_url,
+            "AIND_MAX_QUEUED_RUNS_PER_FLOW": str(args.sessions + 10),
+        }
+        for kind, name in OTHERS:
+            subprocess.run(
+                [str(BIN / "dagster"), kind, "stop", name, "-m", "aind_assets.definitions"],
+                env=env,
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+            )
+        os.environ["DAGSTER_HOME"] = str(home)
+        import dagster as dg
+
+        instance = dg.DagsterInstance.get()
+        with LoadSampler() as load:
+            load_before = load_average()
+            plain_s, keys, outcomes = deidentify_all(store, plain, idmap, args.workers)
+            t0 = time.perf_counter()
+            with (work / "daemon.log").open("wb") as log:
+                daemon = subprocess.Popen(
+                    [str(BIN / "dagster-daemon"), "run", "-m", "aind_assets.definitions"],
+                    env=env,
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                done = wait_for_runs(instance, len(keys), args.timeout)
+            dagster_s = time.perf_counter() - t0
+            load_after = load_average()
+        overhead = dagster_s - plain_s
+        result = {
+            "what": f"{len(keys)} HBCD sessions de-identified (tree of bench/hbcd_deid.py): "
+            "dagster-daemon + sensor + queued runs (each its own process) vs the plain functions",
+            "sessions": len(keys),
+            "plain_functions_s": round(plain_s, 2),
+            "plain_functions_workers": args.workers,
+            "dagster_s": round(dagster_s, 2),
+            "orchestration_ratio_vs_plain_functions": round(dagster_s / plain_s, 2),
+            "goal_ratio": 1.3,
+            "runs": done["runs"],
+            "sessions_per_run": round(done["sessions"] / max(1, done["runs"]), 2),
+            "run_statuses": done["statuses"],
+            "per_run_overhead_s": round(overhead / max(1, done["runs"]), 2),
+            "per_session_overhead_s": round(overhead / max(1, len(keys)), 2),
+            "files_written_plain": outcomes,
+            "run_coordinator": "QueuedRunCoordinator, 4 runs at once, 2 of aind/flow=hbcd "
+            "(dagster.yaml, the local profile); DefaultRunLauncher (a process per run)",
+            "cores": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "load_1min_samples": load.summary(),
+            "python": platform.python_version(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        }
+    finally:
+        if daemon is not None:
+            os.killpg(daemon.pid, 15)
+            daemon.wait(timeout=60)
+        mongo.stop()
+        weed.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
