@@ -109,12 +109,14 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         # exit and delay the end of Ctrl-C by seconds
         docdb.close()
         env = {**os.environ, "DAGSTER_HOME": str(home), "AIND_DATA_DIR": str(settings.data_dir)}
-        # --use-active-venv: the code server runs on this interpreter (the one with aind_assets)
+        # The workspace file names the code location and its module; run from DAGSTER_HOME (the
+        # code servers run on this interpreter), not from the project folder, whose dagster.yaml
+        # (the profile copied into DAGSTER_HOME above) Dagster would warn it does not use.
         cmd = [
             str(dg_bin),
             "dev",
-            "--use-active-venv",
-            "--no-check-yaml",
+            "--workspace",
+            str(PROJECT_DIR / "workspace.yaml"),
             "--host",
             args.host,
             "--port",
@@ -126,7 +128,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
             flush=True,
         )
         # its own session: a terminal's Ctrl-C reaches only this process, which stops the rest
-        proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_DIR, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, cwd=home, start_new_session=True)
         supervisor.add("Dagster (dg dev: webserver, daemon, code servers)", proc)
         code = supervisor.run_until_signal(proc)
     return code

@@ -1,7 +1,7 @@
 """The Dagster home the ``aind-assets`` commands use, with an instance profile in it.
 
 ``$DAGSTER_HOME`` when set, else ``<data dir>/dagster_home``. A home without ``dagster.yaml``
-gets the local profile (deploy/local/dagster.yaml), as ``aind-assets dev`` would give it, so a
+gets the local profile (dagster.yaml at the top of the project), as ``aind-assets dev`` would give it, so a
 command run first (``hbcd discover --register``, ``release register``) neither warns that the
 file is missing nor creates an instance that differs from the one the platform then runs on.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 #: The local instance profile, copied into a new Dagster home.
-LOCAL_PROFILE = PROJECT_DIR / "deploy" / "local" / "dagster.yaml"
+LOCAL_PROFILE = PROJECT_DIR / "dagster.yaml"
 
 
 def dagster_home(data_dir: Path) -> Path:

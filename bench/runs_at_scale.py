@@ -48,6 +48,7 @@ import yaml
 
 from aind_assets import lineage
 from aind_assets.analysis.dispatch import dispatch_partitions
+from aind_assets.analysis.keys import analysis_key, dispatch_key
 from aind_assets.analysis.resources import AnalysisResource
 from aind_assets.analysis.wrapper import run_job
 from aind_assets.io_managers import commit
@@ -62,6 +63,9 @@ ASSETS = "data_assets"
 SPEC = "bench_scale"
 PROJECT = "Runs at scale bench"
 ANALYSIS = "bench_trivial"
+#: The two assets of the benchmark's dispatch spec (one partition set per spec).
+DISPATCH_ASSET = dispatch_key(SPEC).to_user_string()
+ANALYSIS_ASSET = analysis_key(SPEC, ANALYSIS).to_user_string()
 KEY, SECRET = "bench-key", "bench-secret"
 
 
@@ -200,8 +204,8 @@ def bare_loop(resource: AnalysisResource, keys: list[str], io_root: str, records
             assets_collection=resource.assets_collection,
         )[key]
         models = [m.model_dump(mode="json") for m in result.models]
-        _write_output(store, docdb, io_root, records, "analysis_dispatch", key, models, [], started)
-        dispatch_url = commit.url_of(store.upath(f"{io_root}/analysis_dispatch/{key}"))
+        _write_output(store, docdb, io_root, records, DISPATCH_ASSET, key, models, [], started)
+        dispatch_url = commit.url_of(store.upath(f"{io_root}/{DISPATCH_ASSET}/{key}"))
         jobs = []
         for task in result.models:
             code = definition.job_code(task, {})
@@ -225,7 +229,7 @@ def bare_loop(resource: AnalysisResource, keys: list[str], io_root: str, records
             docdb,
             io_root,
             records,
-            f"analysis/{ANALYSIS}",
+            ANALYSIS_ASSET,
             key,
             {"partition_key": key, "jobs": jobs},
             [dispatch_url],
@@ -241,7 +245,7 @@ def bare_loop(resource: AnalysisResource, keys: list[str], io_root: str, records
 
 def cli_command(first: str, last: str) -> list[str]:
     """The documented ranged run: ``dg launch`` if installed, else ``dagster asset materialize``."""
-    select = f"analysis_dispatch,analysis/{ANALYSIS}"
+    select = f"{DISPATCH_ASSET},{ANALYSIS_ASSET}"
     if (BIN / "dg").exists():
         return [
             str(BIN / "dg"),
@@ -278,7 +282,7 @@ def run_cli(cmd: list[str], env: dict[str, str], log: Path) -> float:
 
 def check_outputs(docdb: DocDBResource, records: str, results: str, keys: list[str]) -> None:
     """Both ways wrote, for every partition, its two outputs' records and its result."""
-    for asset in ("analysis_dispatch", f"analysis/{ANALYSIS}"):
+    for asset in (DISPATCH_ASSET, ANALYSIS_ASSET):
         found = docdb.count(records, {"asset_key": asset, "status": "current"})
         if found != len(keys):
             raise SystemExit(f"{records}: {found} current {asset} records, expected {len(keys)}")

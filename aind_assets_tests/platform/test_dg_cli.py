@@ -26,7 +26,7 @@ def _dg(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         pytest.fail(f"{DG} is missing: dagster-dg-cli is a dependency (scripts/install)")
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text((PROJECT / "deploy/local/dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text((PROJECT / "dagster.yaml").read_text())
     env = {
         k: v
         for k, v in os.environ.items()
