@@ -62,6 +62,27 @@ def _runs(instance: Any) -> list[Any]:
     return list(instance.get_runs(filters=dg.RunsFilter(tags={"aind/flow": "hbcd"})))
 
 
+def _timeline(instance: Any, runs: list[Any]) -> dict[str, float]:
+    """When the runs were created, waited and ran (seconds, from the run records): how much of
+    the total is the daemon's start and first tick, the queue, and the runs themselves."""
+    records = instance.get_run_records()
+    mine = [r for r in records if r.dagster_run.run_id in {run.run_id for run in runs}]
+    created = [r.create_timestamp.timestamp() for r in mine]
+    started = [r.start_time for r in mine if r.start_time]
+    ended = [r.end_time for r in mine if r.end_time]
+    durations = [r.end_time - r.start_time for r in mine if r.start_time and r.end_time]
+    return {
+        "first_run_created_to_last_run_ended_s": round(max(ended) - min(created), 2),
+        "run_process_seconds_sum": round(sum(durations), 2),
+        "run_seconds_max": round(max(durations), 2),
+        "queue_wait_max_s": round(
+            max(r.start_time - r.create_timestamp.timestamp() for r in mine if r.start_time), 2
+        ),
+        "first_created_epoch": min(created),
+        "first_started_epoch": min(started),
+    }
+
+
 def wait_for_runs(instance: Any, expected_sessions: int, timeout: float) -> dict[str, Any]:
     """Until every requested HBCD run ended and the sessions de-identified reach the number
     expected; the runs, their statuses and the sessions they covered."""
@@ -76,7 +97,12 @@ def wait_for_runs(instance: Any, expected_sessions: int, timeout: float) -> dict
             statuses: dict[str, int] = {}
             for r in runs:
                 statuses[r.status.value] = statuses.get(r.status.value, 0) + 1
-            return {"runs": len(runs), "statuses": statuses, "sessions": len(keys)}
+            return {
+                "runs": len(runs),
+                "statuses": statuses,
+                "sessions": len(keys),
+                "timeline": _timeline(instance, runs),
+            }
         time.sleep(1.0)
     raise SystemExit(f"timeout: {len(_runs(instance))} runs, not all done")
 
@@ -86,6 +112,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--sessions", type=int, default=100)
     ap.add_argument("--workers", type=int, default=4, help="plain run: sessions at once")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="sessions per sensor run (HBCD_RUN_BATCH_SIZE; default: the setting's default)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "hbcd_orchestration_results.json")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="hbcd-orchestration-"))
@@ -131,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "HBCD_IDENTITY_MAP": map_url,
             "AIND_MAX_QUEUED_RUNS_PER_FLOW": str(args.sessions + 10),
         }
+        if args.batch_size is not None:
+            env["HBCD_RUN_BATCH_SIZE"] = str(args.batch_size)
         for kind, name in OTHERS:
             subprocess.run(
                 [str(BIN / "dagster"), kind, "stop", name, "-m", "aind_assets.definitions"],
@@ -147,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             load_before = load_average()
             plain_s, keys, outcomes = deidentify_all(store, plain, idmap, args.workers)
             t0 = time.perf_counter()
+            started_epoch = time.time()
             with (work / "daemon.log").open("wb") as log:
                 daemon = subprocess.Popen(
                     [str(BIN / "dagster-daemon"), "run", "-m", "aind_assets.definitions"],
@@ -158,6 +193,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
                 done = wait_for_runs(instance, len(keys), args.timeout)
             dagster_s = time.perf_counter() - t0
+            timeline = done.pop("timeline")
+            timeline["daemon_start_to_first_run_created_s"] = round(
+                timeline.pop("first_created_epoch") - started_epoch, 2
+            )
+            timeline.pop("first_started_epoch")
             load_after = load_average()
         overhead = dagster_s - plain_s
         result = {
@@ -169,9 +209,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "dagster_s": round(dagster_s, 2),
             "orchestration_ratio_vs_plain_functions": round(dagster_s / plain_s, 2),
             "goal_ratio": 1.3,
+            "batch_size": args.batch_size or "default (AIND_RUN_BATCH_SIZE)",
             "runs": done["runs"],
             "sessions_per_run": round(done["sessions"] / max(1, done["runs"]), 2),
             "run_statuses": done["statuses"],
+            "timeline": timeline,
             "per_run_overhead_s": round(overhead / max(1, done["runs"]), 2),
             "per_session_overhead_s": round(overhead / max(1, len(keys)), 2),
             "files_written_plain": outcomes,

@@ -56,11 +56,15 @@ DATASET_LEAK_CHECK_KEY = dg.AssetCheckKey(DEIDENTIFIED_DATASET, LEAK_CHECK)
 PARTITIONS_TAG = "aind/partitions"
 
 
+# IN_PROCESS: a run's two steps (de-identify, leak check) run in the run's process. A process
+# per step costs seconds of start-up (Dagster and the flow imported again), more than a batch's
+# small sessions take; the work inside a step is already concurrent (by subject).
 session_job = dg.define_asset_job(
     "hbcd_deidentify_sessions",
     selection=dg.AssetSelection.assets(DEIDENTIFIED_SESSION),
     partitions_def=bids_sessions,
     tags=FLOW_TAGS,
+    executor_def=dg.in_process_executor,  # see IN_PROCESS above
     description=(
         "De-identify sessions, each with its blocking leak check. Launch it for one session, a "
         "range of sessions (one run, sessions de-identified concurrently) or a backfill."
@@ -70,6 +74,7 @@ dataset_job = dg.define_asset_job(
     "hbcd_deidentify_dataset",
     selection=dg.AssetSelection.assets(DEIDENTIFIED_DATASET),
     tags=FLOW_TAGS,
+    executor_def=dg.in_process_executor,  # see IN_PROCESS above
     description=(
         "De-identify the dataset-level files (participants.tsv, dataset_description.json...) "
         "and sessionless subjects, with the blocking leak check."
@@ -80,6 +85,7 @@ deidentification_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(DEIDENTIFIED_SESSION, DEIDENTIFIED_DATASET),
     partitions_def=bids_sessions,
     tags=FLOW_TAGS,
+    executor_def=dg.in_process_executor,  # see IN_PROCESS above
     description=(
         "The runs the discovery sensor and the daily schedule request: a batch of sessions "
         "(a range of session partitions, de-identified concurrently, each with its own leak "
