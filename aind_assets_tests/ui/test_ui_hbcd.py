@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey
+from dagster_graphql import DagsterGraphQLClient
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -88,6 +89,20 @@ def stale_status(platform: Platform, partition: str) -> tuple[str, list[dict]]:
     return node["staleStatus"], node["staleCauses"]
 
 
+OBSERVATIONS = """
+query($key: AssetKeyInput!, $partition: String!) { assetOrError(assetKey: $key) {
+  ... on Asset { assetObservations(partitions: [$partition], limit: 1) { runId } } } }
+"""
+
+
+def observed(platform: Platform, partition: str) -> bool:
+    """The observer has reported a data version of this identified session."""
+    data = graphql(
+        platform, OBSERVATIONS, {"key": _key(IDENTIFIED_SESSION), "partition": partition}
+    )
+    return bool(data["assetOrError"]["assetObservations"])
+
+
 def materialization_runs(platform: Platform, partition: str) -> list[str]:
     data = graphql(
         platform, MATERIALIZATIONS, {"key": _key(DEIDENTIFIED_SESSION), "partition": partition}
@@ -145,6 +160,18 @@ def sessions(platform: Platform) -> list[str]:
     return found
 
 
+def deidentify(platform: Platform, partition: str) -> str:
+    """De-identify one session again through the GraphQL client; the run's id."""
+    client = DagsterGraphQLClient("127.0.0.1", port_number=platform.port)
+    run_id = client.submit_job_execution(
+        "hbcd_deidentification",
+        tags={"dagster/partition": partition},
+        asset_selection=[list(DEIDENTIFIED_SESSION.path)],
+    )
+    wait_for_run(platform, run_id)
+    return run_id
+
+
 def test_changed_source_shows_session_unsynced(
     platform: Platform, sessions: list[str], browser: webdriver.Chrome, artifacts: Path
 ) -> None:
@@ -152,6 +179,12 @@ def test_changed_source_shows_session_unsynced(
     # discovery would de-identify the changed session again on its next tick; paused, the
     # stale state stays until the page is seen
     with sensor_paused(platform, DISCOVERY):
+        # Made again once the source has been observed: a session de-identified before the
+        # very first observation of hbcd/identified_session (the start-up batch, when the
+        # observer's first tick found no partition registered yet) records no input event
+        # pointer, and Dagster then never reports it stale (known defect, see docs/hbcd.md).
+        wait_until(lambda: observed(platform, key), 120, f"{key} observed")
+        deidentify(platform, key)
         wait_until(lambda: stale_status(platform, key)[0] == "FRESH", 120, f"{key} in sync")
         before = open_page(
             browser,
@@ -179,11 +212,10 @@ def test_changed_source_shows_session_unsynced(
             artifacts / "hbcd-session-unsynced.png",
         )
         # the badge sits in the partition's header, beside its name and "Materialized"
-        heading = browser.find_elements(By.XPATH, f"//*[normalize-space()='{key}']")[-1]
-        header = heading.find_element(By.XPATH, "./ancestor::*[contains(., 'Unsynced')][1]")
-        assert "Materialized" in header.text, header.text
-        assert "Latest materialization" not in header.text, header.text
-        assert "Unsynced" in after
+        header = after.split("Latest materialization", 1)[0].rsplit(key, 1)[-1]
+        assert "Materialized" in header and "Unsynced" in header, header
+        badge = browser.find_element(By.XPATH, "//*[starts-with(normalize-space(), 'Unsynced')]")
+        assert badge.is_displayed()
         # the other sessions were not touched
         assert stale_status(platform, sessions[1])[0] == "FRESH"
 
