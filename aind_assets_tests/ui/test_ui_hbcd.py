@@ -182,7 +182,7 @@ def test_changed_source_shows_session_unsynced(
         # Made again once the source has been observed: a session de-identified before the
         # very first observation of hbcd/identified_session (the start-up batch, when the
         # observer's first tick found no partition registered yet) records no input event
-        # pointer, and Dagster then never reports it stale (known defect, see docs/hbcd.md).
+        # pointer, and Dagster then never reports it stale (known defect: docs/hbcd.md).
         wait_until(lambda: observed(platform, key), 120, f"{key} observed")
         deidentify(platform, key)
         wait_until(lambda: stale_status(platform, key)[0] == "FRESH", 120, f"{key} in sync")
