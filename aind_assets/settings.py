@@ -31,6 +31,7 @@ never land in run config, tags or logs.
 | ``HBCD_DEIDENTIFIED_ROOT`` | de-identified side | ``$AIND_STORE_ROOT/hbcd-deid`` |
 | ``HBCD_STAGING_ROOT`` | release staging | ``$AIND_STORE_ROOT/hbcd-staging`` |
 | ``AIND_EXAMPLES_OUT_OF_PROCESS`` | ``1``: the packaged example analyses run in their own environment through Dagster Pipes (docs/analysis.md) | ``0`` (in process) |
+| ``HBCD_OBSERVER_INTERVAL_S`` | minimum seconds between ticks of ``hbcd_identified_observer`` (read at import) | ``300`` |
 | ``HBCD_IDENTITY_MAP`` | identifier map CSV (identified side) | ``$HBCD_IDENTIFIED_ROOT/identifiers/release_identifiers.csv`` |
 """
 

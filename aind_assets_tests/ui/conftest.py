@@ -1,7 +1,11 @@
 """Fixtures of the browser tests: the running platform (`aind-assets dev` on the embedded
 defaults, in a temporary data dir), headless Chromium, and where screenshots go.
 
-Reusable by every UI test module of this folder (module-scoped: one platform per module).
+Reusable by every UI test module of this folder. The platform is session-scoped: the modules
+share one start (about a minute), so each test picks its own partitions and leaves the
+platform as it found it (a sensor it pauses is turned on again). The identified-session
+observer ticks every 5 s here (``HBCD_OBSERVER_INTERVAL_S``; 5 min by default), so a source
+change shows within seconds.
 Screenshots and page sources are test artifacts, kept under ``$AIND_TEST_ARTIFACTS/ui/`` when
 that is set (CI keeps the folder), else under ``test-artifacts/ui/`` in the project
 (git-ignored).
@@ -13,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +35,7 @@ BIN = Path(sys.executable).parent
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium() -> None:
     """Chromium and chromedriver are there (checked before the platform starts)."""
     for tool in (CHROMIUM, CHROMEDRIVER):
@@ -56,7 +60,7 @@ class Platform:
         return out.stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory, chromium: None) -> Iterator[Platform]:
     data = tmp_path_factory.mktemp("platform")
     port = free_port()
@@ -69,6 +73,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, chromium: None) -> Iterat
         "AIND_DATA_DIR": str(data / "data"),
         "AIND_EMBEDDED_DOCDB_PORT": str(free_port()),
         "DAGSTER_HOME": str(data / "dagster_home"),
+        "HBCD_OBSERVER_INTERVAL_S": "5",
     }
     server = ManagedServer(
         "aind-assets dev",
@@ -140,6 +145,14 @@ def _answers(url: str) -> bool:
         return False
 
 
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` about once a second until it holds; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(1)
+
+
 def wait_for_run(platform: Platform, run_id: str, timeout_s: float = 300) -> None:
     """Wait until the run ends; fail with its errors unless it succeeded."""
     from dagster import DagsterRunStatus
@@ -168,14 +181,16 @@ def artifacts() -> Path:
     return folder
 
 
-def graphql(platform: Platform, query: str) -> dict:
+def graphql(platform: Platform, query: str, variables: dict | None = None) -> dict:
     """One GraphQL query against the platform's webserver."""
-    body = json.dumps({"query": query}).encode()
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(
         f"{platform.url}/graphql", data=body, headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["data"]
+        answer = json.loads(response.read())
+    assert not answer.get("errors"), answer["errors"]
+    return answer["data"]
 
 
 def location_name(platform: Platform) -> str:

@@ -13,6 +13,8 @@ on every start) and reports every partition on every observation; the sensor rep
 changes. Observations carry partition keys (release-candidate IDs), versions and counts only.
 """
 
+import os
+
 import dagster as dg
 
 from aind_assets.hbcd.deid.discovery import discover
@@ -52,6 +54,19 @@ identified_session = dg.AssetSpec(
 )
 
 
+#: ``HBCD_OBSERVER_INTERVAL_S``: minimum seconds between observer ticks (read when the sensor is
+#: declared, at import; the UI tests shorten it to see a source change within seconds).
+OBSERVER_INTERVAL_ENV = "HBCD_OBSERVER_INTERVAL_S"
+
+
+def observer_interval_s(env: dict[str, str] | None = None) -> int:
+    """The observer's minimum interval: ``HBCD_OBSERVER_INTERVAL_S``, default 300 s."""
+    raw = (os.environ if env is None else env).get(OBSERVER_INTERVAL_ENV, "").strip() or "300"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{OBSERVER_INTERVAL_ENV}={raw!r}: a whole number of seconds >= 1")
+    return int(raw)
+
+
 def observation_event(o: Observation) -> dg.AssetObservation:
     return dg.AssetObservation(
         asset_key=IDENTIFIED_SESSION,
@@ -63,7 +78,7 @@ def observation_event(o: Observation) -> dg.AssetObservation:
 
 @dg.sensor(
     name="hbcd_identified_observer",
-    minimum_interval_seconds=300,
+    minimum_interval_seconds=observer_interval_s(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Observe the identified sessions: list the PR bucket (no object read) and report a new "
