@@ -43,6 +43,7 @@ from aind_assets.hbcd.keys import (
     encode_cursor,
 )
 from aind_assets.hbcd.resources import HbcdResource
+from aind_assets.hbcd.sources.assets import source_observations
 from aind_assets.runs import room_in_queue
 
 #: Sessions requested per sensor tick (the rest next tick: ticks must end within 60 s).
@@ -256,6 +257,9 @@ def hbcd_session_discovery(
     return dg.SensorResult(
         run_requests=runs,
         dynamic_partitions_requests=_add_requests(register),
+        # the requested sessions' current source versions, observed before their runs start:
+        # each run then records the version it reads (the observer alone could come after it)
+        asset_events=source_observations(result.discovery, plan.sessions),
         cursor=encode_cursor(state),
         skip_reason=None if runs else dg.SkipReason(message),
     )

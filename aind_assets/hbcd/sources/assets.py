@@ -14,10 +14,11 @@ changes. Observations carry partition keys (release-candidate IDs), versions and
 """
 
 import os
+from collections.abc import Iterable
 
 import dagster as dg
 
-from aind_assets.hbcd.deid.discovery import discover
+from aind_assets.hbcd.deid.discovery import Discovery, discover
 from aind_assets.hbcd.deid.ledger import list_identified_bids, read_ledger
 from aind_assets.hbcd.identity.scrub import scrubbed_errors
 from aind_assets.hbcd.keys import (
@@ -31,7 +32,12 @@ from aind_assets.hbcd.keys import (
     encode_cursor,
 )
 from aind_assets.hbcd.resources import HbcdResource
-from aind_assets.hbcd.sources.versions import Observation, consumed_version, observe
+from aind_assets.hbcd.sources.versions import (
+    Observation,
+    consumed_version,
+    current_observation,
+    observe,
+)
 from aind_assets.hbcd.storage import map_concurrently
 
 #: The tag Dagster reads an observation's data version from.
@@ -74,6 +80,16 @@ def observation_event(o: Observation) -> dg.AssetObservation:
         tags={DATA_VERSION_TAG: o.version},
         metadata={"files": o.files, "bytes": dg.MetadataValue.int(o.bytes)},
     )
+
+
+def source_observations(discovery: Discovery, keys: Iterable[str]) -> list[dg.AssetObservation]:
+    """Observations of these sessions' current versions (the discovery sensor reports the
+    sessions it requests, so a run never reads data newer than the last observation)."""
+    return [
+        observation_event(current_observation(key, discovery.sessions[key]))
+        for key in sorted(keys)
+        if key in discovery.sessions
+    ]
 
 
 @dg.sensor(

@@ -18,13 +18,14 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from aind_assets.hbcd.deid.discovery import Discovery, SourceObject
+from aind_assets.hbcd.deid.discovery import Discovery, SessionSource, SourceObject
 
 __all__ = [
     "ABSENT",
     "UNOBSERVED",
     "Observation",
     "consumed_version",
+    "current_observation",
     "listing_version",
     "observe",
 ]
@@ -53,6 +54,13 @@ class Observation:
     bytes: int
 
 
+def current_observation(key: str, source: SessionSource) -> Observation:
+    """The observation of one session as it is listed now."""
+    return Observation(
+        key, listing_version(source.files), len(source.files), sum(f.size for f in source.files)
+    )
+
+
 def observe(
     discovery: Discovery,
     previous: Mapping[str, str],
@@ -78,8 +86,8 @@ def observe(
     for key in sorted(known):
         source = discovery.sessions.get(key)
         if source is not None:
-            version = listing_version(source.files)
-            files, size = len(source.files), sum(f.size for f in source.files)
+            now = current_observation(key, source)
+            version, files, size = now.version, now.files, now.bytes
             if key not in state and done.get(key) == source.digest:
                 state[key] = version
                 continue

@@ -179,3 +179,37 @@ def test_changed_source_makes_session_and_derivative_unsynced(
         # nothing identifying in what the observer reported or kept
         for text in [*w.cursors.values(), *w.messages]:
             assert identifier_hits(text or "", w.idmap, "observer") == []
+
+
+def test_the_first_sessions_ever_de_identified_turn_unsynced_too(
+    s3_store: ObjectStoreResource, tmp_path: Path
+) -> None:
+    """On a new instance discovery requests the first sessions before the observer ever ran:
+    its own tick observes the sessions it requests, so their runs record a source version and
+    a later change shows (without it Dagster saw no version and called them fresh forever)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with (
+        dg.instance_for_test(temp_dir=str(home)) as instance,
+        graphql(instance, tmp_path) as ctx,
+    ):
+        w = make_world(s3_store, None, instance, tmp_path, n_subjects=1, sessions=("V02",))
+        tick = w.tick(hbcd_session_discovery)
+        keys = [k for r in tick.run_requests for k in w.sessions_of(r)]
+        observed = {e.partition: e.tags["dagster/data_version"] for e in tick.asset_events}
+        assert keys and sorted(observed) == sorted(keys)
+        assert all(r.success for r in w.run_all(tick.run_requests))
+        # the observer agrees with what discovery observed: nothing new to report
+        first = w.tick(hbcd_identified_observer)
+        assert all(
+            observed[e.partition] == e.tags["dagster/data_version"] for e in first.asset_events
+        )
+        assert stale(ctx, DEIDENTIFIED_SESSION, keys[0]) == ("FRESH", [])
+
+        row = w.idmap.rows[0]
+        scans = w.source_url(f"sub-{row.dccid}/ses-V02/sub-{row.dccid}_ses-V02_scans.tsv")
+        w.store.put_bytes(scans, w.store.get_bytes(scans) + b"\n")
+        assert [e.partition for e in w.tick(hbcd_identified_observer).asset_events] == keys[:1]
+        assert stale(ctx, DEIDENTIFIED_SESSION, keys[0])[0] == "STALE"
+        for text in [*w.cursors.values(), *w.messages]:
+            assert identifier_hits(text or "", w.idmap, "discovery") == []
