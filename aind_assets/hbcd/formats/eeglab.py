@@ -36,10 +36,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import scipy.io
-import scipy.sparse
-from scipy.io.matlab import MatlabFunction, MatlabObject, MatlabOpaque
 
+# scipy (io, sparse: ~20 MiB and 0.1 s) is imported where an EEGLAB file is read or written, not
+# with the format table: every de-identification process imports this module, few meet a .set.
 from aind_assets.hbcd.formats.base import DeidentificationError, FileHandler, FormatContext
 from aind_assets.hbcd.formats.text import read_exact_or_less
 from aind_assets.hbcd.streams import ReadableBinary, WritableBinary
@@ -99,6 +98,8 @@ def _compressed(data: bytes) -> bool:
 
 def _loadmat(data: bytes, mat_dtype: bool) -> tuple[dict[str, Any], bool]:
     """The variables, and whether scipy discarded imaginary parts (it does with ``mat_dtype``)."""
+    import scipy.io
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         variables = scipy.io.loadmat(
@@ -180,6 +181,9 @@ def _struct(arr: np.ndarray, text: TextRule, where: str) -> np.ndarray:
 
 def rewrite_value(value: Any, text: TextRule, where: str) -> Any:
     """``value`` (as :func:`read_mat5` returns it) with every string through ``text``."""
+    import scipy.sparse
+    from scipy.io.matlab import MatlabFunction, MatlabObject, MatlabOpaque
+
     if isinstance(value, MatlabFunction | MatlabOpaque):
         raise EeglabFormatError(f"{where}: MATLAB function handles/opaque objects not supported")
     if isinstance(value, MatlabObject):
@@ -238,6 +242,8 @@ def run_eeglab_set(src: ReadableBinary, dst: WritableBinary, ctx: FormatContext)
         return ctx.translator.text(value)
 
     new = rewrite_mat(variables, text)
+    import scipy.io
+
     out = io.BytesIO()
     try:
         scipy.io.savemat(
