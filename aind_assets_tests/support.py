@@ -8,8 +8,9 @@ tool must be there, so the test fails instead: a green CI run never hides skippe
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -46,3 +47,35 @@ def require_servers_mark(fixture: str) -> None:
             " the fixture as an argument, or mark the test @pytest.mark.servers)",
             pytrace=False,
         )
+
+
+#: Materialization metadata that differs between any two runs of the same partition: version
+#: folders and their links (``path``, ``output``, ``version``), record names and sizes holding
+#: times, the record table (its times), durations. Lineage comparisons leave them out and
+#: compare the records and ``processing.json`` themselves, :func:`normalized`.
+VOLATILE_METADATA = frozenset(
+    {
+        "path",
+        "processing_record",
+        "version",
+        "duration_s",
+        "bytes written",
+        "record_name",
+        "output",
+        "record",
+    }
+)
+_VERSION_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}-[0-9a-f]{6}")
+_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TIMES = {"start_date_time", "end_date_time", "resources", "written_at", "committed_at"}
+
+
+def normalized(value: Any) -> Any:
+    """``value`` with version ids, run ids and times replaced (they differ between runs)."""
+    if isinstance(value, dict):
+        return {k: normalized(v) for k, v in value.items() if k not in _TIMES}
+    if isinstance(value, list):
+        return [normalized(v) for v in value]
+    if isinstance(value, str):
+        return _RUN_ID.sub("<run>", _VERSION_ID.sub("<version>", value))
+    return value

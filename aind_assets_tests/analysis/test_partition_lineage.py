@@ -5,7 +5,6 @@ and run ids aside; a partition with nothing to run says so (``aind/status``)."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import dagster as dg
@@ -21,39 +20,14 @@ from aind_assets.io_managers.commit import committed_folder
 from aind_assets_tests.analysis.conftest import RECORDS, World
 from aind_assets_tests.analysis.conftest import RESULTS as RESULTS_COLLECTION
 from aind_assets_tests.analysis.test_flow import ANALYSES, DISPATCH, apply, failure_message, tick
+from aind_assets_tests.support import VOLATILE_METADATA, normalized
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 ASSETS = [DISPATCH, *ANALYSES]
 UQ = "analysis/ephys_units/unit_quality"
-#: Metadata that differs between any two runs (paths of version folders, sizes of records
-#: holding times and memory use, record names of Code holding upstream version folders).
-#: ``output``/``record`` name the version folder and times; ``plot`` is a presigned URL.
-VOLATILE = {
-    "path",
-    "processing_record",
-    "version",
-    "duration_s",
-    "bytes written",
-    "record_name",
-    "output",
-    "record",
-    "plot",
-}
-_VERSION = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}-[0-9a-f]{6}")
-_RUN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_TIMES = {"start_date_time", "end_date_time", "resources", "written_at", "committed_at"}
-
-
-def normalized(value: Any) -> Any:
-    """``value`` with version ids, run ids and times replaced (they differ between runs)."""
-    if isinstance(value, dict):
-        return {k: normalized(v) for k, v in value.items() if k not in _TIMES}
-    if isinstance(value, list):
-        return [normalized(v) for v in value]
-    if isinstance(value, str):
-        return _RUN.sub("<run>", _VERSION.sub("<version>", value))
-    return value
+#: and the plot: a presigned URL
+VOLATILE = VOLATILE_METADATA | {"plot"}
 
 
 def by_partition(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dict[str, Any]]:

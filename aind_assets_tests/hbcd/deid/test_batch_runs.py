@@ -5,7 +5,6 @@ leak check result), times and run ids aside; one failing session fails that sess
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -32,34 +31,9 @@ from aind_assets_tests.hbcd.flow_support import (
     make_world,
     scan_instance_storage,
 )
+from aind_assets_tests.support import VOLATILE_METADATA, normalized
 
 ASSET = DEIDENTIFIED_SESSION.to_user_string()
-#: Metadata that differs between any two runs (version folders, record sizes holding times;
-#: ``output``/``record`` link to the version folder and show the record's times). The record
-#: itself and ``processing.json`` are compared field by field below.
-VOLATILE = {
-    "path",
-    "processing_record",
-    "version",
-    "duration_s",
-    "bytes written",
-    "record_name",
-    "output",
-    "record",
-}
-_VERSION = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}-[0-9a-f]{6}")
-_RUN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_TIMES = {"start_date_time", "end_date_time", "resources", "written_at", "committed_at"}
-
-
-def normalized(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: normalized(v) for k, v in value.items() if k not in _TIMES}
-    if isinstance(value, list):
-        return [normalized(v) for v in value]
-    if isinstance(value, str):
-        return _RUN.sub("<run>", _VERSION.sub("<version>", value))
-    return value
 
 
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
@@ -67,7 +41,7 @@ def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, A
     for event in result.get_asset_materialization_events():
         mat = event.materialization
         if mat.asset_key == DEIDENTIFIED_SESSION:
-            meta = {k: v.value for k, v in mat.metadata.items() if k not in VOLATILE}
+            meta = {k: v.value for k, v in mat.metadata.items() if k not in VOLATILE_METADATA}
             out[str(mat.partition)] = normalized(meta)
     return out
 
