@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -79,3 +80,14 @@ def normalized(value: Any) -> Any:
     if isinstance(value, str):
         return _RUN_ID.sub("<run>", _VERSION_ID.sub("<version>", value))
     return value
+
+
+def local_cli_env(store_root: str, docdb_uri: str, database: str, data_dir: Path) -> dict[str, str]:
+    """The environment of an ``aind-assets`` subprocess on the test's store and DocDB."""
+    return {
+        **os.environ,
+        "AIND_DATA_DIR": str(data_dir),
+        "AIND_STORE_ROOT": store_root,
+        "AIND_DOCDB_URI": docdb_uri,
+        "AIND_DOCDB_DATABASE": database,
+    }

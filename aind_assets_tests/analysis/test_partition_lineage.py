@@ -30,6 +30,23 @@ UQ = "analysis/ephys_units/unit_quality"
 VOLATILE = VOLATILE_METADATA | {"plot"}
 
 
+def materialize_range(
+    world: World,
+    instance: dg.DagsterInstance,
+    keys: list[str],
+    run_config: dict[str, Any] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """One in-process run of the flow's assets over ``keys[0]...keys[-1]`` (a ranged run)."""
+    return dg.materialize(
+        ASSETS,
+        instance=instance,
+        resources=world.resources(),
+        tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
 def by_partition(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], dict[str, Any]]:
     """``{(asset, partition): metadata}`` of a run's materializations (volatile keys dropped)."""
     out = {}
@@ -77,13 +94,7 @@ def test_a_ranged_run_writes_for_each_partition_what_a_one_partition_run_writes(
     keys = instance.get_dynamic_partitions("ephys_units")[:4]
     assert len(keys) == 4
 
-    ranged = dg.materialize(
-        ASSETS,
-        instance=instance,
-        resources=world.resources(),
-        tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
-        raise_on_error=False,
-    )
+    ranged = materialize_range(world, instance, keys)
     assert ranged.success, failure_message(ranged)
     ranged_meta = by_partition(ranged)
     ranged_files = {
@@ -182,14 +193,7 @@ def test_partitions_with_results_nothing_to_run_or_a_failed_job_are_told_apart(
             "analysis__ephys_units__behavior_performance": {"config": {"num_parallel_workers": 1}},
         }
     }
-    ranged = dg.materialize(
-        ASSETS,
-        instance=instance,
-        resources=world.resources(),
-        tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
-        run_config=run_config,
-        raise_on_error=False,
-    )
+    ranged = materialize_range(world, instance, keys, run_config)
     assert not ranged.success
     message = failure_message(ranged)
     # the failure names its partition; the other partitions' jobs all ran and kept results
@@ -207,13 +211,7 @@ def test_partitions_with_results_nothing_to_run_or_a_failed_job_are_told_apart(
 
     # the bad file repaired, a re-run of the range skips what was done and completes the rest
     world.store.put_tree(world.nwb_dir / bad["name"], bad["location"])
-    again = dg.materialize(
-        ASSETS,
-        instance=instance,
-        resources=world.resources(),
-        tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
-        raise_on_error=False,
-    )
+    again = materialize_range(world, instance, keys)
     assert again.success, failure_message(again)
     checks = check_evaluations(again, UQ)
     for key in keys:

@@ -1,7 +1,6 @@
 """`aind-assets demo seed` fills both stores with data the flows can use."""
 
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from aind_assets.hbcd.identity.idmap import parse_identity_map
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.settings import Settings
+from aind_assets_tests.support import local_cli_env
 
 
 def _settings(store: ObjectStoreResource, docdb: DocDBResource, tmp_path: Path) -> Settings:
@@ -76,13 +76,7 @@ def test_seed_fills_docdb_and_the_object_store(
 def test_seed_command_line(
     local_store: ObjectStoreResource, docdb: DocDBResource, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "AIND_DATA_DIR": str(tmp_path),
-        "AIND_STORE_ROOT": local_store.root,
-        "AIND_DOCDB_URI": docdb.uri,
-        "AIND_DOCDB_DATABASE": docdb.database,
-    }
+    env = local_cli_env(local_store.root, docdb.uri, docdb.database, tmp_path)
     cli = [sys.executable, "-m", "aind_assets.cli", "demo", "seed", "--if-empty"]
     first = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets_tests.support import local_cli_env
 
 
 def _aind(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -25,11 +25,7 @@ def test_hbcd_discover_and_scan_print_progress(
     local_store: ObjectStoreResource, docdb: DocDBResource, tmp_path: Path
 ) -> None:
     env = {
-        **os.environ,
-        "AIND_DATA_DIR": str(tmp_path),
-        "AIND_STORE_ROOT": local_store.root,
-        "AIND_DOCDB_URI": docdb.uri,
-        "AIND_DOCDB_DATABASE": docdb.database,
+        **local_cli_env(local_store.root, docdb.uri, docdb.database, tmp_path),
         "DAGSTER_HOME": str(tmp_path / "home"),
     }
     seeded = _aind(env, "demo", "seed", "--subjects", "2", "--assets", "2")
