@@ -23,6 +23,7 @@ never land in run config, tags or logs.
 | ``AIND_NUM_PARALLEL_WORKERS`` | work items run at once in a step: analysis jobs (of all partitions of a run), HBCD subjects of a de-identification batch (run config ``num_parallel_workers`` wins) | ``4`` |
 | ``AIND_RUN_BATCH_SIZE`` | partitions per run that the analysis discovery sensors request (1: one run per partition) | ``10`` |
 | ``HBCD_RUN_BATCH_SIZE`` | sessions per run that the HBCD de-identification sensor and schedule request (1: one run per session) | ``AIND_RUN_BATCH_SIZE`` |
+| ``HBCD_VERIFY_UNCHANGED_IMAGES`` | ``1``: an unchanged ``.nii.gz`` is read and inflated (CRC-32) while the server copies it; ``0``: only its head and last 8 bytes are read (hbcd/deid/files.py) | ``1`` |
 | ``AIND_EXPERIMENTER`` | experimenter named in analysis records (a run's ``aind/experimenter`` tag wins) | ``unknown`` |
 | ``AIND_IO_ROOT`` | where the IO manager writes outputs | ``$AIND_STORE_ROOT/dagster-io`` |
 | ``AIND_DATA_ASSETS_ROOT`` | where (demo) data assets live | ``$AIND_STORE_ROOT/data-assets`` |
@@ -52,20 +53,27 @@ from aind_assets.settings_checks import SettingsError, check_environment
 
 DEFAULT_EMBEDDED_DOCDB_PORT = 27027
 
-__all__ = ["Settings", "SettingsError", "examples_out_of_process"]
+__all__ = ["Settings", "SettingsError", "examples_out_of_process", "flag"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+def flag(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
+    """A yes/no variable (1/0, true/false, yes/no, on/off; unset: ``default``)."""
+    raw = (os.environ if env is None else env).get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise SettingsError(f"{name}={raw!r}: use 1/0, true/false, yes/no")
+    return value in _TRUE
+
+
 def examples_out_of_process(env: Mapping[str, str] | None = None) -> bool:
     """``AIND_EXAMPLES_OUT_OF_PROCESS``: the packaged example analyses run out of process (read
     when they register, at import)."""
-    raw = (os.environ if env is None else env).get("AIND_EXAMPLES_OUT_OF_PROCESS", "")
-    value = raw.strip().lower()
-    if value not in _TRUE | _FALSE:
-        raise SettingsError(f"AIND_EXAMPLES_OUT_OF_PROCESS={raw!r}: use 1/0, true/false, yes/no")
-    return value in _TRUE
+    return flag("AIND_EXAMPLES_OUT_OF_PROCESS", False, env)
 
 
 class Settings(BaseModel):
@@ -88,6 +96,7 @@ class Settings(BaseModel):
     num_parallel_workers: int = 4
     run_batch_size: int = 10
     hbcd_run_batch_size: int = 10
+    hbcd_verify_unchanged_images: bool = True
     io_root: str
     data_assets_root: str
     results_root: str
@@ -132,6 +141,7 @@ class Settings(BaseModel):
             num_parallel_workers=int(get("AIND_NUM_PARALLEL_WORKERS", 4)),
             run_batch_size=int(get("AIND_RUN_BATCH_SIZE", 10)),
             hbcd_run_batch_size=int(get("HBCD_RUN_BATCH_SIZE", get("AIND_RUN_BATCH_SIZE", 10))),
+            hbcd_verify_unchanged_images=flag("HBCD_VERIFY_UNCHANGED_IMAGES", True, env),
             io_root=get("AIND_IO_ROOT", join_url(store, "dagster-io")),
             data_assets_root=get("AIND_DATA_ASSETS_ROOT", join_url(store, "data-assets")),
             results_root=get("AIND_RESULTS_ROOT", join_url(store, "analysis-results")),

@@ -60,6 +60,7 @@ from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.hbcd.reid.store import reidentify_derivatives
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.servers import seaweedfs_server
+from bench.cpu import CpuMeter
 
 KEY, SECRET = "bench-key", "bench-secret"
 BUCKET = "hbcd-bench"
@@ -170,18 +171,23 @@ def _tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def deidentify_all(store, layout, idmap, workers: int) -> tuple[float, list[str], dict]:  # noqa: ANN001
+def deidentify_all(  # noqa: ANN001
+    store, layout, idmap, workers: int, verify_unchanged: bool = True
+) -> tuple[float, list[str], dict]:
     """Discovery and every session to de-identify (``workers`` at a time). Returns seconds,
-    the sessions done and how the files were written (outcome -> count)."""
+    the sessions done and how the files were written (outcome -> count). ``verify_unchanged``:
+    ``HBCD_VERIFY_UNCHANGED_IMAGES`` (:mod:`aind_assets.hbcd.deid.files`)."""
     t = time.perf_counter()
     found = discover_sessions(store, layout, idmap)
     plan = plan_requests(found.discovery, found.ledger, idmap)
+
+    def one(key: str):  # noqa: ANN202
+        return deidentify_session(store, layout, idmap, key, verify_unchanged=verify_unchanged)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(
-            pool.map(lambda k: deidentify_session(store, layout, idmap, k), plan.sessions)
-        )
+        results = list(pool.map(one, plan.sessions))
     if plan.dataset:
-        results.append(deidentify_dataset(store, layout, idmap))
+        results.append(deidentify_dataset(store, layout, idmap, verify_unchanged=verify_unchanged))
     elapsed = time.perf_counter() - t
     assert all(r.ok for r in results), [r.failed for r in results if not r.ok]
     outcomes: Counter[str] = Counter()
@@ -368,18 +374,35 @@ def main(argv: list[str] | None = None) -> None:
             layout = HbcdLayout(f"s3://{BUCKET}/pr", f"s3://{BUCKET}/deid")
 
             load.append(os.getloadavg()[0])
-            t_upload = _aws(endpoint, "sync", str(bids), f"{layout.identified_bids}/")
-            t_copy = _aws(
-                endpoint, "sync", f"{layout.identified_bids}/", f"s3://{BUCKET}/copy/assembly_bids/"
-            )
+            assert server.proc is not None
+            cpu = CpuMeter(server.proc.pid)
+            with cpu.measure("aws_upload"):
+                t_upload = _aws(endpoint, "sync", str(bids), f"{layout.identified_bids}/")
+            with cpu.measure("aws_s3_to_s3"):
+                t_copy = _aws(
+                    endpoint,
+                    "sync",
+                    f"{layout.identified_bids}/",
+                    f"s3://{BUCKET}/copy/assembly_bids/",
+                )
             print(f"aws s3 sync: upload {t_upload:.1f} s, S3->S3 {t_copy:.1f} s")
 
             load.append(os.getloadavg()[0])
-            t_full, keys, outcomes = deidentify_all(store, layout, idmap, args.workers)
+            with cpu.measure("deid"):
+                t_full, keys, outcomes = deidentify_all(store, layout, idmap, args.workers)
             files_full = sum(outcomes.values())
             print(
                 f"de-identified {len(keys)} sessions ({files_full} files) in {t_full:.1f} s: {outcomes}"
             )
+            # the same with unchanged images trusted (head and trailer read): from the S3 -> S3
+            # copy (a ledger of its own), to a side of its own
+            trusted = HbcdLayout(f"s3://{BUCKET}/copy", f"s3://{BUCKET}/deid-trusted")
+            with cpu.measure("deid_unchanged_images_trusted"):
+                t_trusted, _, trusted_outcomes = deidentify_all(
+                    store, trusted, idmap, args.workers, verify_unchanged=False
+                )
+            print(f"de-identified again, unchanged images trusted: {t_trusted:.1f} s")
+            print(f"CPU seconds (client, server): {cpu.steps}")
             load.append(os.getloadavg()[0])
             t_scan, scan_totals = scan_all(store, layout, idmap, keys, args.workers)
             print(f"leak scan in {t_scan:.1f} s: clean, {scan_totals}")
@@ -468,6 +491,11 @@ def main(argv: list[str] | None = None) -> None:
             "deid_outcomes": outcomes,
             "deid_ratio_vs_aws_upload": t_full / t_upload,
             "deid_ratio_vs_aws_s3_to_s3": t_full / t_copy,
+            "deid_unchanged_images_trusted_seconds": t_trusted,
+            "deid_unchanged_images_trusted_outcomes": trusted_outcomes,
+            "deid_unchanged_images_trusted_ratio_vs_aws_upload": t_trusted / t_upload,
+            "deid_unchanged_images_trusted_ratio_vs_aws_s3_to_s3": t_trusted / t_copy,
+            "cpu_seconds": cpu.steps,
             "leak_scan_seconds": t_scan,
             "leak_scan_ratio": t_scan / t_full,
             "leak_scan_totals": scan_totals,
@@ -509,6 +537,18 @@ def main(argv: list[str] | None = None) -> None:
             ("de-identification, full run (S3 -> S3)", f"{t_full:.1f} s"),
             ("**full de-identification / `aws s3 sync` S3 -> S3**", f"**{t_full / t_copy:.2f}x**"),
             ("**full de-identification / `aws s3 sync` upload**", f"**{t_full / t_upload:.2f}x**"),
+            (
+                "de-identification, unchanged images trusted (`HBCD_VERIFY_UNCHANGED_IMAGES=0`)",
+                f"{t_trusted:.1f} s: {t_trusted / t_copy:.2f}x S3 -> S3, "
+                f"{t_trusted / t_upload:.2f}x upload",
+            ),
+            (
+                "CPU seconds, client / S3 server (the server shares the cores here)",
+                "; ".join(
+                    f"{k}: {v['client_cpu_s']:.1f} / {v['server_cpu_s']:.1f}"
+                    for k, v in cpu.steps.items()
+                ),
+            ),
             (
                 f"re-identification of {n_deriv} derivatives (S3 -> S3)",
                 f"{t_reid:.1f} s (`aws s3 sync` S3 -> S3 of them: {t_deriv_copy:.1f} s)",

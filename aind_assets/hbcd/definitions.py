@@ -76,6 +76,7 @@ def hbcd_resources(settings: Settings, store: ObjectStoreResource) -> dict[str, 
             max_queued_runs=settings.max_queued_runs_per_flow,
             run_batch_size=settings.hbcd_run_batch_size,
             num_parallel_workers=settings.num_parallel_workers,
+            verify_unchanged_images=settings.hbcd_verify_unchanged_images,
         )
     }
 

@@ -82,6 +82,11 @@ class HbcdResource(dg.ConfigurableResource):
         description="Subjects de-identified (and leak-checked) at once in one run; the run "
         "config num_parallel_workers of hbcd/deidentified_session wins",
     )
+    verify_unchanged_images: bool = Field(
+        default=True,
+        description="Read and inflate (CRC-32) an unchanged .nii.gz while the server copies it; "
+        "false: read only its head and last 8 bytes (aind_assets/hbcd/deid/files.py)",
+    )
 
     @property
     def layout(self) -> HbcdLayout:

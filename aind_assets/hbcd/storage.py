@@ -66,6 +66,12 @@ def map_concurrently(
     return store.map_concurrently(fn, list(items))
 
 
+def read_range(store: ObjectStoreResource, url: str, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` (exclusive) of an object: one ranged ``GetObject`` on S3."""
+    path = url[len("s3://") :] if is_s3(url) else url
+    return store.fs_for(url).cat_file(path, start=start, end=end)
+
+
 def read_text(store: ObjectStoreResource, url: str) -> str | None:
     try:
         return store.get_bytes(url).decode("utf-8")

@@ -23,6 +23,7 @@ IO_MODULES = {
     "aind_assets.demo.seed",
     "aind_assets.hbcd.storage",
     "aind_assets.hbcd.deid.store",
+    "aind_assets.hbcd.deid.files",
     "aind_assets.hbcd.deid.ledger",
     "aind_assets.hbcd.deid.scanning",
     "aind_assets.hbcd.processing.store",

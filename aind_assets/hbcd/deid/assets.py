@@ -169,9 +169,12 @@ def _deidentify_sessions(
     record_consumed_source(context)
     idmap = hbcd.idmap()
     workers = config.num_parallel_workers or hbcd.num_parallel_workers
-    done = run_by_subject(
-        keys, lambda key: deidentify_session(hbcd.store, hbcd.layout, idmap, key), workers
-    )
+    verify = hbcd.verify_unchanged_images
+
+    def one(key: str) -> SyncResult:
+        return deidentify_session(hbcd.store, hbcd.layout, idmap, key, verify_unchanged=verify)
+
+    done = run_by_subject(keys, one, workers)
     scrub = Scrubber(idmap)
     failed = {k: error_reason(e, scrub) for k, e in done.errors.items()}
     files: dict[str, str] = {}
@@ -242,7 +245,9 @@ def deidentified_dataset(
     context: dg.AssetExecutionContext, hbcd: HbcdResource
 ) -> DeidentifiedFiles:
     idmap = hbcd.idmap()
-    result = deidentify_dataset(hbcd.store, hbcd.layout, idmap)
+    result = deidentify_dataset(
+        hbcd.store, hbcd.layout, idmap, verify_unchanged=hbcd.verify_unchanged_images
+    )
     inputs = [f"{hbcd.layout.identified_bids}#{DATASET_UNIT}"]
     context.add_output_metadata(_sync_metadata(result, hbcd, inputs))
     _fail_if_needed(result, "dataset-level files")

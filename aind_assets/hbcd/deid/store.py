@@ -11,20 +11,13 @@ messages went through the scrubber.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aind_assets.hbcd.copies import (
-    META_DEID_RULES,
-    META_SOURCE_ETAG,
-    META_VOXELS,
-    VOXELS_UNCHANGED,
     DestObject,
     Write,
 )
@@ -37,6 +30,7 @@ from aind_assets.hbcd.deid.discovery import (
     dataset_digest,
     discover,
 )
+from aind_assets.hbcd.deid.files import write_one
 from aind_assets.hbcd.deid.ledger import write_ledger_entry
 from aind_assets.hbcd.deid.links import in_run, refused_links, top_level_links
 from aind_assets.hbcd.deid.plan import (
@@ -53,25 +47,10 @@ from aind_assets.hbcd.deid.refused import (
     file_type,
 )
 from aind_assets.hbcd.deid.scanning import (
-    OutputTap,
     read_scanned,
     record_scanned,
-    refuse_leaking_output,
 )
-from aind_assets.hbcd.formats.base import DeidentificationError
-from aind_assets.hbcd.formats.dispatch import (
-    deidentify_file,
-    handler_for,
-)
-from aind_assets.hbcd.formats.gz import GzipFormatError
-from aind_assets.hbcd.formats.nifti_gz import (
-    IDENTICAL,
-    NIFTI_GZ,
-    probe_deidentified,
-    verify_gzip,
-)
-from aind_assets.hbcd.formats.text import PrefixedReader, read_exact_or_less
-from aind_assets.hbcd.identity.idmap import Identifiers, IdentityMap
+from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.identity.replace import (
     UnmappedIdentifierError,
     deidentify_path,
@@ -79,18 +58,12 @@ from aind_assets.hbcd.identity.replace import (
 from aind_assets.hbcd.identity.scrub import Scrubber, error_reason, scrubbed_errors
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.hbcd.storage import (
-    S3_SERVER_COPY_LIMIT,
-    STREAM_BLOCK,
     full_listing,
     list_children,
     map_concurrently,
     object_metadata,
-    open_read,
-    put_small,
     relpath_of,
-    server_copy,
 )
-from aind_assets.hbcd.streams import ReadableBinary
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import ObjectInfo, join_url
 
@@ -155,6 +128,7 @@ def _execute_sync(
     plan: SessionPlan,
     sources: dict[str, SourceObject],
     result: SyncResult,
+    verify_unchanged: bool,
 ) -> dict[str, str | None]:
     """Write, then delete what must go; returns the outputs' scan results (path -> ETag their
     clean scan is recorded under; ``None``: forget)."""
@@ -167,8 +141,8 @@ def _execute_sync(
     def write(w: Write) -> tuple[Write, str | None, list[str], str, str | None]:
         file_notes: list[str] = []
         try:
-            outcome, etag = _write_one(
-                store, idmap, ids, w, src_root, dst_root, sources, file_notes
+            outcome, etag = write_one(
+                store, idmap, ids, w, src_root, dst_root, sources, file_notes, verify_unchanged
             )
         except Exception as e:  # noqa: BLE001 - reported per file, scrubbed
             return w, error_reason(e, scrub), file_notes, "failed", None
@@ -202,131 +176,20 @@ def _execute_sync(
     return scanned
 
 
-def _write_one(
-    store: ObjectStoreResource,
-    idmap: IdentityMap,
-    ids: Identifiers,
-    w: Write,
-    src_root: str,
-    dst_root: str,
-    sources: dict[str, SourceObject],
-    notes: list[str],
-) -> tuple[str, str | None]:
-    """De-identify one file: small ones in memory (one GET, one PUT), a ``.nii.gz`` that needs
-    no change server-side, others streaming. Every output is scanned for identifiers as it is
-    written (one that holds any is not written: the file fails). Returns how it was written and
-    the ETag its scan can be recorded under (``None``: the leak check reads it)."""
-    src_url, dst_url = join_url(src_root, w.src), join_url(dst_root, w.dst)
-    meta = {META_SOURCE_ETAG: w.etag or "", META_DEID_RULES: RULES_VERSION}
-    nifti_gz = handler_for(w.src) is NIFTI_GZ
-    if nifti_gz:
-        meta[META_VOXELS] = VOXELS_UNCHANGED
-    size = sources[w.src].size
-    if size <= _SMALL:  # in memory: one GET, then one PUT or one server-side copy
-        data = store.get_bytes(src_url)
-        if nifti_gz:
-            head = data[:_PROBE_BYTES]
-            rest = io.BytesIO(data[len(head) :])
-            done = _copy_if_identical(store, head, rest, src_url, dst_url, meta, w, idmap)
-            if done:
-                return "server-side copy", done if isinstance(done, str) else None
-        out = io.BytesIO()
-        outcomes: list[str] = []
-        deidentify_file(w.src, io.BytesIO(data), out, idmap, notes=notes, outcomes=outcomes)
-        written = out.getvalue()
-        complete = refuse_leaking_output(w.dst, written, ids, voxels_unchanged=nifti_gz)
-        etag = put_small(store, dst_url, written, meta)
-        outcome = outcomes[0] if outcomes else "rewritten"
-        if not complete or etag != hashlib.md5(written).hexdigest():
-            etag = None  # the check reads it
-        return outcome, etag
-    outcomes = []
-    for attempt in (0, 1):
-        with open_read(store, src_url, size) as src:
-            reader: ReadableBinary = src
-            if attempt == 0 and nifti_gz and size < S3_SERVER_COPY_LIMIT:
-                head = read_exact_or_less(src, _PROBE_BYTES)
-                done = _copy_if_identical(store, head, src, src_url, dst_url, meta, w, idmap)
-                if done is None:
-                    continue
-                if done:
-                    return "server-side copy", done if isinstance(done, str) else None
-                reader = PrefixedReader(head, src)
-            with store.open(dst_url, "wb", meta, block_size=STREAM_BLOCK) as raw:
-                tap = OutputTap(raw)
-                deidentify_file(w.src, reader, tap, idmap, notes=notes, outcomes=outcomes)
-                # (raises inside the block: nothing is written). Only a NIfTI-gz is scanned
-                # completely from its head; any other streamed output is left to the check.
-                complete = refuse_leaking_output(w.dst, tap.head, ids, voxels_unchanged=nifti_gz)
-            etag = tap.etag if complete and nifti_gz else None
-            return (outcomes[0] if outcomes else "rewritten"), etag
-    raise AssertionError("unreachable")
-
-
-#: Files up to this size are de-identified in memory: one GET, then one PUT (or one server-side
-#: copy); larger ones stream (multipart uploads, :data:`STREAM_BLOCK` buffers).
-_SMALL = 8 << 20
-#: How much of a ``.nii.gz`` is read to judge it (gzip header + the compressed NIfTI prefix).
-_PROBE_BYTES = 256 << 10
-
-
-def _copy_if_identical(
-    store: ObjectStoreResource,
-    head: bytes,
-    src: ReadableBinary,
-    src_url: str,
-    dst_url: str,
-    meta: dict[str, str],
-    w: Write,
-    idmap: IdentityMap,
-) -> str | bool | None:
-    """A ``.nii.gz`` whose de-identified bytes are its source bytes (minimal gzip header, one
-    member, NIfTI prefix unchanged) is copied server-side, the copy conditional on the listed
-    version (ETag), while this machine reads and inflates it (CRC-32 and ISIZE). Returns the
-    copy's ETag (or ``True``) when it was, ``False`` when not, ``None`` when ``src`` was read to
-    its end but the file must still be rewritten; a corrupt or truncated file, or one whose
-    header or extensions hold an identifier after all, raises.
-
-    The copy lands only after its head (gzip header, NIfTI header and extensions) was scanned
-    clean; should the whole file then fail verification, the copy is deleted before this
-    raises (and the session's writing marker, up since before any output, keeps the session
-    uncommitted until a run succeeds, should this process die in between)."""
-    probe = probe_deidentified(head, idmap)
-    if probe is None or probe.mode != IDENTICAL or w.etag is None:
-        return False
-    complete = refuse_leaking_output(w.dst, head, idmap.identifiers(), voxels_unchanged=True)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        copy = pool.submit(server_copy, store, src_url, dst_url, meta, if_match=w.etag)
-        try:
-            check = verify_gzip(PrefixedReader(head, src))
-        except GzipFormatError as e:  # the message the streaming path would give
-            _undo_copy(store, copy, dst_url)
-            raise DeidentificationError(f"{w.dst}: {NIFTI_GZ.name}: {e}") from None
-        except BaseException:
-            _undo_copy(store, copy, dst_url)
-            raise
-        if not check.single_minimal:
-            _undo_copy(store, copy, dst_url)
-            return None  # more members or padding: the streaming path rewrites it (read again)
-        etag = copy.result()
-    return etag if etag and complete else True
-
-
-def _undo_copy(store: ObjectStoreResource, copy: Future[str | None], dst_url: str) -> None:
-    """Wait for a server-side copy whose source failed verification, and delete what it wrote
-    (if it failed itself, there is nothing to delete)."""
-    if copy.exception() is None:
-        store.delete([dst_url])
-
-
 def deidentify_session(
-    store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap, partition_key: str
+    store: ObjectStoreResource,
+    layout: HbcdLayout,
+    idmap: IdentityMap,
+    partition_key: str,
+    *,
+    verify_unchanged: bool = True,
 ) -> SyncResult:
     """Bring ``sub-<RC>/ses-<label>/`` and the subject-level files on the de-identified side in
     line with the identified source: write new and changed files, delete what the source no
     longer has, leave the rest. Writes the session's writing marker first (its leak check
     removes it: :mod:`~aind_assets.hbcd.deid.commit`) and the ledger entry last, and only if
-    nothing failed."""
+    nothing failed. ``verify_unchanged``: how an unchanged ``.nii.gz`` is checked before its
+    server-side copy (:mod:`~aind_assets.hbcd.deid.files`)."""
     with scrubbed_errors(idmap, f"de-identifying {partition_key}"):
         rc, ses, src_subject, dst_subject = layout.session_urls(partition_key, idmap)
         # the writing marker (see deid.commit) goes up with the listings: no output is written
@@ -380,7 +243,7 @@ def deidentify_session(
             if in_run(url[len(src_subject.rstrip("/")) + 1 :], ses)
         }
         result.failed.update(refused_links(refused, src_root, idmap))
-        scanned = _execute_sync(store, layout, idmap, plan, src_by_rel, result)
+        scanned = _execute_sync(store, layout, idmap, plan, src_by_rel, result, verify_unchanged)
         result.digest = session.digest if session is not None else EMPTY_DIGEST
         body = {
             "unit": partition_key,
@@ -425,7 +288,11 @@ def _finish(
 
 
 def deidentify_dataset(
-    store: ObjectStoreResource, layout: HbcdLayout, idmap: IdentityMap
+    store: ObjectStoreResource,
+    layout: HbcdLayout,
+    idmap: IdentityMap,
+    *,
+    verify_unchanged: bool = True,
 ) -> SyncResult:
     """The dataset-level files (``participants.tsv`` with rows of unmapped subjects dropped,
     ``participants.json``, ``dataset_description.json``, ``README``...) and the files of
@@ -455,7 +322,8 @@ def deidentify_dataset(
             if not folder.rsplit("/", 1)[-1].startswith("sub-"):
                 refused.update(store.refused_links(folder))
         result.failed.update(refused_links(refused, src_root, idmap))
-        scanned = _execute_sync(store, layout, idmap, plan, {s.rel: s for s in sources}, result)
+        by_rel = {s.rel: s for s in sources}
+        scanned = _execute_sync(store, layout, idmap, plan, by_rel, result, verify_unchanged)
         result.digest = dataset_digest(found.dataset_files, found.sessionless_files)
         body = {"unit": DATASET_UNIT, "outputs": plan.expected}
         _finish(store, layout, idmap, result, scanned, None, EMPTY_DIGEST, body)

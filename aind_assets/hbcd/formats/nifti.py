@@ -28,6 +28,7 @@ __all__ = [
     "NiftiFormatError",
     "NiftiInfo",
     "NiftiExtension",
+    "declared_size",
     "read_nifti_prefix",
     "rewrite_nifti",
     "string_fields",
@@ -138,6 +139,28 @@ def parse_header(raw: bytes) -> NiftiInfo:
             f"byte {sizeof_hdr + 4} or later)"
         )
     return NiftiInfo(version, endian, sizeof_hdr, vox_offset)
+
+
+def declared_size(raw: bytes) -> int | None:
+    """The bytes a single-file NIfTI declares: ``vox_offset`` plus the voxel data its ``dim`` and
+    ``bitpix`` describe; ``None`` when the header cannot say (no dimensions, a dimension of 0 or
+    less, voxels smaller than a byte)."""
+    info = parse_header(raw)
+    dim_dtype, dim_off = _dtype(info.version).fields["dim"][:2]
+    item = dim_dtype.subdtype[0].itemsize
+    dims = struct.unpack(
+        info.endian + ("8h" if item == 2 else "8q"), raw[dim_off : dim_off + 8 * item]
+    )
+    code, off = _field(info.version, "bitpix")
+    (bitpix,) = struct.unpack(info.endian + code, raw[off : off + struct.calcsize(code)])
+    if not 1 <= dims[0] <= 7 or bitpix <= 0 or bitpix % 8:
+        return None
+    voxels = 1
+    for d in dims[1 : dims[0] + 1]:
+        if d <= 0:
+            return None
+        voxels *= d
+    return info.vox_offset + voxels * (bitpix // 8)
 
 
 def _read(src: ReadableBinary, n: int) -> bytes:

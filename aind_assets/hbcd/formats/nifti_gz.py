@@ -37,6 +37,7 @@ from aind_assets.hbcd.formats.nifti import (
     NIFTI2_SIZE,
     NIFTI_CLEAR_FIELDS,
     NiftiFormatError,
+    declared_size,
     parse_header,
     rewrite_nifti,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "probe_deidentified",
     "probe_nifti_gz",
     "rewrite_nifti_gz",
+    "trailer_proves_one_member",
     "verify_gzip",
 ]
 
@@ -262,6 +264,8 @@ class NiftiGzProbe:
 
     mode: str  # IDENTICAL, COPIED or RECOMPRESSED
     vox_offset: int
+    #: the uncompressed size the NIfTI header declares (``None``: it cannot say)
+    data_size: int | None = None
 
 
 def probe_nifti_gz(head: bytes, rewrite: PrefixRewriter) -> NiftiGzProbe | None:
@@ -284,9 +288,23 @@ def probe_nifti_gz(head: bytes, rewrite: PrefixRewriter) -> NiftiGzProbe | None:
     except (GzipFormatError, NiftiFormatError, _ISAL_ERROR):
         return None
     prefix = bytes(plain[:vox])
+    size = declared_size(prefix)
     if rewrite(prefix) != prefix:
-        return NiftiGzProbe(RECOMPRESSED, vox)
-    return NiftiGzProbe(IDENTICAL if member.is_minimal else COPIED, vox)
+        return NiftiGzProbe(RECOMPRESSED, vox, size)
+    return NiftiGzProbe(IDENTICAL if member.is_minimal else COPIED, vox, size)
+
+
+def trailer_proves_one_member(probe: NiftiGzProbe, trailer: bytes) -> bool:
+    """Whether a file that starts as ``probe`` judged and ends with ``trailer`` (its last 8
+    bytes) is one gzip member of exactly the image its header declares, without reading the
+    rest: the trailer's ISIZE equals the declared size (below 4 GiB, ISIZE being the size modulo
+    2**32). The first member holds the header, so in a file of several members the last one is
+    smaller than the whole; a truncated file, or one with bytes after its last member, ends in
+    something else. Not proven: the CRC-32 of the voxel data (only a full read checks it), and a
+    file built so that a later member alone is exactly the declared size."""
+    if probe.data_size is None or not 0 < probe.data_size < 1 << 32 or len(trailer) != 8:
+        return False
+    return struct.unpack("<I", trailer[4:])[0] == probe.data_size
 
 
 class _Bytes:

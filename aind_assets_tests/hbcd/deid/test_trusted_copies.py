@@ -1,0 +1,131 @@
+"""``verify_unchanged=False`` (``HBCD_VERIFY_UNCHANGED_IMAGES=0``): an unchanged ``.nii.gz`` is
+copied server-side after reading only its head and last 8 bytes; every other file takes the
+same path as with verification, and a truncated file still fails clearly."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import zlib
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from aind_assets.hbcd.deid.files import PROBE_BYTES
+from aind_assets.hbcd.deid.scanning import scan_session
+from aind_assets.hbcd.deid.store import deidentify_session
+from aind_assets.hbcd.formats.gz import GzipFormatError
+from aind_assets.hbcd.formats.nifti_gz import verify_gzip
+from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.resources.object_store import ObjectStoreResource
+from aind_assets_tests.hbcd.deid.test_fast_paths import KEY, RC1, session  # noqa: F401
+
+
+def _bytes_read(store: ObjectStoreResource, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Bytes this machine reads of each object on the S3 server: every read of the
+    de-identification is a ``cat_file`` or a streamed ``open``, counted on the real filesystem
+    object as the server answers."""
+    fs = store.fs_for(store.root)
+    counts: Counter[str] = Counter()
+    cat_file, open_ = fs.cat_file, fs.open
+
+    def counting_cat(path: str, start: Any = None, end: Any = None, **kw: Any) -> bytes:
+        data = cat_file(path, start=start, end=end, **kw)
+        counts[str(path).rsplit("/", 1)[-1]] += len(data)
+        return data
+
+    def counting_open(path: str, mode: str = "rb", *a: Any, **kw: Any) -> Any:
+        f = open_(path, mode, *a, **kw)
+        if "r" in mode:
+            read = f.read
+
+            def counting_read(length: int = -1) -> bytes:
+                data = read(length)
+                counts[str(path).rsplit("/", 1)[-1]] += len(data)
+                return data
+
+            f.read = counting_read
+        return f
+
+    monkeypatch.setattr(fs, "cat_file", counting_cat)
+    monkeypatch.setattr(fs, "open", counting_open)
+    return counts
+
+
+def test_unchanged_image_is_copied_reading_only_its_head_and_trailer(
+    store: ObjectStoreResource, idmap: IdentityMap, session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layout, files = session
+    on_s3 = store.root.startswith("s3://")  # (a local "server-side copy" is a file copy)
+    read = _bytes_read(store, monkeypatch) if on_s3 else Counter()
+    result = deidentify_session(store, layout, idmap, KEY, verify_unchanged=False)
+    read = Counter(read)  # before this test reads the outputs
+    assert result.ok, result.failed
+    assert result.outcomes == {
+        "copied": 1,
+        "recompressed": 1,
+        "rewritten": 1,
+        "server-side copy": 1,
+    }
+    for rel, (src, _) in files.items():
+        out = store.get_bytes(f"{layout.deidentified_bids}/{rel.replace('123456', RC1)}")
+        assert verify_gzip(io.BytesIO(out)).minimal  # every output is a valid gzip
+        name = rel.rsplit("/", 1)[-1]
+        if "run-001" in rel:
+            assert out == src
+        if not on_s3:
+            continue
+        if "run-001" in rel and len(src) > PROBE_BYTES:
+            assert read[name] == PROBE_BYTES + 8 < len(src) // 30, read
+        else:  # a header to rewrite, or a head that is the whole file: read once, in full
+            assert read[name] == len(src), read
+    assert scan_session(store, layout, idmap, KEY).clean
+
+
+@pytest.mark.parametrize("damage", ["truncated", "padded"])
+def test_what_the_trailer_cannot_prove_is_read_in_full(
+    store: ObjectStoreResource, idmap: IdentityMap, session, damage: str
+) -> None:
+    layout, files = session
+    rel = next(r for r in files if "run-001" in r)
+    src = files[rel][0]
+    bad = src[: len(src) * 2 // 3] if damage == "truncated" else src + b"\0" * 1024
+    store.put_bytes(f"{layout.identified_bids}/{rel}", bad)
+    result = deidentify_session(store, layout, idmap, KEY, verify_unchanged=False)
+    new = rel.replace("123456", RC1)
+    dst = f"{layout.deidentified_bids}/{new}"
+    if damage == "truncated":
+        assert list(result.failed) == [new]
+        assert result.failed[new].startswith(f"{new}: nifti.gz: "), result.failed
+        assert "truncated" in result.failed[new]
+        assert not store.exists(dst)
+    else:  # the padding goes: rewritten around the same deflate stream
+        assert result.ok and result.outcomes["copied"] == 2, result.outcomes
+        assert store.get_bytes(dst) == src
+
+
+def test_a_corrupt_unchanged_image_is_copied_as_it_is(
+    store: ObjectStoreResource, idmap: IdentityMap, session
+) -> None:
+    """What trusting gives up: a flipped CRC is not read, so the copy carries it, unchanged
+    (every reader still finds it). Verification, the default, fails the file instead."""
+    layout, files = session
+    rel = next(r for r in files if "run-001" in r)
+    src = files[rel][0]
+    crc = zlib.crc32(gzip.decompress(src)) ^ 1
+    bad = src[:-8] + struct.pack("<I", crc) + src[-4:]
+    store.put_bytes(f"{layout.identified_bids}/{rel}", bad)
+    result = deidentify_session(store, layout, idmap, KEY, verify_unchanged=False)
+    if len(src) <= PROBE_BYTES:  # its head is the whole file: verified at no extra cost
+        assert list(result.failed) == [rel.replace("123456", RC1)]
+        assert "CRC" in next(iter(result.failed.values()))
+        return
+    assert result.ok and result.outcomes["server-side copy"] == 1
+    out = store.get_bytes(f"{layout.deidentified_bids}/{rel.replace('123456', RC1)}")
+    assert out == bad
+    with pytest.raises(GzipFormatError, match="CRC"):
+        verify_gzip(io.BytesIO(out))
+    verified = deidentify_session(store, layout, idmap, KEY)
+    assert verified.ok  # already copied, from this very source version: nothing to redo

@@ -1,0 +1,44 @@
+"""CPU seconds a measured step costs this machine's client (this process and its children, e.g.
+the ``aws`` CLI) and the local S3 server: the server shares the cores here, unlike S3 in
+production, so a ratio of wall times mixes both; these say which side the time went to."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its waited-for children (``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """``with meter.measure("name"): ...`` records the step's client and server CPU seconds."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.steps: dict[str, dict[str, float]] = {}
+
+    def _now(self) -> tuple[float, float]:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system, process_cpu(self.server_pid)
+
+    def measure(self, name: str) -> _Step:
+        return _Step(self, name)
+
+
+class _Step:
+    def __init__(self, meter: CpuMeter, name: str) -> None:
+        self.meter, self.name = meter, name
+
+    def __enter__(self) -> None:
+        self.start = self.meter._now()
+
+    def __exit__(self, *exc: object) -> None:
+        client, server = self.meter._now()
+        self.meter.steps[self.name] = {
+            "client_cpu_s": round(client - self.start[0], 2),
+            "server_cpu_s": round(server - self.start[1], 2),
+        }
