@@ -168,6 +168,6 @@ def etag_of(store: ObjectStoreResource, url: str) -> str | None:
 def full_listing(store: ObjectStoreResource, root: str) -> list[ObjectInfo]:
     """Every object under ``root``: one level, then every folder listed concurrently."""
     files, dirs = list_children(store, root)
-    for infos in store.list_many(dirs).values():
+    for infos in store.list_many(dirs, folder=True).values():
         files.extend(infos)
     return files

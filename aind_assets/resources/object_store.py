@@ -145,10 +145,14 @@ class ObjectStoreResource(ConfigurableResource):
             _local_meta(path),
         )
 
-    def list_objects(self, prefix: str) -> list[ObjectInfo]:
-        """Every object under ``prefix`` (recursive), sorted by URL; empty if none."""
+    def list_objects(self, prefix: str, *, folder: bool = False) -> list[ObjectInfo]:
+        """Every object under ``prefix`` (recursive), sorted by URL; empty if none. ``folder``:
+        ``prefix`` is a folder, never an object: on S3 one ``ListObjectsV2`` per 1,000 keys,
+        where s3fs would add a listing and a HEAD to tell an empty folder from an object."""
         fs = self.fs_for(prefix)
         path = self._path(prefix)
+        if folder and is_s3(prefix):
+            return sorted(self._list_folder(fs, prefix), key=lambda i: i.url)
         try:
             found = fs.find(path, detail=True, withdirs=False)
         except FileNotFoundError:
@@ -161,6 +165,24 @@ class ObjectStoreResource(ConfigurableResource):
         ]
         return sorted(infos, key=lambda i: i.url)
 
+    def _list_folder(self, fs: Any, prefix: str) -> list[ObjectInfo]:
+        bucket, _, key = self._path(prefix).partition("/")
+        key = key.rstrip("/") + "/" if key.strip("/") else ""
+        out: list[ObjectInfo] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+        while True:
+            try:
+                page = fs.call_s3("list_objects_v2", **kwargs)
+            except FileNotFoundError:  # no such bucket
+                return []
+            for obj in page.get("Contents", []):
+                if not obj["Key"].endswith("/"):  # folder markers are not objects
+                    raw = {"name": f"{bucket}/{obj['Key']}", "size": obj.get("Size", 0), **obj}
+                    out.append(self.object_info(prefix, raw))
+            if not page.get("IsTruncated"):
+                return out
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
     def refused_links(self, prefix: str) -> dict[str, str]:
         """``{url: reason}`` of the symbolic links under a local ``prefix`` that listings leave
         out (pointing outside it, dangling, or to a folder; see :mod:`.links`); ``{}`` on S3."""
@@ -168,10 +190,14 @@ class ObjectStoreResource(ConfigurableResource):
             return {}
         return refused_links_under(self._path(prefix))
 
-    def list_many(self, prefixes: Iterable[str]) -> dict[str, list[ObjectInfo]]:
-        """List several prefixes concurrently (one request stream each)."""
+    def list_many(
+        self, prefixes: Iterable[str], *, folder: bool = False
+    ) -> dict[str, list[ObjectInfo]]:
+        """List several prefixes concurrently (one request stream each; ``folder``: as in
+        :meth:`list_objects`)."""
         prefixes = list(prefixes)
-        return dict(zip(prefixes, self.map_concurrently(self.list_objects, prefixes), strict=True))
+        found = self.map_concurrently(lambda p: self.list_objects(p, folder=folder), prefixes)
+        return dict(zip(prefixes, found, strict=True))
 
     def glob(self, pattern: str) -> list[str]:
         fs = self.fs_for(pattern)

@@ -64,7 +64,7 @@ def sessions_being_written(store: ObjectStoreResource, deid_root: str) -> set[st
     root = join_url(deid_root, WRITING)
     return {
         name.removesuffix(SUFFIX)
-        for i in store.list_objects(root)
+        for i in store.list_objects(root, folder=True)
         if (name := i.url.rsplit("/", 1)[-1]).endswith(SUFFIX)
     }
 

@@ -43,14 +43,14 @@ def list_identified_bids(store: ObjectStoreResource, layout: HbcdLayout) -> list
     root = layout.identified_bids
     files, dirs = list_children(store, root)
     out = [SourceObject(relpath_of(i, root), i.size, i.etag) for i in files]
-    for infos in store.list_many(dirs).values():
+    for infos in store.list_many(dirs, folder=True).values():
         out.extend(SourceObject(relpath_of(i, root), i.size, i.etag) for i in infos)
     return out
 
 
 def read_ledger(store: ObjectStoreResource, layout: HbcdLayout) -> Ledger:
     root = layout.ledger_root
-    infos = store.list_objects(root)
+    infos = store.list_objects(root, folder=True)
     return parse_ledger_names((relpath_of(i, root), i.last_modified.timestamp()) for i in infos)
 
 
@@ -71,7 +71,9 @@ def write_ledger_entry(
 
     def older() -> list[str]:
         return [
-            i.url for i in store.list_objects(join_url(layout.ledger_root, unit)) if i.url != url
+            i.url
+            for i in store.list_objects(join_url(layout.ledger_root, unit), folder=True)
+            if i.url != url
         ]
 
     _, old = map_concurrently(store, lambda f: f(), [put, older])
@@ -81,7 +83,8 @@ def write_ledger_entry(
 
 def forget_ledger_entry(store: ObjectStoreResource, layout: HbcdLayout, unit: str) -> None:
     """Mark a unit as not done (e.g. its leak check failed), so the daily schedule redoes it."""
-    store.delete([i.url for i in store.list_objects(join_url(layout.ledger_root, unit))])
+    entries = store.list_objects(join_url(layout.ledger_root, unit), folder=True)
+    store.delete([i.url for i in entries])
 
 
 @dataclass

@@ -327,7 +327,8 @@ def scan_units(
         def listing() -> list[ObjectInfo]:
             if dataset:
                 return full_listing(store, root)
-            return [i for infos in store.list_many(subjects).values() for i in infos]
+            listings = store.list_many(subjects, folder=True)
+            return [i for infos in listings.values() for i in infos]
 
         def records() -> list[dict[str, str]]:
             if not incremental:
@@ -372,7 +373,7 @@ def scan_session(
         def lister() -> list[ObjectInfo]:
             return [
                 i
-                for i in store.list_objects(join_url(root, f"sub-{rc}"))
+                for i in store.list_objects(join_url(root, f"sub-{rc}"), folder=True)
                 if in_session_scope(relpath_of(i, root), rc, ses)
             ]
 

@@ -198,7 +198,7 @@ def deidentify_session(
             store,
             lambda f: f(),
             [
-                lambda: store.list_many([src_subject, dst_subject]),
+                lambda: store.list_many([src_subject, dst_subject], folder=True),
                 lambda: read_scanned(store, layout, idmap, partition_key),
                 lambda: begin_session_write(store, layout.deidentified_root, partition_key),
             ],

@@ -128,7 +128,7 @@ def reidentify_derivatives(
     ones, leave the rest (recognised from listings and the ledger)."""
     with scrubbed_errors(idmap, "re-identifying derivatives"):
         src_root, dst_root = layout.deidentified_derivatives, layout.identified_derivatives
-        listings = store.list_many([src_root, dst_root])
+        listings = store.list_many([src_root, dst_root], folder=True)
         src_infos = {relpath_of(i, src_root): i for i in listings[src_root]}
         dst_infos = {relpath_of(i, dst_root): i for i in listings[dst_root]}
 
