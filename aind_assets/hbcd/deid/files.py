@@ -16,6 +16,8 @@
     (:func:`~aind_assets.hbcd.formats.nifti_gz.trailer_proves_one_member`), which a truncated
     file, trailing bytes or a second member fail. The voxel data never passes through this
     machine; a flipped bit in it is copied as it is (its CRC-32 still tells every reader).
+    The same proof lets a file that only needs a minimal gzip header (an original name, a
+    time) keep its deflate stream and trailer without inflating them.
 
 Every output is scanned for identifiers as it is written: one that holds any is not written and
 the file fails.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from aind_assets.hbcd.copies import (
@@ -40,6 +43,7 @@ from aind_assets.hbcd.formats.base import DeidentificationError
 from aind_assets.hbcd.formats.dispatch import deidentify_file, handler_for
 from aind_assets.hbcd.formats.gz import GzipFormatError
 from aind_assets.hbcd.formats.nifti_gz import (
+    COPIED,
     IDENTICAL,
     NIFTI_GZ,
     probe_deidentified,
@@ -92,9 +96,9 @@ def write_one(
     head = b""
     if nifti_gz and not verify_unchanged and PROBE_BYTES < size < S3_SERVER_COPY_LIMIT:
         head = read_range(store, src_url, 0, PROBE_BYTES)
-        proven = _copy_if_proven(store, head, size, src_url, dst_url, meta, w, idmap)
+        proven = _trusted(store, head, size, src_url, dst_url, meta, w, idmap, ids)
         if proven:
-            return SERVER_SIDE_COPY, proven if isinstance(proven, str) else None
+            return proven
     if size <= SMALL:  # in memory: one GET, then one PUT or one server-side copy
         remainder = read_range(store, src_url, len(head), size) if head else None
         data = head + remainder if remainder is not None else store.get_bytes(src_url)
@@ -140,7 +144,7 @@ def write_one(
     raise AssertionError("unreachable")
 
 
-def _copy_if_proven(
+def _trusted(
     store: ObjectStoreResource,
     head: bytes,
     size: int,
@@ -149,18 +153,32 @@ def _copy_if_proven(
     meta: dict[str, str],
     w: Write,
     idmap: IdentityMap,
-) -> str | bool:
-    """The trusted check (module docstring): copy server-side when the head says the output is
-    the input and the last 8 bytes prove one member of the declared size. Returns the copy's
-    ETag (or ``True``) when it copied, ``False`` when the file takes the verified paths."""
+    ids: Identifiers,
+) -> tuple[str, str | None] | None:
+    """The trusted paths (module docstring), when the head says the NIfTI prefix needs no change
+    and the last 8 bytes prove one member of the declared size: a server-side copy, or a
+    minimal gzip header before the source's deflate stream and trailer. Returns the outcome and
+    the ETag the scan is recorded under, ``None`` when the file takes the verified paths."""
     probe = probe_deidentified(head, idmap)
-    if probe is None or probe.mode != IDENTICAL or w.etag is None:
-        return False
+    if probe is None or probe.mode not in (IDENTICAL, COPIED) or w.etag is None:
+        return None
     if not trailer_proves_one_member(probe, read_range(store, src_url, size - 8, size)):
-        return False  # truncated, padded or several members: read in full, which says why
-    complete = refuse_leaking_output(w.dst, head, idmap.identifiers(), voxels_unchanged=True)
-    etag = server_copy(store, src_url, dst_url, meta, if_match=w.etag)
-    return etag if etag and complete else True
+        return None  # truncated, padded or several members: read in full, which says why
+    new_head = probe.minimal_header + head[probe.header_length :]
+    complete = refuse_leaking_output(w.dst, new_head, ids, voxels_unchanged=True)
+    if probe.mode == IDENTICAL:
+        etag = server_copy(store, src_url, dst_url, meta, if_match=w.etag)
+        return SERVER_SIDE_COPY, etag if etag and complete else None
+    if size <= SMALL:  # one more GET, one PUT
+        written = new_head + read_range(store, src_url, len(head), size)
+        etag = put_small(store, dst_url, written, meta)
+        return COPIED, etag if complete and etag == hashlib.md5(written).hexdigest() else None
+    with open_read(store, src_url, size) as src, store.open(dst_url, "wb", meta) as raw:
+        tap = OutputTap(raw)
+        tap.write(new_head)
+        src.seek(len(head))
+        shutil.copyfileobj(src, tap, STREAM_BLOCK)
+    return COPIED, tap.etag if complete else None
 
 
 def _copy_if_identical(

@@ -266,6 +266,9 @@ class NiftiGzProbe:
     vox_offset: int
     #: the uncompressed size the NIfTI header declares (``None``: it cannot say)
     data_size: int | None = None
+    #: the first member's header: its length as found, and its minimal form
+    header_length: int = 0
+    minimal_header: bytes = b""
 
 
 def probe_nifti_gz(head: bytes, rewrite: PrefixRewriter) -> NiftiGzProbe | None:
@@ -289,9 +292,10 @@ def probe_nifti_gz(head: bytes, rewrite: PrefixRewriter) -> NiftiGzProbe | None:
         return None
     prefix = bytes(plain[:vox])
     size = declared_size(prefix)
+    mode = IDENTICAL if member.is_minimal else COPIED
     if rewrite(prefix) != prefix:
-        return NiftiGzProbe(RECOMPRESSED, vox, size)
-    return NiftiGzProbe(IDENTICAL if member.is_minimal else COPIED, vox, size)
+        mode = RECOMPRESSED
+    return NiftiGzProbe(mode, vox, size, len(member.header), member.minimal)
 
 
 def trailer_proves_one_member(probe: NiftiGzProbe, trailer: bytes) -> bool:

@@ -4,6 +4,7 @@ NIfTI header declares, and one gzip member of exactly that size."""
 from __future__ import annotations
 
 import gzip
+import io
 
 import nibabel as nib
 import numpy as np
@@ -85,3 +86,17 @@ def test_sizes_from_4_gib_are_never_proven_by_a_32_bit_isize() -> None:
     big = NiftiGzProbe(probe.mode, probe.vox_offset, probe.data_size + (1 << 32))
     assert not trailer_proves_one_member(big, gz[-8:])
     assert not trailer_proves_one_member(NiftiGzProbe(probe.mode, probe.vox_offset), gz[-8:])
+
+
+def test_the_probe_gives_the_minimal_header_to_put_before_the_deflate_stream() -> None:
+    raw = _image()
+    named = gzip.compress(raw, mtime=1700000000)  # no name, but a time: not minimal
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="sub-123456_T1w.nii", mode="wb", fileobj=buf, mtime=17) as gz:
+        gz.write(raw)
+    for src in (named, buf.getvalue()):
+        probe = _probe(src)
+        assert probe.mode != IDENTICAL and trailer_proves_one_member(probe, src[-8:])
+        out = probe.minimal_header + src[probe.header_length :]
+        assert gzip.decompress(out) == raw and b"sub-123456" not in out[:64]
+        assert out[4:8] == b"\0\0\0\0" and out[3] == 0  # MTIME 0, no flags
