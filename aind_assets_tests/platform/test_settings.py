@@ -7,8 +7,9 @@ import dagster as dg
 import pytest
 
 from aind_assets.definitions import build_resources
+from aind_assets.hbcd.definitions import hbcd_resources
 from aind_assets.resources.docdb import DocDBError, DocDBResource
-from aind_assets.settings import Settings
+from aind_assets.settings import Settings, SettingsError
 
 
 def test_embedded_defaults_with_empty_environment(
@@ -90,3 +91,22 @@ def test_unreachable_docdb_fails_fast_naming_host_and_database() -> None:
     message = str(err.value)
     assert f"127.0.0.1:{port}" in message and "'aind'" in message
     assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "verify"), [(None, True), ("", True), ("1", True), ("0", False), ("off", False)]
+)
+def test_verifying_unchanged_images_reaches_the_hbcd_resource(
+    raw: str | None, verify: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {} if raw is None else {"HBCD_VERIFY_UNCHANGED_IMAGES": raw}
+    settings = Settings.from_env(env)
+    resource = hbcd_resources(settings, settings.object_store())["hbcd"]
+    assert settings.hbcd_verify_unchanged_images is verify
+    assert resource.verify_unchanged_images is verify  # type: ignore[attr-defined]
+
+
+def test_a_yes_no_setting_that_is_neither_is_one_clear_error() -> None:
+    with pytest.raises(SettingsError, match=r"HBCD_VERIFY_UNCHANGED_IMAGES='maybe': use 1/0"):
+        Settings.from_env({"HBCD_VERIFY_UNCHANGED_IMAGES": "maybe"})
