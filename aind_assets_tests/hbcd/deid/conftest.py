@@ -18,6 +18,8 @@ from aind_assets.resources.object_store import ObjectStoreResource
 
 RC1 = "NDARINVAAAA1111"
 KEY = f"sub-{RC1}_ses-V02"
+#: how the session's four files are written: one per path
+ONE_OF_EACH = {"copied": 1, "recompressed": 1, "rewritten": 1, "server-side copy": 1}
 
 #: small files are de-identified in memory, large ones (> 8 MiB) streaming: both are tested
 SHAPES = {"small": (40, 40, 30), "large": (256, 256, 100)}
