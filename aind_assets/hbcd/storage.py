@@ -66,10 +66,32 @@ def map_concurrently(
     return store.map_concurrently(fn, list(items))
 
 
-def read_range(store: ObjectStoreResource, url: str, start: int, end: int) -> bytes:
-    """Bytes ``start`` to ``end`` (exclusive) of an object: one ranged ``GetObject`` on S3."""
-    path = url[len("s3://") :] if is_s3(url) else url
-    return store.fs_for(url).cat_file(path, start=start, end=end)
+def read_range(
+    store: ObjectStoreResource, url: str, start: int, end: int, *, if_match: str | None = None
+) -> bytes:
+    """Bytes ``start`` to ``end`` (exclusive) of an object: one ranged ``GetObject`` on S3.
+    ``if_match``: only while the object still has this ETag (S3; else an error: it changed
+    while being read), so that several ranges of one object are of one version."""
+    if end <= start:
+        return b""
+    if not is_s3(url):
+        with open(url, "rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+    fs = store.fs_for(url)
+    bucket, key = url[len("s3://") :].split("/", 1)
+    extra = {"IfMatch": f'"{if_match}"'} if if_match else {}
+
+    async def get() -> bytes:
+        resp = await fs._call_s3(
+            "get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **extra
+        )
+        try:
+            return bytes(await resp["Body"].read())
+        finally:
+            resp["Body"].close()
+
+    return fsspec.asyn.sync(fs.loop, get)
 
 
 def read_text(store: ObjectStoreResource, url: str) -> str | None:

@@ -95,12 +95,12 @@ def write_one(
     size = sources[w.src].size
     head = b""
     if nifti_gz and not verify_unchanged and PROBE_BYTES < size < S3_SERVER_COPY_LIMIT:
-        head = read_range(store, src_url, 0, PROBE_BYTES)
+        head = read_range(store, src_url, 0, PROBE_BYTES, if_match=w.etag)
         proven = _trusted(store, head, size, src_url, dst_url, meta, w, idmap, ids)
         if proven:
             return proven
     if size <= SMALL:  # in memory: one GET, then one PUT or one server-side copy
-        remainder = read_range(store, src_url, len(head), size) if head else None
+        remainder = read_range(store, src_url, len(head), size, if_match=w.etag) if head else None
         data = head + remainder if remainder is not None else store.get_bytes(src_url)
         if nifti_gz and not head:
             first = data[:PROBE_BYTES]
@@ -162,7 +162,8 @@ def _trusted(
     probe = probe_deidentified(head, idmap)
     if probe is None or probe.mode not in (IDENTICAL, COPIED) or w.etag is None:
         return None
-    if not trailer_proves_one_member(probe, read_range(store, src_url, size - 8, size)):
+    trailer = read_range(store, src_url, size - 8, size, if_match=w.etag)
+    if not trailer_proves_one_member(probe, trailer):
         return None  # truncated, padded or several members: read in full, which says why
     new_head = probe.minimal_header + head[probe.header_length :]
     complete = refuse_leaking_output(w.dst, new_head, ids, voxels_unchanged=True)
@@ -170,10 +171,13 @@ def _trusted(
         etag = server_copy(store, src_url, dst_url, meta, if_match=w.etag)
         return SERVER_SIDE_COPY, etag if etag and complete else None
     if size <= SMALL:  # one more GET, one PUT
-        written = new_head + read_range(store, src_url, len(head), size)
+        written = new_head + read_range(store, src_url, len(head), size, if_match=w.etag)
         etag = put_small(store, dst_url, written, meta)
         return COPIED, etag if complete and etag == hashlib.md5(written).hexdigest() else None
-    with open_read(store, src_url, size) as src, store.open(dst_url, "wb", meta) as raw:
+    with (
+        open_read(store, src_url, size) as src,
+        store.open(dst_url, "wb", meta, block_size=STREAM_BLOCK) as raw,
+    ):
         tap = OutputTap(raw)
         tap.write(new_head)
         src.seek(len(head))

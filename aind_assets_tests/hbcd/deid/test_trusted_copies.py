@@ -19,38 +19,25 @@ from aind_assets.hbcd.deid.store import deidentify_session
 from aind_assets.hbcd.formats.gz import GzipFormatError
 from aind_assets.hbcd.formats.nifti_gz import verify_gzip
 from aind_assets.hbcd.identity.idmap import IdentityMap
+from aind_assets.hbcd.storage import read_range
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets_tests.hbcd.deid.conftest import KEY, ONE_OF_EACH, RC1
 
 
 def _bytes_read(store: ObjectStoreResource, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Bytes this machine reads of each object on the S3 server: every read of the
-    de-identification is a ``cat_file`` or a streamed ``open``, counted on the real filesystem
-    object as the server answers."""
+    """Bytes this machine reads of each object on the S3 server: every read is a ``GetObject``
+    that s3fs sends (whole, ranged, or a stream's blocks), counted from the server's answer."""
     fs = store.fs_for(store.root)
     counts: Counter[str] = Counter()
-    cat_file, open_ = fs.cat_file, fs.open
+    call = fs._call_s3
 
-    def counting_cat(path: str, start: Any = None, end: Any = None, **kw: Any) -> bytes:
-        data = cat_file(path, start=start, end=end, **kw)
-        counts[str(path).rsplit("/", 1)[-1]] += len(data)
-        return data
+    async def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+        resp = await call(method, *args, **kwargs)
+        if method == "get_object":
+            counts[kwargs["Key"].rsplit("/", 1)[-1]] += int(resp["ContentLength"])
+        return resp
 
-    def counting_open(path: str, mode: str = "rb", *a: Any, **kw: Any) -> Any:
-        f = open_(path, mode, *a, **kw)
-        if "r" in mode:
-            read = f.read
-
-            def counting_read(length: int = -1) -> bytes:
-                data = read(length)
-                counts[str(path).rsplit("/", 1)[-1]] += len(data)
-                return data
-
-            f.read = counting_read
-        return f
-
-    monkeypatch.setattr(fs, "cat_file", counting_cat)
-    monkeypatch.setattr(fs, "open", counting_open)
+    monkeypatch.setattr(fs, "_call_s3", counting)
     return counts
 
 
@@ -130,3 +117,17 @@ def test_a_corrupt_unchanged_image_is_copied_as_it_is(
         verify_gzip(io.BytesIO(out))
     verified = deidentify_session(store, layout, idmap, KEY)
     assert verified.ok  # already copied, from this very source version: nothing to redo
+
+
+@pytest.mark.servers
+def test_ranges_of_one_object_are_of_one_version(s3_store: ObjectStoreResource) -> None:
+    """The trusted path reads an object in several ranges, each conditional on the listed ETag:
+    an object rewritten in between is an error, never a mix of two versions."""
+    url = s3_store.url("pr/a.nii.gz")
+    s3_store.put_bytes(url, b"first version " * 100)
+    listed = s3_store.info(url).etag
+    assert read_range(s3_store, url, 0, 5, if_match=listed) == b"first"
+    s3_store.put_bytes(url, b"second version " * 100)
+    with pytest.raises(OSError, match="pre-conditions"):
+        read_range(s3_store, url, 5, 10, if_match=listed)
+    assert read_range(s3_store, url, 0, 6) == b"second"
