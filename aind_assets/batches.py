@@ -18,6 +18,13 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
 
+def spread_size(n: int, slots: int, most: int) -> int:
+    """The batch size that spreads ``n`` keys over ``slots`` runs (as many as run at once), so a
+    tick's work starts at once instead of in waves of runs that each pay a process start, never
+    more than ``most`` keys per run."""
+    return max(1, min(most, -(-n // max(1, slots))))
+
+
 def contiguous_batches(order: Sequence[str], keys: Iterable[str], size: int) -> list[list[str]]:
     """``keys`` in ``order``'s order, cut into runs of consecutive positions of ``order`` of at
     most ``size`` keys each (a key missing from ``order`` is a batch of its own, last)."""

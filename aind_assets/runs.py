@@ -47,3 +47,16 @@ def waiting_runs(instance: dg.DagsterInstance, flow: str) -> int:
 def room_in_queue(instance: dg.DagsterInstance, flow: str, limit: int) -> int:
     """How many more runs of ``flow`` a sensor may request now without exceeding ``limit``."""
     return max(0, limit - waiting_runs(instance, flow))
+
+
+def flow_run_slots(instance: dg.DagsterInstance, flow: str) -> int | None:
+    """How many runs of ``flow`` the run queue starts at once: the ``aind/flow`` tag limit of
+    the instance's run queue (``dagster.yaml``); ``None`` when it sets none."""
+    try:
+        queue = instance.get_concurrency_config().run_queue_config
+    except Exception:  # noqa: BLE001 - an instance without a run queue configuration
+        return None
+    for limit in (queue.tag_concurrency_limits if queue is not None else None) or []:
+        if limit.get("key") == FLOW_TAG and limit.get("value") == flow:
+            return max(1, int(limit["limit"]))
+    return None

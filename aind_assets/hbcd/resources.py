@@ -11,7 +11,6 @@ import threading
 import dagster as dg
 from pydantic import Field
 
-from aind_assets.batches import DEFAULT_BATCH_SIZE
 from aind_assets.hbcd.identity.idmap import IdentityMap, parse_identity_map
 from aind_assets.hbcd.identity.scrub import HbcdError
 from aind_assets.hbcd.layout import HbcdLayout
@@ -22,6 +21,11 @@ from aind_assets.textfiles import TextInputError, decode_text
 
 _CACHE: dict[tuple[str, str], IdentityMap] = {}
 _LOCK = threading.Lock()
+
+
+#: Most sessions per de-identification run (setting ``HBCD_RUN_BATCH_SIZE``): large enough that a
+#: tick's sessions start at once in the flow's run slots, each run paying one process start.
+HBCD_BATCH_SIZE = 50
 
 
 class IdentityMapResource(dg.ConfigurableResource):
@@ -71,10 +75,11 @@ class HbcdResource(dg.ConfigurableResource):
         description="HBCD runs the discovery sensor and schedule may leave waiting in the queue",
     )
     run_batch_size: int = Field(
-        default=DEFAULT_BATCH_SIZE,
+        default=HBCD_BATCH_SIZE,
         ge=1,
-        description="Sessions per de-identification run that the discovery sensor and the "
-        "daily schedule request (1: one run per session)",
+        description="Most sessions per de-identification run that the discovery sensor and the "
+        "daily schedule request (1: one run per session); a tick's sessions are spread over the "
+        "HBCD runs the run queue starts at once",
     )
     num_parallel_workers: int = Field(
         default=DEFAULT_WORKERS,

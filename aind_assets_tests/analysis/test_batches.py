@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from aind_assets.batches import contiguous_batches
+from aind_assets.batches import contiguous_batches, spread_size
 from aind_assets.parallel import run_bounded
 
 
@@ -18,6 +18,15 @@ def test_batches_are_consecutive_registered_keys_of_bounded_size() -> None:
     assert contiguous_batches(order, "ace", 1) == [["a"], ["c"], ["e"]]
     assert contiguous_batches(order, ["b", "new"], 5) == [["b"], ["new"]]
     assert contiguous_batches(order, [], 5) == []
+
+
+def test_a_tick_is_spread_over_the_runs_that_start_at_once() -> None:
+    assert spread_size(100, 2, 50) == 50  # 2 runs that start together, not waves of small ones
+    assert spread_size(101, 2, 50) == 50  # (a third run of 1: the most per run wins)
+    assert spread_size(7, 2, 50) == 4  # 4 + 3
+    assert spread_size(1000, 2, 50) == 50
+    assert spread_size(1, 4, 50) == 1 and spread_size(0, 2, 50) == 1
+    assert spread_size(10, 0, 3) == 3  # no slots known: the batch size
 
 
 def test_the_pool_is_bounded_and_keeps_every_outcome_by_key() -> None:

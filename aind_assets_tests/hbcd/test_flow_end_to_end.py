@@ -118,16 +118,13 @@ def test_full_flow_on_s3(
 
         # --- discovery -> de-identification (+ blocking leak check) --------------------------
         tick = w.tick(hbcd_session_discovery)
-        # the 4 sessions in one batch run (a partition range), the dataset in another
-        sessions = [r for r in tick.run_requests if r.asset_selection == [DEIDENTIFIED_SESSION]]
-        assert [len(w.sessions_of(r)) for r in sessions] == [4]
-        assert sorted(k for r in sessions for k in w.sessions_of(r)) == sorted(
+        # the 4 sessions in one batch run (a partition range), the dataset-level files in it
+        [run] = tick.run_requests
+        assert run.asset_selection == [DEIDENTIFIED_SESSION, DEIDENTIFIED_DATASET]
+        assert sorted(w.sessions_of(run)) == sorted(
             f"sub-{r.rc_id}_ses-{s}" for r in w.idmap.rows for s in ("V02", "V03")
         )
-        assert all(r.tags["aind/flow"] == "hbcd" for r in tick.run_requests)
-        assert [r.asset_selection for r in tick.run_requests if r not in sessions] == [
-            [DEIDENTIFIED_DATASET]
-        ]
+        assert run.tags["aind/flow"] == "hbcd"
         # the identified sessions observed (their data versions; in the privacy scan below)
         assert len(w.tick(hbcd_identified_observer).asset_events) == 4
         results = w.run_all(tick.run_requests)

@@ -5,8 +5,11 @@ tag ``aind/flow: hbcd``; the production profile limits concurrency by it).
 identified ``assembly_bids`` and request runs of the job ``hbcd_deidentification``: one
 ``hbcd/deidentified_session`` run (with its blocking leak check) per batch of up to
 ``run_batch_size`` new, changed or removed sessions (a range of consecutive registered
-partitions; a session whose last attempt failed runs alone), and a ``hbcd/deidentified_dataset``
-run when the dataset-level files changed. They never leave more than ``max_queued_runs`` HBCD runs
+partitions; a session whose last attempt failed runs alone). A tick's sessions are spread over
+as many runs as the run queue starts at once for the flow (its ``aind/flow: hbcd`` tag limit),
+so they start together instead of in waves that each pay a process start. When the
+dataset-level files changed, ``hbcd/deidentified_dataset`` rides in the sensor's first run (the
+schedule, which retries failures, gives it a run of its own). They never leave more than ``max_queued_runs`` HBCD runs
 waiting in the queue (the rest is deferred). Partition keys are ``sub-<RC>_ses-<label>``. The sensor
 cursor holds only RC-keyed digests of what it requested; the *ledger* on the identified side
 records what was done, so the daily schedule re-requests anything not done (failed runs
@@ -20,7 +23,7 @@ import json
 
 import dagster as dg
 
-from aind_assets.batches import RANGE_END, RANGE_START
+from aind_assets.batches import RANGE_END, RANGE_START, spread_size
 from aind_assets.hbcd.deid.batches import fit_in_queue, request_batches
 from aind_assets.hbcd.deid.discovery import DATASET_UNIT, RequestPlan, plan_requests, unit_digest
 from aind_assets.hbcd.deid.ledger import (
@@ -44,7 +47,7 @@ from aind_assets.hbcd.keys import (
 )
 from aind_assets.hbcd.resources import HbcdResource
 from aind_assets.hbcd.sources.assets import source_observations
-from aind_assets.runs import room_in_queue
+from aind_assets.runs import flow_run_slots, room_in_queue
 
 #: Sessions requested per sensor tick (the rest next tick: ticks must end within 60 s).
 MAX_REQUESTS_PER_TICK = 500
@@ -99,34 +102,46 @@ deidentification_job = dg.define_asset_job(
 # --- discovery ----------------------------------------------------------------------------
 
 
-def session_request(key: str, digest: str) -> dg.RunRequest:
-    """The run of one session (a batch of one)."""
+def _selection(dataset: str | None) -> dict:
+    """The assets and checks of a session run, with the dataset-level unit when it has work
+    (``dataset``: its digest): it rides along instead of waiting for a run slot of its own."""
+    if dataset is None:
+        return {"asset_selection": [DEIDENTIFIED_SESSION], "asset_check_keys": [LEAK_CHECK_KEY]}
+    return {
+        "asset_selection": [DEIDENTIFIED_SESSION, DEIDENTIFIED_DATASET],
+        "asset_check_keys": [LEAK_CHECK_KEY, DATASET_LEAK_CHECK_KEY],
+    }
+
+
+def session_request(key: str, digest: str, dataset: str | None = None) -> dg.RunRequest:
+    """The run of one session (a batch of one), and of the dataset-level unit if given."""
+    with_dataset = f"+{DATASET_UNIT}:{dataset}" if dataset else ""
     return dg.RunRequest(
-        run_key=f"{key}:{digest}",
+        run_key=f"{key}:{digest}{with_dataset}",
         partition_key=key,
-        asset_selection=[DEIDENTIFIED_SESSION],
-        asset_check_keys=[LEAK_CHECK_KEY],
         tags=AUTOMATED_TAGS,
+        **_selection(dataset),
     )
 
 
-def batch_request(digests: dict[str, str]) -> dg.RunRequest:
+def batch_request(digests: dict[str, str], dataset: str | None = None) -> dg.RunRequest:
     """The run of a batch of sessions ``{partition key: unit digest}`` whose keys are
-    consecutive in registration order (a partition range)."""
+    consecutive in registration order (a partition range), and of the dataset-level unit if
+    ``dataset`` (its digest) is given."""
     keys = list(digests)
     if len(keys) == 1:
-        return session_request(keys[0], digests[keys[0]])
+        return session_request(keys[0], digests[keys[0]], dataset)
     members = hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()[:16]
+    with_dataset = f"+{DATASET_UNIT}:{dataset}" if dataset else ""
     return dg.RunRequest(
-        run_key=f"batch:{keys[0]}:{len(keys)}:{members}",
-        asset_selection=[DEIDENTIFIED_SESSION],
-        asset_check_keys=[LEAK_CHECK_KEY],
+        run_key=f"batch:{keys[0]}:{len(keys)}:{members}{with_dataset}",
         tags={
             **AUTOMATED_TAGS,
             RANGE_START: keys[0],
             RANGE_END: keys[-1],
             PARTITIONS_TAG: str(len(keys)),
         },
+        **_selection(dataset),
     )
 
 
@@ -145,14 +160,22 @@ def _batched(
     result: DiscoveryResult,
     size: int,
     room: int,
+    *,
+    dataset_alone: bool,
 ) -> tuple[list[dg.RunRequest], list[str]]:
-    """The plan's sessions as at most ``room`` runs of up to ``size`` consecutive sessions;
-    sessions that do not fit go back to the plan's deferred count. Returns the run requests
-    and the new partition keys to register (in the order the batches assume)."""
+    """The plan's sessions as at most ``room`` runs of up to ``size`` consecutive sessions,
+    spread over the HBCD runs the run queue starts at once (its ``aind/flow`` tag limit, when
+    it sets one); sessions that do not fit go back to the plan's deferred count. The
+    dataset-level unit rides in the first run unless ``dataset_alone`` (the daily schedule:
+    it retries what failed, and a failing unit must not fail a batch's run). Returns the run
+    requests and the new partition keys to register (in the order the batches assume)."""
     existing = list(instance.get_dynamic_partitions(BIDS_SESSIONS_NAME))
     known = set(existing)
     alone = result.retry_alone & set(plan.sessions)
     new = sorted(k for k in plan.sessions if k not in known and k not in alone)
+    slots = flow_run_slots(instance, FLOW)
+    if slots is not None:
+        size = spread_size(len(plan.sessions) - len(alone), slots, size)
     batches = request_batches(existing + new, plan.sessions, size, alone)
     kept, deferred = fit_in_queue(batches, room)
     chosen = {k for batch in kept for k in batch}
@@ -160,7 +183,13 @@ def _batched(
     plan.sessions = {k: d for k, d in plan.sessions.items() if k in chosen}
     plan.removed = [k for k in plan.removed if k in chosen]
     register = [k for k in new if k in chosen] + sorted(k for k in alone - known if k in chosen)
-    runs = [batch_request({k: plan.sessions[k] for k in batch}) for batch in kept]
+    ride = plan.dataset if kept and not dataset_alone else None
+    runs = [
+        batch_request({k: plan.sessions[k] for k in batch}, ride if i == 0 else None)
+        for i, batch in enumerate(kept)
+    ]
+    if plan.dataset and ride is None:
+        runs.append(dataset_request(plan.dataset))
     return runs, register
 
 
@@ -234,8 +263,10 @@ def hbcd_session_discovery(
     in_flight = decode_cursor(context.cursor)
     room = room_in_queue(context.instance, FLOW, hbcd.max_queued_runs)
     result, plan = _discover(hbcd, in_flight, room)
-    runs, register = _batched(context.instance, plan, result, hbcd.run_batch_size, room)
-    batches = len(runs)
+    runs, register = _batched(
+        context.instance, plan, result, hbcd.run_batch_size, room, dataset_alone=False
+    )
+    batches = len([r for r in runs if DEIDENTIFIED_SESSION in (r.asset_selection or [])])
     ledger = result.ledger
     # keep only requests not yet recorded as done (failed ones stay: the schedule retries them)
     state = {}
@@ -251,7 +282,6 @@ def hbcd_session_discovery(
     state.update(plan.sessions)
     if plan.dataset:
         state[DATASET_UNIT] = plan.dataset
-        runs.append(dataset_request(plan.dataset))
     message = _describe(plan, result.discovery, len(result.refused), batches)
     context.log.info(message)
     return dg.SensorResult(
@@ -280,13 +310,13 @@ def hbcd_daily_deidentification(context: dg.ScheduleEvaluationContext, hbcd: Hbc
     # the rest waits for the discovery sensor's next ticks (the ledger says it is not done)
     room = room_in_queue(context.instance, FLOW, hbcd.max_queued_runs)
     result, plan = _discover(hbcd, {}, room)
-    runs, register = _batched(context.instance, plan, result, hbcd.run_batch_size, room)
-    batches = len(runs)
+    runs, register = _batched(
+        context.instance, plan, result, hbcd.run_batch_size, room, dataset_alone=True
+    )
+    batches = len([r for r in runs if DEIDENTIFIED_SESSION in (r.asset_selection or [])])
     # schedules cannot return partition requests: add them before requesting the runs
     for request in _add_requests(register):
         context.instance.add_dynamic_partitions(BIDS_SESSIONS_NAME, list(request.partition_keys))
-    if plan.dataset:
-        runs.append(dataset_request(plan.dataset))
     message = _describe(plan, result.discovery, len(result.refused), batches)
     context.log.info(message)
     return runs or dg.SkipReason(message)

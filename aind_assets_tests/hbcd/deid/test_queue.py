@@ -11,22 +11,40 @@ import pytest
 
 from aind_assets.batches import RANGE_END, RANGE_START
 from aind_assets.hbcd.deid.commit import sessions_being_written
+from aind_assets.hbcd.deid.discovery import DATASET_UNIT
 from aind_assets.hbcd.deid.ledger import read_ledger
 from aind_assets.hbcd.deid.sensors import (
     hbcd_daily_deidentification,
     hbcd_session_discovery,
     session_job,
 )
-from aind_assets.hbcd.keys import DEIDENTIFIED_SESSION
+from aind_assets.hbcd.keys import DEIDENTIFIED_DATASET, DEIDENTIFIED_SESSION
 from aind_assets.resources.object_store import ObjectStoreResource
-from aind_assets.runs import AUTOMATED_PRIORITY, FLOW_TAG, PRIORITY_TAG, waiting_runs
+from aind_assets.runs import (
+    AUTOMATED_PRIORITY,
+    FLOW_TAG,
+    PRIORITY_TAG,
+    flow_run_slots,
+    waiting_runs,
+)
 from aind_assets_tests.hbcd.flow_support import World, make_world
 
 
-def _world(store: ObjectStoreResource, tmp_path: Path, batch: int):
+def _world(store: ObjectStoreResource, tmp_path: Path, batch: int, hbcd_slots: int | None = None):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    queue = {
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {
+                "max_concurrent_runs": 4,
+                "tag_concurrency_limits": [{"key": FLOW_TAG, "value": "hbcd", "limit": hbcd_slots}],
+            },
+        }
+    }
+    overrides = queue if hbcd_slots else None
+    with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as instance:
         yield make_world(
             store,
             None,
@@ -49,6 +67,13 @@ def world(local_store: ObjectStoreResource, tmp_path: Path):
 def batched(local_store: ObjectStoreResource, tmp_path: Path):
     """Up to 4 sessions per run."""
     yield from _world(local_store, tmp_path, 4)
+
+
+@pytest.fixture
+def two_slots(local_store: ObjectStoreResource, tmp_path: Path):
+    """Up to 50 sessions per run, and a run queue that starts 2 HBCD runs at once (as the local
+    profile's ``dagster.yaml``)."""
+    yield from _world(local_store, tmp_path, 50, hbcd_slots=2)
 
 
 def _queue(world: World, n: int, flow: str = "hbcd") -> None:
@@ -162,3 +187,32 @@ def test_a_batch_run_completes_every_session_of_it(batched) -> None:
     # nothing left to do
     again = w.tick(hbcd_session_discovery)
     assert not isinstance(again, dg.SensorResult) or not again.run_requests
+
+
+def test_a_tick_is_spread_over_the_flow_run_slots_with_the_dataset_riding_along(
+    two_slots,
+) -> None:
+    w = two_slots
+    assert flow_run_slots(w.instance, "hbcd") == 2 and flow_run_slots(w.instance, "x") is None
+    tick = w.tick(hbcd_session_discovery)
+    assert isinstance(tick, dg.SensorResult)
+    runs = tick.run_requests or []
+    # 6 sessions, 2 slots: 2 runs of 3 that start together; the dataset-level files in the first
+    assert [len(_batch_keys(w, r)) for r in runs] == [3, 3]
+    assert runs[0].asset_selection == [DEIDENTIFIED_SESSION, DEIDENTIFIED_DATASET]
+    assert runs[1].asset_selection == [DEIDENTIFIED_SESSION]
+    for request in runs:
+        assert w.run(request).success
+    assert DATASET_UNIT in read_ledger(w.store, w.layout).entries
+    again = w.tick(hbcd_session_discovery)
+    assert not isinstance(again, dg.SensorResult) or not again.run_requests
+
+
+def test_the_daily_schedule_gives_the_dataset_files_a_run_of_their_own(two_slots) -> None:
+    w = two_slots
+    with dg.build_schedule_context(instance=w.instance, resources={"hbcd": w.hbcd}) as context:
+        runs = hbcd_daily_deidentification(context)
+    assert isinstance(runs, list)
+    sessions = [r for r in runs if DEIDENTIFIED_SESSION in r.asset_selection]
+    assert [len(_batch_keys(w, r)) for r in sessions] == [3, 3]
+    assert [r.asset_selection for r in runs if r not in sessions] == [[DEIDENTIFIED_DATASET]]
