@@ -222,7 +222,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("BENCH_EXTRA_PATH")])]),
+            "PYTHONPATH": os.pathsep.join(
+                [str(REPO), *filter(None, [os.environ.get("BENCH_EXTRA_PATH")])]
+            ),
             "DAGSTER_HOME": str(home),
             "AIND_DATA_DIR": str(work / "data"),
             "AIND_STORE_ROOT": f"s3://{BUCKET}/store",
