@@ -47,6 +47,7 @@ from aind_assets.hbcd.identity.idmap import parse_identity_map
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.servers import free_port, mongo_uri, mongoeco_server, seaweedfs_server
+from bench.cpu import process_cpu
 from bench.hbcd_deid import BUCKET, KEY, SECRET, deidentify_all, generate
 from bench.runs_at_scale import LoadSampler, load_average
 
@@ -131,6 +132,34 @@ def _phases(instance: Any, runs: list[Any]) -> dict[str, float]:
         ):
             sums[name] = sums.get(name, 0.0) + value
     return {k: round(v / max(1, len(runs)), 2) for k, v in sums.items()}
+
+
+def _group_cpu(pgid: int) -> float:
+    """CPU seconds of every process of a process group (the daemon, its code server and the
+    run processes), with the children each has already reaped."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _cpu_now(servers: dict[str, int], group: int | None = None) -> dict[str, float]:
+    """CPU seconds so far: this process (the plain functions), each server, the daemon's group."""
+    t = os.times()
+    out = {"this process": t.user + t.system, **{k: process_cpu(p) for k, p in servers.items()}}
+    out["dagster processes"] = _group_cpu(group) if group is not None else 0.0
+    return out
+
+
+def _cpu_delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: round(b[k] - a[k], 2) for k in a if round(b[k] - a[k], 2)}
 
 
 def _sensor(env: dict[str, str], action: str, name: str, kind: str = "sensor") -> None:
@@ -248,7 +277,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         instance = dg.DagsterInstance.get()
         with LoadSampler() as load:
             load_before = load_average()
+            servers = {"seaweedfs": weed.proc.pid, "docdb (mongoeco)": mongo.proc.pid}
+            cpu0 = _cpu_now(servers)
             plain_s, keys, outcomes = deidentify_all(store, plain, idmap, args.workers)
+            cpu1 = _cpu_now(servers)
             t0 = time.perf_counter()
             started_epoch = time.time()
             with (work / "daemon.log").open("wb") as log:
@@ -267,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 t1 = time.perf_counter()
                 discovery_started_epoch = time.time()
                 done = wait_for_runs(instance, len(keys), args.timeout)
+                cpu2 = _cpu_now(servers, group=daemon.pid)
             end = time.perf_counter()
             dagster_s = end - t1
             with_daemon_start_s = end - t0
@@ -294,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "dagster_incl_daemon_start_s": round(with_daemon_start_s, 2),
             "orchestration_ratio_incl_daemon_start": round(with_daemon_start_s / plain_s, 2),
             "goal_ratio": 1.3,
-            "batch_size": args.batch_size or "default (AIND_RUN_BATCH_SIZE)",
+            "batch_size": args.batch_size or "default (HBCD_RUN_BATCH_SIZE, 50)",
             "runs": done["runs"],
             "sessions_per_run": round(done["sessions"] / max(1, done["runs"]), 2),
             "run_statuses": done["statuses"],
@@ -303,6 +336,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "per_run_overhead_s": round(overhead / max(1, done["runs"]), 2),
             "per_session_overhead_s": round(overhead / max(1, len(keys)), 2),
             "files_written_plain": outcomes,
+            "cpu_seconds": {
+                "plain_functions": _cpu_delta(cpu0, cpu1),
+                "dagster_incl_daemon_start": _cpu_delta(cpu1, cpu2),
+            },
             "run_coordinator": "QueuedRunCoordinator, 4 runs at once, 2 of aind/flow=hbcd "
             "(dagster.yaml, the local profile); DefaultRunLauncher (a process per run)",
             "cores": os.cpu_count(),

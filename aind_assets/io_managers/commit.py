@@ -73,10 +73,11 @@ def version_path(partition: UPath, version: str) -> UPath:
 
 
 def read_pointer(partition: UPath) -> dict[str, Any] | None:
-    """The pointer of an output, or None when it has none."""
+    """The pointer of an output, or None when it has none (one GET on S3: opening the file
+    would ask its size first)."""
+    target = partition / POINTER
     try:
-        with (partition / POINTER).open("rb") as f:
-            return json.loads(f.read())
+        return json.loads(target.fs.cat_file(target.path))
     except FileNotFoundError:
         return None
 

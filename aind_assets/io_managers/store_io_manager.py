@@ -148,7 +148,8 @@ class StoreIOManager(UPathIOManager):
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
         """Write the value into a new, empty version folder (``_write`` adds the rest)."""
-        path.mkdir(parents=True, exist_ok=True)
+        if path.protocol not in ("s3", "s3a"):  # S3 has no folders (s3fs would ask the bucket)
+            path.mkdir(parents=True, exist_ok=True)
         if isinstance(obj, pd.DataFrame):
             with (path / VALUE_PARQUET).open("wb") as f:
                 obj.to_parquet(f, index=False)

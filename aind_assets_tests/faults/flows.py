@@ -25,7 +25,7 @@ from aind_assets.analysis.registry import AnalysisRegistry
 from aind_assets.analysis.wrapper import METADATA_FILE, JobOutcome, claims_collection, run_job
 from aind_assets.demo.bids import write_identified_bids
 from aind_assets.hbcd.copies import META_SOURCE_ETAG
-from aind_assets.hbcd.deid import store as deid_store
+from aind_assets.hbcd.deid import files as deid_files
 from aind_assets.hbcd.deid.assets import deidentified_session
 from aind_assets.hbcd.deid.checks import session_has_no_identifiers
 from aind_assets.hbcd.deid.commit import sessions_being_written
@@ -310,7 +310,7 @@ HBCD_ALL = [*HBCD_SESSION, session_derivatives]
 def on_file(n: int, action: Callable[[], None]) -> Iterator[None]:
     """Call ``action`` once, as the de-identification of a session starts its ``n``-th file
     (with :func:`serial_store`, the files before it are written)."""
-    original = deid_store.deidentify_file
+    original = deid_files.deidentify_file
     count = itertools.count(1)
 
     def deidentify(*args: Any, **kwargs: Any) -> Any:
@@ -318,11 +318,11 @@ def on_file(n: int, action: Callable[[], None]) -> Iterator[None]:
             action()
         return original(*args, **kwargs)
 
-    deid_store.deidentify_file = deidentify  # type: ignore[assignment]
+    deid_files.deidentify_file = deidentify  # type: ignore[assignment]
     try:
         yield
     finally:
-        deid_store.deidentify_file = original
+        deid_files.deidentify_file = original
 
 
 def hbcd_outputs(key: str) -> list[str]:
