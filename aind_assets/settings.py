@@ -22,7 +22,7 @@ never land in run config, tags or logs.
 | ``AIND_MAX_QUEUED_RUNS_PER_FLOW`` | runs of one flow a sensor may leave waiting in the queue (people's runs go first regardless) | ``8`` |
 | ``AIND_NUM_PARALLEL_WORKERS`` | work items run at once in a step: analysis jobs (of all partitions of a run), HBCD subjects of a de-identification batch (run config ``num_parallel_workers`` wins) | ``4`` |
 | ``AIND_RUN_BATCH_SIZE`` | partitions per run that the analysis discovery sensors request (1: one run per partition) | ``10`` |
-| ``HBCD_RUN_BATCH_SIZE`` | most sessions per run that the HBCD de-identification sensor and schedule request (1: one run per session); a tick's sessions are spread over the flow's run slots (the ``aind/flow: hbcd`` limit of the run queue) | ``50`` |
+| ``HBCD_RUN_BATCH_SIZE`` | most sessions per run that the HBCD de-identification sensor and schedule request (1: one run per session); a tick's sessions are spread over the flow's run slots (the ``aind/flow: hbcd`` limit of the run queue) | ``AIND_RUN_BATCH_SIZE`` if set, else ``50`` |
 | ``HBCD_VERIFY_UNCHANGED_IMAGES`` | ``1``: an unchanged ``.nii.gz`` is read and inflated (CRC-32) while the server copies it; ``0``: only its head and last 8 bytes are read (hbcd/deid/files.py) | ``1`` |
 | ``AIND_EXPERIMENTER`` | experimenter named in analysis records (a run's ``aind/experimenter`` tag wins) | ``unknown`` |
 | ``AIND_IO_ROOT`` | where the IO manager writes outputs | ``$AIND_STORE_ROOT/dagster-io`` |
@@ -140,7 +140,7 @@ class Settings(BaseModel):
             examples_out_of_process=examples_out_of_process(env),
             num_parallel_workers=int(get("AIND_NUM_PARALLEL_WORKERS", 4)),
             run_batch_size=int(get("AIND_RUN_BATCH_SIZE", 10)),
-            hbcd_run_batch_size=int(get("HBCD_RUN_BATCH_SIZE", 50)),
+            hbcd_run_batch_size=int(get("HBCD_RUN_BATCH_SIZE", get("AIND_RUN_BATCH_SIZE", 50))),
             hbcd_verify_unchanged_images=flag("HBCD_VERIFY_UNCHANGED_IMAGES", True, env),
             io_root=get("AIND_IO_ROOT", join_url(store, "dagster-io")),
             data_assets_root=get("AIND_DATA_ASSETS_ROOT", join_url(store, "data-assets")),

@@ -21,6 +21,9 @@ first tick, the queue, the run processes and their steps, to the last run's end.
 adds the daemon's own start (importing Dagster and the code location, its first loops) and the
 ``dagster sensor start`` command in between. The plain baseline is the same in both.
 
+``BENCH_EXTRA_PATH``: a folder put on the daemon's and the runs' ``PYTHONPATH`` as well (a
+profiler's ``sitecustomize.py``, say).
+
 Run from the repository root (about ``sessions x 5 s`` on 2 cores)::
 
     PYTHONPATH=. .venv/bin/python bench/hbcd_orchestration.py --sessions 100

@@ -94,9 +94,9 @@ def test_subjects_run_concurrently_and_sessions_of_a_subject_one_after_another()
     assert done.values["sub-RC00002_ses-V02"] == "SUB-RC00002_SES-V02"
 
 
-def test_the_batch_size_setting_defaults_to_the_platform_one(tmp_path) -> None:
+def test_the_batch_size_setting_defaults_to_the_platform_one_if_set(tmp_path) -> None:
     base = {"AIND_DATA_DIR": str(tmp_path)}
-    assert Settings.from_env(base).hbcd_run_batch_size == 10
+    assert Settings.from_env(base).hbcd_run_batch_size == 50  # spread over the run slots
     assert Settings.from_env({**base, "AIND_RUN_BATCH_SIZE": "7"}).hbcd_run_batch_size == 7
     both = {**base, "AIND_RUN_BATCH_SIZE": "7", "HBCD_RUN_BATCH_SIZE": "3"}
     assert Settings.from_env(both).hbcd_run_batch_size == 3
