@@ -9,8 +9,8 @@ partitions; a session whose last attempt failed runs alone). A tick's sessions a
 as many runs as the run queue starts at once for the flow (its ``aind/flow: hbcd`` tag limit),
 so they start together instead of in waves that each pay a process start. When the
 dataset-level files changed, ``hbcd/deidentified_dataset`` rides in the sensor's first run (the
-schedule, which retries failures, gives it a run of its own). They never leave more than ``max_queued_runs`` HBCD runs
-waiting in the queue (the rest is deferred). Partition keys are ``sub-<RC>_ses-<label>``. The sensor
+schedule, which retries failures, gives it a run of its own). They never leave more than
+``max_queued_runs`` HBCD runs waiting in the queue (the rest is deferred). Partition keys are ``sub-<RC>_ses-<label>``. The sensor
 cursor holds only RC-keyed digests of what it requested; the *ledger* on the identified side
 records what was done, so the daily schedule re-requests anything not done (failed runs
 included) and a lost cursor only causes duplicate requests. Subjects missing from the identity
@@ -20,6 +20,7 @@ identified side.
 
 import hashlib
 import json
+from typing import Any
 
 import dagster as dg
 
@@ -102,7 +103,7 @@ deidentification_job = dg.define_asset_job(
 # --- discovery ----------------------------------------------------------------------------
 
 
-def _selection(dataset: str | None) -> dict:
+def _selection(dataset: str | None) -> dict[str, Any]:
     """The assets and checks of a session run, with the dataset-level unit when it has work
     (``dataset``: its digest): it rides along instead of waiting for a run slot of its own."""
     if dataset is None:
@@ -183,9 +184,11 @@ def _batched(
     plan.sessions = {k: d for k, d in plan.sessions.items() if k in chosen}
     plan.removed = [k for k in plan.removed if k in chosen]
     register = [k for k in new if k in chosen] + sorted(k for k in alone - known if k in chosen)
-    ride = plan.dataset if kept and not dataset_alone else None
+    # the dataset-level unit rides with the first batch that is not a failed session's retry
+    host = next((i for i, b in enumerate(kept) if not set(b) & alone), None)
+    ride = plan.dataset if host is not None and not dataset_alone else None
     runs = [
-        batch_request({k: plan.sessions[k] for k in batch}, ride if i == 0 else None)
+        batch_request({k: plan.sessions[k] for k in batch}, ride if i == host else None)
         for i, batch in enumerate(kept)
     ]
     if plan.dataset and ride is None:

@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 
 from aind_assets.batches import RANGE_END, RANGE_START
-from aind_assets.hbcd.deid.commit import sessions_being_written
+from aind_assets.hbcd.deid.commit import begin_session_write, sessions_being_written
 from aind_assets.hbcd.deid.discovery import DATASET_UNIT
-from aind_assets.hbcd.deid.ledger import read_ledger
+from aind_assets.hbcd.deid.ledger import forget_ledger_entry, read_ledger
 from aind_assets.hbcd.deid.sensors import (
     hbcd_daily_deidentification,
     hbcd_session_discovery,
@@ -216,3 +216,23 @@ def test_the_daily_schedule_gives_the_dataset_files_a_run_of_their_own(two_slots
     sessions = [r for r in runs if DEIDENTIFIED_SESSION in r.asset_selection]
     assert [len(_batch_keys(w, r)) for r in sessions] == [3, 3]
     assert [r.asset_selection for r in runs if r not in sessions] == [[DEIDENTIFIED_DATASET]]
+
+
+def test_the_dataset_files_never_ride_with_a_failed_session_retried_alone(two_slots) -> None:
+    w = two_slots
+    first = w.tick(hbcd_session_discovery)
+    assert isinstance(first, dg.SensorResult)
+    for request in first.run_requests or []:
+        assert w.run(request).success
+    # then one session's new attempt starts (writing marker up) and never completes, and the
+    # dataset-level files change: the session is retried alone, the dataset has a run of its own
+    failed = _batch_keys(w, (first.run_requests or [])[0])[0]
+    forget_ledger_entry(w.store, w.layout, failed)
+    begin_session_write(w.store, w.layout.deidentified_root, failed)
+    readme = f"{w.layout.identified_bids}/README"
+    w.store.put_bytes(readme, b"a dataset README, new\n")
+    w.cursors.clear()
+    tick = w.tick(hbcd_session_discovery)
+    assert isinstance(tick, dg.SensorResult)
+    selections = sorted((r.partition_key or "", r.asset_selection) for r in tick.run_requests or [])
+    assert selections == [("", [DEIDENTIFIED_DATASET]), (failed, [DEIDENTIFIED_SESSION])]
