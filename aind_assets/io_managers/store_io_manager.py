@@ -12,6 +12,7 @@ import json
 import threading
 import typing
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,10 @@ def record_table(record: Any, name: str, collection: str, partition: str | None)
     )
 
 
+#: Partitions of a ranged run's output committed at once.
+PARTITION_WRITERS = 8
+
+
 class StoreIOManager(UPathIOManager):
     """Persists outputs under a UPath root and records their lineage (see module docstring)."""
 
@@ -132,8 +137,18 @@ class StoreIOManager(UPathIOManager):
             # never the whole run's: a ranged run writes exactly what one-partition runs write.
             shared_inputs = self._shared_inputs(context, context.asset_partition_keys)
             paths = self._get_paths_for_partitions(context)
-            for pkey, ppath in paths.items():
-                meta = self._write(context, obj[pkey], ppath, pkey, shared_inputs)
+            started = {pkey: self._started_at(context, pkey) for pkey in paths}
+
+            def write(pkey: str) -> dict[str, Any]:
+                return self._write(
+                    context, obj[pkey], paths[pkey], pkey, shared_inputs, started[pkey]
+                )
+
+            # each partition's commit is a dozen requests that wait on the store and DocDB, and
+            # partitions are independent outputs (a lease each): a few at once
+            with ThreadPoolExecutor(max_workers=min(PARTITION_WRITERS, len(paths))) as pool:
+                written = dict(zip(paths, pool.map(write, paths), strict=True))
+            for pkey, meta in written.items():
                 context.step_context.add_asset_metadata(meta, partition_key=pkey)
             context.log.info(f"{context.asset_key.to_user_string()}: wrote {len(paths)} partitions")
             return
@@ -171,9 +186,10 @@ class StoreIOManager(UPathIOManager):
         path: UPath,
         partition: str | None,
         shared_inputs: list[str],
+        started: datetime | None = None,
     ) -> dict[str, Any]:
         """Version folder (value, then ``processing.json``), record, commit; the metadata."""
-        started = self._started_at(context, partition)
+        started = started or self._started_at(context, partition)
         version = commit.new_version_id(context.run_id)
         folder = commit.version_path(path, version)
         self.dump_to_path(context, obj, folder)
