@@ -8,10 +8,35 @@ import os
 from pathlib import Path
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (``fields[2]``: process group)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu(fields: list[str]) -> float:
+    """User + system CPU seconds, the process's and its waited-for children's."""
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu(pid: int) -> float:
     """User + system CPU seconds of a process and its waited-for children (``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return _cpu(_stat(pid))
+
+
+def group_cpu(pgid: int) -> float:
+    """The same, summed over every live process of a process group (a daemon, its code server
+    and the run processes, with the children each has already reaped)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat(entry.name)
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            total += _cpu(fields)
+    return total
 
 
 class CpuMeter:

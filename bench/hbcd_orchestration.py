@@ -50,7 +50,7 @@ from aind_assets.hbcd.identity.idmap import parse_identity_map
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.servers import free_port, mongo_uri, mongoeco_server, seaweedfs_server
-from bench.cpu import process_cpu
+from bench.cpu import group_cpu, process_cpu
 from bench.hbcd_deid import BUCKET, KEY, SECRET, deidentify_all, generate
 from bench.runs_at_scale import LoadSampler, load_average
 
@@ -137,27 +137,11 @@ def _phases(instance: Any, runs: list[Any]) -> dict[str, float]:
     return {k: round(v / max(1, len(runs)), 2) for k, v in sums.items()}
 
 
-def _group_cpu(pgid: int) -> float:
-    """CPU seconds of every process of a process group (the daemon, its code server and the
-    run processes), with the children each has already reaped."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def _cpu_now(servers: dict[str, int], group: int | None = None) -> dict[str, float]:
     """CPU seconds so far: this process (the plain functions), each server, the daemon's group."""
     t = os.times()
     out = {"this process": t.user + t.system, **{k: process_cpu(p) for k, p in servers.items()}}
-    out["dagster processes"] = _group_cpu(group) if group is not None else 0.0
+    out["dagster processes"] = group_cpu(group) if group is not None else 0.0
     return out
 
 

@@ -78,18 +78,28 @@ def read_range(
         with open(url, "rb") as f:
             f.seek(start)
             return f.read(end - start)
+    return _ranged_get(store, url, start, end, if_match)[0]
+
+
+def _ranged_get(
+    store: ObjectStoreResource, url: str, start: int, end: int, if_match: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """One ranged ``GetObject`` (``start`` to ``end``, exclusive): the bytes and the object's
+    user metadata, which the response carries anyway."""
     fs = store.fs_for(url)
     bucket, key = url[len("s3://") :].split("/", 1)
     extra = {"IfMatch": f'"{if_match}"'} if if_match else {}
 
-    async def get() -> bytes:
+    async def get() -> tuple[bytes, dict[str, str]]:
         resp = await fs._call_s3(
             "get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **extra
         )
         try:
-            return bytes(await resp["Body"].read())
+            data = await resp["Body"].read()
         finally:
             resp["Body"].close()
+        meta = {str(k).lower(): str(v) for k, v in (resp.get("Metadata") or {}).items()}
+        return bytes(data), meta
 
     return fsspec.asyn.sync(fs.loop, get)
 
@@ -150,19 +160,7 @@ def read_head(store: ObjectStoreResource, info: ObjectInfo, n: int) -> tuple[byt
     if not is_s3(info.url):
         with open(info.url, "rb") as f:
             return f.read(n), dict(info.metadata)
-    fs = store.fs_for(info.url)
-    bucket, key = info.url[len("s3://") :].split("/", 1)
-
-    async def get() -> tuple[bytes, dict[str, str]]:
-        resp = await fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes=0-{n - 1}")
-        try:
-            data = await resp["Body"].read()
-        finally:
-            resp["Body"].close()
-        meta = {str(k).lower(): str(v) for k, v in (resp.get("Metadata") or {}).items()}
-        return bytes(data), meta
-
-    return fsspec.asyn.sync(fs.loop, get)
+    return _ranged_get(store, info.url, 0, n)
 
 
 def put_small(

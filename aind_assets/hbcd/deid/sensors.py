@@ -196,10 +196,13 @@ def _batched(
     return runs, register
 
 
-def _describe(plan: RequestPlan, discovery, refused: int = 0, runs: int = 0) -> str:  # noqa: ANN001
+def _describe(  # noqa: ANN001
+    plan: RequestPlan, discovery, refused: int, runs: list[dg.RunRequest]
+) -> str:
+    batches = sum(DEIDENTIFIED_SESSION in (r.asset_selection or []) for r in runs)
     parts = [
         f"{len(discovery.sessions)} session(s) found",
-        f"{len(plan.sessions)} to de-identify in {runs} run(s) ({len(plan.removed)} removed "
+        f"{len(plan.sessions)} to de-identify in {batches} run(s) ({len(plan.removed)} removed "
         "from the source)",
     ]
     if plan.dataset:
@@ -269,7 +272,6 @@ def hbcd_session_discovery(
     runs, register = _batched(
         context.instance, plan, result, hbcd.run_batch_size, room, dataset_alone=False
     )
-    batches = len([r for r in runs if DEIDENTIFIED_SESSION in (r.asset_selection or [])])
     ledger = result.ledger
     # keep only requests not yet recorded as done (failed ones stay: the schedule retries them)
     state = {}
@@ -285,7 +287,7 @@ def hbcd_session_discovery(
     state.update(plan.sessions)
     if plan.dataset:
         state[DATASET_UNIT] = plan.dataset
-    message = _describe(plan, result.discovery, len(result.refused), batches)
+    message = _describe(plan, result.discovery, len(result.refused), runs)
     context.log.info(message)
     return dg.SensorResult(
         run_requests=runs,
@@ -316,10 +318,9 @@ def hbcd_daily_deidentification(context: dg.ScheduleEvaluationContext, hbcd: Hbc
     runs, register = _batched(
         context.instance, plan, result, hbcd.run_batch_size, room, dataset_alone=True
     )
-    batches = len([r for r in runs if DEIDENTIFIED_SESSION in (r.asset_selection or [])])
     # schedules cannot return partition requests: add them before requesting the runs
     for request in _add_requests(register):
         context.instance.add_dynamic_partitions(BIDS_SESSIONS_NAME, list(request.partition_keys))
-    message = _describe(plan, result.discovery, len(result.refused), batches)
+    message = _describe(plan, result.discovery, len(result.refused), runs)
     context.log.info(message)
     return runs or dg.SkipReason(message)

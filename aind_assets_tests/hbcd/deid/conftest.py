@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import gzip
 import io
+import struct
+import zlib
 
 import nibabel as nib
 import numpy as np
@@ -73,3 +75,21 @@ def session(store: ObjectStoreResource, idmap: IdentityMap, request: pytest.Fixt
         store.put_bytes(f"{layout.identified_bids}/{rel}", data)
     store.put_bytes(f"{layout.identified_bids}/{base}_run-001_T1w.json", b'{"PatientID": "123456"}')
     return layout, files
+
+
+def damaged(src: bytes, how: str) -> bytes:
+    """A ``.nii.gz`` broken as real ones are: ``truncated`` (its last third cut off),
+    ``flipped`` (a byte inverted mid-stream), ``crc`` (the trailer's CRC-32 off by one) or
+    ``padded`` (NULs after the member)."""
+    if how == "truncated":
+        return src[: len(src) * 2 // 3]
+    if how == "flipped":
+        flipped = bytearray(src)
+        flipped[len(src) // 2] ^= 0xFF
+        return bytes(flipped)
+    if how == "crc":
+        crc = zlib.crc32(gzip.decompress(src)) ^ 1
+        return src[:-8] + struct.pack("<I", crc) + src[-4:]
+    if how == "padded":
+        return src + b"\0" * 1024
+    raise ValueError(f"unknown damage {how!r}")

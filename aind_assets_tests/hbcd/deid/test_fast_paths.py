@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import struct
-import zlib
 
 import nibabel as nib
 import numpy as np
@@ -21,7 +19,7 @@ from aind_assets.hbcd.formats.nifti_gz import verify_gzip
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.leaks.scan import scan_for_identifiers
 from aind_assets.resources.object_store import ObjectStoreResource
-from aind_assets_tests.hbcd.deid.conftest import KEY, ONE_OF_EACH, RC1
+from aind_assets_tests.hbcd.deid.conftest import KEY, ONE_OF_EACH, RC1, damaged
 
 
 def test_each_file_takes_the_fastest_correct_path(
@@ -58,15 +56,7 @@ def test_corrupt_or_truncated_gzip_fails_that_file_clearly(
     assert deidentify_session(store, layout, idmap, KEY).ok  # a good copy exists first
     rel = next(r for r in files if f"run-{run}" in r)
     src = files[rel][0]
-    if damage == "truncated":
-        bad = src[: len(src) * 2 // 3]
-    elif damage == "flipped":
-        flipped = bytearray(src)
-        flipped[len(src) // 2] ^= 0xFF
-        bad = bytes(flipped)
-    else:
-        crc = zlib.crc32(gzip.decompress(src)) ^ 1
-        bad = src[:-8] + struct.pack("<I", crc) + src[-4:]
+    bad = damaged(src, damage)
     store.put_bytes(f"{layout.identified_bids}/{rel}", bad)
     result = deidentify_session(store, layout, idmap, KEY)
     new = rel.replace("123456", RC1)
@@ -89,11 +79,7 @@ def test_a_corrupt_file_copied_server_side_while_verified_leaves_no_copy(
     layout, files = session
     rel = next(r for r in files if "run-001" in r)
     src = files[rel][0]
-    if damage == "truncated":
-        bad = src[: len(src) * 2 // 3]
-    else:
-        crc = zlib.crc32(gzip.decompress(src)) ^ 1
-        bad = src[:-8] + struct.pack("<I", crc) + src[-4:]
+    bad = damaged(src, damage)
     store.put_bytes(f"{layout.identified_bids}/{rel}", bad)
     result = deidentify_session(store, layout, idmap, KEY)
     new = rel.replace("123456", RC1)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import struct
-import zlib
 from collections import Counter
 from typing import Any
 
@@ -21,7 +19,7 @@ from aind_assets.hbcd.formats.nifti_gz import verify_gzip
 from aind_assets.hbcd.identity.idmap import IdentityMap
 from aind_assets.hbcd.storage import read_range
 from aind_assets.resources.object_store import ObjectStoreResource
-from aind_assets_tests.hbcd.deid.conftest import KEY, ONE_OF_EACH, RC1
+from aind_assets_tests.hbcd.deid.conftest import KEY, ONE_OF_EACH, RC1, damaged
 
 
 def _bytes_read(store: ObjectStoreResource, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
@@ -76,7 +74,7 @@ def test_what_the_trailer_cannot_prove_is_read_in_full(
     layout, files = session
     rel = next(r for r in files if f"run-{run}" in r)
     src = files[rel][0]
-    bad = src[: len(src) * 2 // 3] if damage == "truncated" else src + b"\0" * 1024
+    bad = damaged(src, damage)
     store.put_bytes(f"{layout.identified_bids}/{rel}", bad)
     result = deidentify_session(store, layout, idmap, KEY, verify_unchanged=False)
     new = rel.replace("123456", RC1)
@@ -102,8 +100,7 @@ def test_a_corrupt_unchanged_image_is_copied_as_it_is(
     layout, files = session
     rel = next(r for r in files if "run-001" in r)
     src = files[rel][0]
-    crc = zlib.crc32(gzip.decompress(src)) ^ 1
-    bad = src[:-8] + struct.pack("<I", crc) + src[-4:]
+    bad = damaged(src, "crc")
     store.put_bytes(f"{layout.identified_bids}/{rel}", bad)
     result = deidentify_session(store, layout, idmap, KEY, verify_unchanged=False)
     if len(src) <= PROBE_BYTES:  # its head is the whole file: verified at no extra cost
