@@ -19,7 +19,18 @@ up and idle, as it is for weeks in production, when the discovery sensor is swit
 first tick, the queue, the run processes and their steps, to the last run's end. The second
 (``orchestration_ratio_incl_daemon_start``) starts when the daemon process is started, so it
 adds the daemon's own start (importing Dagster and the code location, its first loops) and the
-``dagster sensor start`` command in between. The plain baseline is the same in both.
+``dagster sensor start`` command in between. A third
+(``orchestration_ratio_from_first_tick``) starts at the sensor's first tick: the daemon looks at
+its sensors every 5 s, so the headline includes a wait of 0-5 s that is polling, not work. The
+plain baseline is the same in all three.
+
+Where the time goes: ``run_phases_mean_s`` (queue, process start, steps),
+``steps_of_the_first_run`` (per step, when each kind of event came: compute until
+``STEP_OUTPUT``, the IO manager's commits until the materializations, the check results) and
+``cpu_seconds`` per process kind (daemon, code server, runs) from the sensor's start.
+
+The package is byte-compiled first, as an installed one is (with ``PYTHONDONTWRITEBYTECODE``
+set, a checkout would be compiled again by every process the daemon starts).
 
 ``BENCH_EXTRA_PATH``: a folder put on the daemon's and the runs' ``PYTHONPATH`` as well (a
 profiler's ``sitecustomize.py``, say).
@@ -34,6 +45,7 @@ Writes ``--out`` (``bench/hbcd_orchestration_results.json``). Read the ratios, n
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -50,7 +62,7 @@ from aind_assets.hbcd.identity.idmap import parse_identity_map
 from aind_assets.hbcd.layout import HbcdLayout
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.servers import free_port, mongo_uri, mongoeco_server, seaweedfs_server
-from bench.cpu import group_cpu, process_cpu
+from bench.cpu import GroupCpuSampler, group_cpu, process_cpu
 from bench.hbcd_deid import BUCKET, KEY, SECRET, deidentify_all, generate
 from bench.runs_at_scale import LoadSampler, load_average
 
@@ -90,7 +102,19 @@ def _timeline(instance: Any, runs: list[Any]) -> dict[str, float]:
         ),
         "first_created_epoch": min(created),
         "first_started_epoch": min(started),
+        "last_ended_epoch": max(ended),
     }
+
+
+def _first_tick_epoch(instance: Any, sensor: str) -> float | None:
+    """When the sensor's first tick started (the daemon looks at its sensors every few seconds:
+    how long after ``dagster sensor start`` that comes is polling, not orchestration)."""
+    for state in instance.all_instigator_state():
+        if state.instigator_name == sensor:
+            ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+            if ticks:
+                return min(t.timestamp for t in ticks)
+    return None
 
 
 def _phases(instance: Any, runs: list[Any]) -> dict[str, float]:
@@ -137,12 +161,41 @@ def _phases(instance: Any, runs: list[Any]) -> dict[str, float]:
     return {k: round(v / max(1, len(runs)), 2) for k, v in sums.items()}
 
 
+def _step_events(instance: Any, run: Any) -> dict[str, dict[str, list[float]]]:
+    """Inside each step of a run: per event type, [first, last] seconds after the step's start
+    and how many (where a step's time goes: compute, storing outputs, events, checks)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    started: dict[str, float] = {}
+    for entry in instance.all_logs(run.run_id):
+        event = entry.dagster_event
+        step = entry.step_key
+        if step is None:
+            continue
+        name = event.event_type_value if event is not None else "log"
+        if name == "STEP_START":
+            started[step] = entry.timestamp
+        t = round(entry.timestamp - started.get(step, entry.timestamp), 2)
+        slot = out.setdefault(step, {}).setdefault(name, [t, t, 0])
+        slot[1], slot[2] = t, slot[2] + 1
+    return out
+
+
 def _cpu_now(servers: dict[str, int], group: int | None = None) -> dict[str, float]:
     """CPU seconds so far: this process (the plain functions), each server, the daemon's group."""
     t = os.times()
     out = {"this process": t.user + t.system, **{k: process_cpu(p) for k, p in servers.items()}}
     out["dagster processes"] = group_cpu(group) if group is not None else 0.0
     return out
+
+
+def _process_kind(cmdline: str) -> str:
+    if "dagster-daemon" in cmdline:
+        return "daemon"
+    if "dagster api grpc" in cmdline:
+        return "code servers"
+    if "multiprocessing" in cmdline:
+        return "runs"
+    return "other (dagster CLI, workers)"
 
 
 def _cpu_delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
@@ -191,6 +244,8 @@ def wait_for_runs(instance: Any, expected_sessions: int, timeout: float) -> dict
                 "sessions": len(keys),
                 "timeline": _timeline(instance, runs),
                 "run_phases_mean_s": _phases(instance, runs),
+                # get_runs lists the newest first
+                "steps_of_the_first_run": _step_events(instance, runs[-1]),
             }
         time.sleep(1.0)
     raise SystemExit(f"timeout: {len(_runs(instance))} runs, not all done")
@@ -209,6 +264,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "hbcd_orchestration_results.json")
     args = ap.parse_args(argv)
+    # An installed package is byte-compiled (pip compiles it); a checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 would compile the package again in every process it starts
+    # (~0.5 s each, the daemon's and every run's): measure the platform as installed.
+    compileall.compile_dir(REPO / "aind_assets", quiet=1)
     work = Path(tempfile.mkdtemp(prefix="hbcd-orchestration-"))
     bids, _rows = generate(work / "source", args.sessions, 0.1)
     map_text = (work / "source/release_identifiers.csv").read_text()
@@ -279,20 +338,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
+                sampler = GroupCpuSampler(daemon.pid, _process_kind)
+                sampler.start()
                 ready_s = wait_for_daemon(instance, args.timeout) - t0
                 # the daemon is up and idle, as it is for weeks in production: the sessions are
                 # discovered from here (the sensor's first tick comes with its next iteration)
                 _sensor(env, "start", "hbcd_session_discovery")
                 t1 = time.perf_counter()
                 discovery_started_epoch = time.time()
+                kinds0 = sampler.by_kind()
                 done = wait_for_runs(instance, len(keys), args.timeout)
                 cpu2 = _cpu_now(servers, group=daemon.pid)
+                kinds = sampler.by_kind()
+                sampler.stop()
             end = time.perf_counter()
             dagster_s = end - t1
             with_daemon_start_s = end - t0
             timeline = done.pop("timeline")
             phases = done.pop("run_phases_mean_s")
+            first_run_steps = done.pop("steps_of_the_first_run")
             first_created = timeline.pop("first_created_epoch")
+            last_ended = timeline.pop("last_ended_epoch")
+            first_tick = _first_tick_epoch(instance, "hbcd_session_discovery")
+            timeline["sensor_started_to_first_tick_s"] = (
+                round(first_tick - discovery_started_epoch, 2) if first_tick else None
+            )
+            from_tick_s = last_ended - first_tick if first_tick else None
             timeline["daemon_start_to_ready_s"] = round(ready_s, 2)
             timeline["sensor_started_to_first_run_created_s"] = round(
                 first_created - discovery_started_epoch, 2
@@ -311,6 +382,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "plain_functions_workers": args.workers,
             "dagster_s": round(dagster_s, 2),
             "orchestration_ratio_vs_plain_functions": round(dagster_s / plain_s, 2),
+            # the same, from the sensor's first tick: without the daemon's polling interval
+            # (a uniform 0-5 s wait for its next look at the sensors)
+            "dagster_from_first_tick_s": round(from_tick_s, 2) if from_tick_s else None,
+            "orchestration_ratio_from_first_tick": (
+                round(from_tick_s / plain_s, 2) if from_tick_s else None
+            ),
             "dagster_incl_daemon_start_s": round(with_daemon_start_s, 2),
             "orchestration_ratio_incl_daemon_start": round(with_daemon_start_s / plain_s, 2),
             "goal_ratio": 1.3,
@@ -320,12 +397,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "run_statuses": done["statuses"],
             "timeline": timeline,
             "run_phases_mean_s": phases,
+            "steps_of_the_first_run": first_run_steps,
             "per_run_overhead_s": round(overhead / max(1, done["runs"]), 2),
             "per_session_overhead_s": round(overhead / max(1, len(keys)), 2),
             "files_written_plain": outcomes,
             "cpu_seconds": {
                 "plain_functions": _cpu_delta(cpu0, cpu1),
                 "dagster_incl_daemon_start": _cpu_delta(cpu1, cpu2),
+                # sampled per process (approximate: a process's last < 0.2 s may be missed)
+                "dagster_from_sensor_start_by_process": _cpu_delta(
+                    {k: kinds0.get(k, 0.0) for k in kinds}, kinds
+                ),
+                "dagster_daemon_start_by_process": {k: round(v, 2) for k, v in kinds0.items()},
             },
             "run_coordinator": "QueuedRunCoordinator, 4 runs at once, 2 of aind/flow=hbcd "
             "(dagster.yaml, the local profile); DefaultRunLauncher (a process per run)",

@@ -57,6 +57,7 @@ from aind_assets.analysis.wrapper import (
     run_job,
 )
 from aind_assets.parallel import run_bounded
+from aind_assets.partition_metadata import add_partition_metadata
 from aind_assets.runs import OBJECT_STORE_POOL
 
 #: Who to ask about the flow's assets (shown on every asset page).
@@ -196,7 +197,7 @@ def _dispatch_asset(
                 metadata={"failed_partitions": dg.MetadataValue.json(failed)},
             )
         for k, result in results.items():  # each partition's own metadata, never the run's
-            context.add_asset_metadata(dispatch_metadata(result), partition_key=k)
+            add_partition_metadata(context, dispatch_metadata(result), k)
         return _one_or_many(keys, {k: r.models for k, r in results.items()})
 
     return _dispatch
@@ -374,9 +375,8 @@ def _analysis_asset(
                     raise dg.Failure(description=str(exc)) from exc
                 if isinstance(planned, AnalysisPartitionResult):  # nothing to run
                     results[key] = planned
-                    context.add_asset_metadata(
-                        analysis_metadata(planned.status, [], [], [], planned.note),
-                        partition_key=key,
+                    add_partition_metadata(
+                        context, analysis_metadata(planned.status, [], [], [], planned.note), key
                     )
                     continue
                 for i, job in enumerate(planned):
@@ -396,7 +396,8 @@ def _analysis_asset(
             results[key] = AnalysisPartitionResult(
                 status=status, jobs=jobs, partition_key=key, **base
             )
-            context.add_asset_metadata(
+            add_partition_metadata(
+                context,
                 analysis_metadata(
                     status,
                     jobs,
@@ -407,7 +408,7 @@ def _analysis_asset(
                     inline_urls=[presigned(analysis.object_store, u) for _, _, u in images[:1]],
                     title=f"{definition.name} · {key}",
                 ),
-                partition_key=key,
+                key,
             )
         check = dg.AssetCheckKey(context.asset_key, HAS_RESULTS)
         checked = check in context.selected_asset_check_keys

@@ -28,11 +28,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pymongo import ReplaceOne, UpdateMany, UpdateOne
 from upath import UPath
 
 if TYPE_CHECKING:
@@ -72,12 +74,18 @@ def version_path(partition: UPath, version: str) -> UPath:
     return partition / VERSIONS / version
 
 
+def read_bytes(path: UPath) -> bytes:
+    """A whole small file: one GET on S3 (s3fs would ask its size first, in a HEAD, to decide
+    whether to read it in concurrent ranges)."""
+    if path.protocol in ("s3", "s3a"):
+        return path.fs.cat_file(path.path, max_concurrency=1)
+    return path.fs.cat_file(path.path)
+
+
 def read_pointer(partition: UPath) -> dict[str, Any] | None:
-    """The pointer of an output, or None when it has none (one GET on S3: opening the file
-    would ask its size first)."""
-    target = partition / POINTER
+    """The pointer of an output, or None when it has none."""
     try:
-        return json.loads(target.fs.cat_file(target.path))
+        return json.loads(read_bytes(partition / POINTER))
     except FileNotFoundError:
         return None
 
@@ -175,39 +183,82 @@ class Outcome:
     warning: str | None = None
 
 
-def record_pending(
-    docdb: DocDBResource, collection: str, document: Mapping[str, Any], version: str
-) -> None:
-    """Step 2: the record exists before the commit. A record of the same name (same code on
-    the same inputs, so the same record) that is already current stays current until step 3."""
-    body = {k: v for k, v in document.items() if k not in ("_id", "pending_version")}
-    body["status"] = PENDING
-    body["version"] = version
-    docdb.update(
-        collection,
-        {"_id": document["_id"]},
-        {"$setOnInsert": body, "$set": {"pending_version": version}},
-        upsert=True,
-    )
+@dataclass
+class Write:
+    """One output's new version, written already (value and ``processing.json``), to commit.
+    ``document`` is its DocDB record (``_id`` = name); None without DocDB."""
+
+    partition: UPath
+    version: str
+    document: Mapping[str, Any] | None
+    pointer_extra: Mapping[str, Any] | None = None
+
+
+def record_pending(docdb: DocDBResource, collection: str, writes: Sequence[Write]) -> None:
+    """Step 2: the records exist before the commit (one request for all). A record of the same
+    name (same code on the same inputs, so the same record) that is already current stays
+    current until step 3."""
+    ops = []
+    for w in writes:
+        assert w.document is not None
+        body = {k: v for k, v in w.document.items() if k not in ("_id", "pending_version")}
+        body["status"] = PENDING
+        body["version"] = w.version
+        ops.append(
+            UpdateOne(
+                {"_id": w.document["_id"]},
+                {"$setOnInsert": body, "$set": {"pending_version": w.version}},
+                upsert=True,
+            )
+        )
+    docdb.bulk_write(collection, ops, ordered=False)
 
 
 def finalize_records(
-    docdb: DocDBResource, collection: str, location: str, document: Mapping[str, Any]
-) -> tuple[int, int]:
-    """Step 3: ``document`` becomes the output's one current record; the others that were
-    current become superseded by it, and those that never were (crashed writes) are removed.
-    Returns (superseded, removed)."""
-    name = document["_id"]
-    docdb.upsert(collection, {"_id": name}, {**document, "status": CURRENT})
-    others = {"location": location, "_id": {"$ne": name}}
-    removed = docdb.delete_many(collection, {**others, "status": PENDING})
-    superseded = docdb.update(
+    docdb: DocDBResource, collection: str, documents: Mapping[str, Mapping[str, Any]]
+) -> dict[str, tuple[int, int]]:
+    """Step 3, for outputs by location: each ``documents[location]`` becomes its output's one
+    current record; the output's others that were current become superseded by it, and those
+    that never were (crashed writes) are removed. A few requests for all the outputs.
+    Returns (superseded, removed) by location."""
+    names = [d["_id"] for d in documents.values()]
+    docdb.bulk_write(
         collection,
-        {**others, "status": {"$ne": SUPERSEDED}},  # current, or records older than statuses
-        {"$set": {"status": SUPERSEDED, "superseded_by": name}},
-        many=True,
+        [
+            ReplaceOne({"_id": d["_id"]}, {**d, "status": CURRENT}, upsert=True)
+            for d in documents.values()
+        ],
+        ordered=False,
     )
-    return superseded, removed
+    others = docdb.find(
+        collection,
+        {"location": {"$in": list(documents)}, "_id": {"$nin": names}},
+        projection=["location", "status"],
+    )
+    counts = {location: [0, 0] for location in documents}
+    for other in others:
+        if other.get("status") == PENDING:
+            counts[other["location"]][1] += 1
+        elif other.get("status") != SUPERSEDED:  # current, or records older than statuses
+            counts[other["location"]][0] += 1
+    crashed = [location for location, (_, removed) in counts.items() if removed]
+    if crashed:
+        docdb.delete_many(
+            collection, {"location": {"$in": crashed}, "_id": {"$nin": names}, "status": PENDING}
+        )
+    docdb.bulk_write(
+        collection,
+        [
+            UpdateMany(
+                {"location": location, "_id": {"$ne": d["_id"]}, "status": {"$ne": SUPERSEDED}},
+                {"$set": {"status": SUPERSEDED, "superseded_by": d["_id"]}},
+            )
+            for location, d in documents.items()
+            if counts[location][0]
+        ],
+        ordered=False,
+    )
+    return {location: (c[0], c[1]) for location, c in counts.items()}
 
 
 def commit(
@@ -222,112 +273,175 @@ def commit(
     lease_wait_s: float = 180.0,
     checkpoint: Checkpoint = _no_checkpoint,
 ) -> Outcome:
-    """Steps 2 to 5 for a version already written (value and ``processing.json``).
+    """Steps 2 to 5 for one version already written (see :func:`commit_many`)."""
+    return commit_many(
+        [Write(partition, version, document, pointer_extra)],
+        docdb=docdb,
+        collection=collection,
+        lease_ttl_s=lease_ttl_s,
+        lease_wait_s=lease_wait_s,
+        checkpoint=checkpoint,
+    )[0]
 
-    ``document`` is the DocDB record (``_id`` = name); None without DocDB. Concurrent writers
-    of one output are serialized by a DocDB lease on it for steps 3 to 5 (a few requests).
-    """
-    location = url_of(partition)
-    if docdb is not None and document is not None:
+
+def commit_many(
+    writes: Sequence[Write],
+    *,
+    docdb: DocDBResource | None,
+    collection: str,
+    lease_ttl_s: float = 60.0,
+    lease_wait_s: float = 180.0,
+    checkpoint: Checkpoint = _no_checkpoint,
+    workers: int = 8,
+) -> list[Outcome]:
+    """Steps 2 to 5 for versions of different outputs (a ranged run's partitions), each step
+    taken for all of them at once: one DocDB request per step instead of one per output, and
+    the object-store requests ``workers`` at a time. Each output keeps its own protocol:
+    concurrent writers of one output are serialized by a DocDB lease on it for steps 3 to 5."""
+    if not writes:
+        return []
+    recorded = docdb is not None and all(w.document is not None for w in writes)
+    if recorded:
+        assert docdb is not None
         # step 3 selects an output's records by location: indexed, or every commit scans the
         # whole collection (seconds per commit once it holds ~10k records)
         docdb.ensure_index(collection, "location")
-        record_pending(docdb, collection, document, version)
+        record_pending(docdb, collection, writes)
     checkpoint("record_pending")
-    if docdb is None or document is None:
-        return _commit_locked(
-            partition, version, document, None, collection, pointer_extra, checkpoint
-        )
-    with docdb.lease(
-        f"io/{location}",
-        f"{version}",
+    if not recorded:
+        return _commit_locked(writes, None, collection, checkpoint, workers)
+    assert docdb is not None
+    from aind_assets.resources.lease_sets import hold_many  # DocDB's client: only when used
+
+    more = f" and {len(writes) - 1} more" if len(writes) > 1 else ""
+    with hold_many(
+        docdb,
+        [f"io/{url_of(w.partition)}" for w in writes],
+        f"{writes[0].version}{more}",
+        collection=f"{collection}_commits",
         ttl_s=lease_ttl_s,
         wait_s=lease_wait_s,
-        collection=f"{collection}_commits",
-    ) as lease:
-        return _commit_locked(
-            partition,
-            version,
-            document,
-            docdb,
+    ) as leases:
+        return _commit_locked(writes, docdb, collection, checkpoint, workers, leases.check)
+
+
+def _each[T, R](fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
+    if len(items) <= 1 or workers <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _drop(w: Write, previous: str | None, docdb: DocDBResource | None, collection: str) -> Outcome:
+    """A later-started write committed first (and may have collected ours): drop ours."""
+    _rm(version_path(w.partition, w.version))
+    if docdb is not None and w.document is not None:
+        docdb.delete_many(collection, {"_id": w.document["_id"], "status": PENDING})
+        docdb.update(
             collection,
-            pointer_extra,
-            checkpoint,
-            guard=lease.check,
+            {"_id": w.document["_id"], "pending_version": w.version},
+            {"$unset": {"pending_version": ""}},
         )
+    return Outcome(False, w.version, previous, [], 0, 0, f"superseded by {previous}")
 
 
 def _commit_locked(
-    partition: UPath,
-    version: str,
-    document: Mapping[str, Any] | None,
+    writes: Sequence[Write],
     docdb: DocDBResource | None,
     collection: str,
-    pointer_extra: Mapping[str, Any] | None,
     checkpoint: Checkpoint,
+    workers: int,
     guard: Callable[[], None] = lambda: None,
-) -> Outcome:
-    location = url_of(partition)
-    before = read_pointer(partition)
-    previous = str(before["version"]) if before else None
-    mine = version_path(partition, version)
-    if (previous is not None and previous > version) or not (mine / RECORD_FILE).exists():
-        # a later-started write committed first (and may have collected ours): drop ours
-        _rm(mine)
-        if docdb is not None and document is not None:
-            docdb.delete_many(collection, {"_id": document["_id"], "status": PENDING})
-            docdb.update(
-                collection,
-                {"_id": document["_id"], "pending_version": version},
-                {"$unset": {"pending_version": ""}},
-            )
-        return Outcome(False, version, previous, [], 0, 0, f"superseded by {previous}")
-    superseded = removed = 0
-    if docdb is not None and document is not None:
+) -> list[Outcome]:
+    def look(w: Write) -> tuple[str | None, set[str]]:
+        # the pointer, and one listing of the output: is our version still whole, and what
+        # is there to collect
+        before = read_pointer(w.partition)
+        return (str(before["version"]) if before else None), entries(w.partition)
+
+    looked = _each(look, writes, workers)
+    outcomes: dict[int, Outcome] = {}
+    live: list[int] = []
+    for i, (w, (previous, found)) in enumerate(zip(writes, looked, strict=True)):
+        if (previous is not None and previous > w.version) or (
+            f"{VERSIONS}/{w.version}/{RECORD_FILE}" not in found
+        ):
+            outcomes[i] = _drop(w, previous, docdb, collection)
+        else:
+            live.append(i)
+    if not live:
+        return [outcomes[i] for i in range(len(writes))]
+    counts: dict[str, tuple[int, int]] = {}
+    if docdb is not None:
         guard()
-        superseded, removed = finalize_records(
+        counts = finalize_records(
             docdb,
             collection,
-            location,
-            {**document, "version": version, "version_location": url_of(mine)},
+            {
+                url_of(writes[i].partition): {
+                    **(writes[i].document or {}),
+                    "version": writes[i].version,
+                    "version_location": url_of(
+                        version_path(writes[i].partition, writes[i].version)
+                    ),
+                }
+                for i in live
+            },
         )
     checkpoint("records_final")
     guard()
-    write_pointer(
-        partition,
-        {
-            "version": version,
-            "record": document["_id"] if document else None,
+
+    def publish(i: int) -> None:
+        w, previous = writes[i], looked[i][0]
+        pointer = {
+            "version": w.version,
+            "record": w.document["_id"] if w.document else None,
             "previous": previous,
             "committed_at": datetime.now(UTC).isoformat(),
-            **dict(pointer_extra or {}),
-        },
-    )
+            **dict(w.pointer_extra or {}),
+        }
+        write_pointer(w.partition, pointer)
+
+    _each(publish, live, workers)
     checkpoint("committed")
-    collected, warning = [], None
-    try:
-        collected = collect(
-            partition, keep={version, *([previous] if previous else [])}, below=version
-        )
-    except OSError as e:  # committed already: clean-up is retried by the next write
-        warning = f"old versions of {location} not collected yet: {e}"
-    return Outcome(True, version, previous, collected, superseded, removed, warning)
+
+    def clean(i: int) -> Outcome:
+        w, (previous, found) = writes[i], looked[i]
+        collected, warning = [], None
+        try:
+            keep = {w.version, *([previous] if previous else [])}
+            collected = collect(w.partition, keep=keep, below=w.version, found=found)
+        except OSError as e:  # committed already: clean-up is retried by the next write
+            warning = f"old versions of {url_of(w.partition)} not collected yet: {e}"
+        superseded, removed = counts.get(url_of(w.partition), (0, 0))
+        return Outcome(True, w.version, previous, collected, superseded, removed, warning)
+
+    for i, outcome in zip(live, _each(clean, live, workers), strict=True):
+        outcomes[i] = outcome
+    return [outcomes[i] for i in range(len(writes))]
 
 
-def collect(partition: UPath, *, keep: set[str], below: str) -> list[str]:
+def collect(
+    partition: UPath, *, keep: set[str], below: str, found: set[str] | None = None
+) -> list[str]:
     """Delete versions (and legacy files) older than ``below`` that are not in ``keep``:
-    superseded ones, and debris of writes that crashed before their commit."""
-    gone = []
+    superseded ones, and debris of writes that crashed before their commit. ``found``: the
+    output's :func:`entries`, if already listed (a version written since is newer, or debris
+    the next write collects)."""
     # one listing of the output (versions and legacy files) instead of a request per name
-    found = entries(partition)
-    tops = {e.split("/", 1)[0] for e in found}
+    found = entries(partition) if found is None else found
     prefix = f"{VERSIONS}/"
-    for v in _versions({e[len(prefix) :] for e in found if e.startswith(prefix)}):
-        if v < below and v not in keep:
-            _rm(version_path(partition, v))
-            gone.append(v)
-    for name in LEGACY:
-        if name in tops:
+    listed = _versions({e[len(prefix) :] for e in found if e.startswith(prefix)})
+    old = [v for v in listed if v < below and v not in keep]
+    tops = {e.split("/", 1)[0] for e in found}
+    legacy = [name for name in LEGACY if name in tops]
+    doomed = [f"{VERSIONS}/{v}" for v in old] + legacy
+    if partition.protocol in ("s3", "s3a"):
+        # the listed objects, in one DeleteObjects per 1000 (no listing or HEAD per folder)
+        keys = sorted(e for e in found if any(e == d or e.startswith(f"{d}/") for d in doomed))
+        if keys:
+            partition.fs.rm([f"{partition.path}/{k}" for k in keys])
+    else:
+        for name in doomed:
             _rm(partition / name)
-            gone.append(name)
-    return gone
+    return old + legacy

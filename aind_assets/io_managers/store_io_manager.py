@@ -13,6 +13,7 @@ import threading
 import typing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from upath import UPath
 from aind_assets import lineage
 from aind_assets.io_managers import commit
 from aind_assets.io_managers.commit import RECORD_FILE, Checkpoint, IncompleteOutputError
+from aind_assets.partition_metadata import add_partition_metadata
 from aind_assets.resources.docdb import DocDBResource
 from aind_assets.resources.object_store import ObjectStoreResource
 from aind_assets.resources.urls import browse_url
@@ -80,8 +82,21 @@ def record_table(record: Any, name: str, collection: str, partition: str | None)
     )
 
 
-#: Partitions of a ranged run's output committed at once.
+#: Partitions of a ranged run's output written at once (their commit is one batch).
 PARTITION_WRITERS = 8
+
+
+@dataclass
+class _Prepared:
+    """One output's version, written and not yet committed, with what its metadata needs."""
+
+    write: commit.Write
+    value: Any
+    partition: str | None
+    record: Any
+    name: str
+    started: datetime
+    size: int
 
 
 class StoreIOManager(UPathIOManager):
@@ -139,17 +154,17 @@ class StoreIOManager(UPathIOManager):
             paths = self._get_paths_for_partitions(context)
             started = {pkey: self._started_at(context, pkey) for pkey in paths}
 
-            def write(pkey: str) -> dict[str, Any]:
-                return self._write(
+            def prepare(pkey: str) -> _Prepared:
+                return self._prepare(
                     context, obj[pkey], paths[pkey], pkey, shared_inputs, started[pkey]
                 )
 
-            # each partition's commit is a dozen requests that wait on the store and DocDB, and
-            # partitions are independent outputs (a lease each): a few at once
+            # each partition's version is written a few at once (requests that wait on the
+            # store), then all are committed together (one DocDB request per protocol step)
             with ThreadPoolExecutor(max_workers=min(PARTITION_WRITERS, len(paths))) as pool:
-                written = dict(zip(paths, pool.map(write, paths), strict=True))
-            for pkey, meta in written.items():
-                context.step_context.add_asset_metadata(meta, partition_key=pkey)
+                prepared = list(pool.map(prepare, paths))
+            for pkey, meta in zip(paths, self._commit(context, prepared), strict=True):
+                add_partition_metadata(context.step_context, meta, pkey)
             context.log.info(f"{context.asset_key.to_user_string()}: wrote {len(paths)} partitions")
             return
         key: str | None
@@ -159,27 +174,35 @@ class StoreIOManager(UPathIOManager):
         else:
             path, key = self._get_path(context), None
         shared = self._shared_inputs(context, [key] if key is not None else [])
-        context.add_output_metadata(self._write(context, obj, path, key, shared))
+        one = self._prepare(context, obj, path, key, shared)
+        context.add_output_metadata(self._commit(context, [one])[0])
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
         """Write the value into a new, empty version folder (``_write`` adds the rest)."""
+        self._dump(context, obj, path)
+
+    def _dump(self, context: OutputContext, obj: Any, path: UPath) -> int:
+        """:meth:`dump_to_path`; returns the bytes written (no listing of them afterwards)."""
         if path.protocol not in ("s3", "s3a"):  # S3 has no folders (s3fs would ask the bucket)
             path.mkdir(parents=True, exist_ok=True)
         if isinstance(obj, pd.DataFrame):
             with (path / VALUE_PARQUET).open("wb") as f:
                 obj.to_parquet(f, index=False)
-        elif isinstance(obj, Path):
+                return f.tell()
+        if isinstance(obj, Path):
             if not obj.exists():
                 raise FileNotFoundError(
                     f"output {obj} of {context.asset_key.to_user_string()} is missing"
                 )
             dest = path / VALUE_DATA / obj.name
             path.fs.put(str(obj), dest.path, recursive=obj.is_dir())
-        else:
-            with (path / VALUE_JSON).open("wb") as f:
-                f.write(pydantic_core.to_json(obj, indent=2))
+            files = obj.rglob("*") if obj.is_dir() else [obj]
+            return sum(f.stat().st_size for f in files if f.is_file())
+        data = pydantic_core.to_json(obj, indent=2)
+        (path / VALUE_JSON).fs.pipe_file((path / VALUE_JSON).path, data)
+        return len(data)
 
-    def _write(
+    def _prepare(
         self,
         context: OutputContext,
         obj: Any,
@@ -187,16 +210,16 @@ class StoreIOManager(UPathIOManager):
         partition: str | None,
         shared_inputs: list[str],
         started: datetime | None = None,
-    ) -> dict[str, Any]:
-        """Version folder (value, then ``processing.json``), record, commit; the metadata."""
+    ) -> _Prepared:
+        """A new version folder (the value, then ``processing.json``) and its DocDB record."""
         started = started or self._started_at(context, partition)
         version = commit.new_version_id(context.run_id)
         folder = commit.version_path(path, version)
-        self.dump_to_path(context, obj, folder)
+        size = self._dump(context, obj, folder)
         self.checkpoint("value_written")
         record, name = self._record(context, folder, partition, started, shared_inputs)
-        with (folder / RECORD_FILE).open("w") as f:
-            f.write(record.model_dump_json(indent=2))
+        record_json = record.model_dump_json(indent=2).encode()
+        folder.fs.pipe_file((folder / RECORD_FILE).path, record_json)
         self.checkpoint("version_written")
         document = None
         if self._docdb is not None:
@@ -209,33 +232,41 @@ class StoreIOManager(UPathIOManager):
                 location=self.url_of(path),
                 written_at=datetime.now(UTC),
             )
-        outcome = commit.commit(
-            path,
-            version,
-            document,
+        write = commit.Write(path, version, document, {"run_id": context.run_id})
+        return _Prepared(write, obj, partition, record, name, started, size + len(record_json))
+
+    def _commit(self, context: OutputContext, prepared: list[_Prepared]) -> list[dict[str, Any]]:
+        """Commit the versions (all at once: :func:`commit.commit_many`); each one's metadata."""
+        outcomes = commit.commit_many(
+            [p.write for p in prepared],
             docdb=self._docdb,
             collection=self._records_collection,
-            pointer_extra={"run_id": context.run_id},
             lease_ttl_s=self._commit_lease_ttl_s,
             lease_wait_s=3 * self._commit_lease_ttl_s,
             checkpoint=self.checkpoint,
+            workers=PARTITION_WRITERS,
         )
+        return [self._written(context, p, o) for p, o in zip(prepared, outcomes, strict=True)]
+
+    def _written(
+        self, context: OutputContext, p: _Prepared, outcome: commit.Outcome
+    ) -> dict[str, Any]:
         if outcome.warning:
             context.log.warning(outcome.warning)
-        committed = commit.version_path(path, outcome.version)
+        committed = commit.version_path(p.write.partition, outcome.version)
         meta: dict[str, Any] = {
             "path": MetadataValue.path(self.url_of(committed)),
             # links a browser opens: S3 console, the S3 endpoint, or file:// (resources/urls)
             "output": MetadataValue.url(self.browse(committed, folder=True)),
             "processing_record": MetadataValue.url(self.browse(committed / RECORD_FILE)),
-            "record_name": name,
-            "record": record_table(record, name, self._records_collection, partition),
+            "record_name": p.name,
+            "record": record_table(p.record, p.name, self._records_collection, p.partition),
             "version": outcome.version,
-            "duration_s": round((datetime.now(UTC) - started).total_seconds(), 3),
-            **self._value_metadata(obj),
+            "duration_s": round((datetime.now(UTC) - p.started).total_seconds(), 3),
+            **self._value_metadata(p.value),
         }
         if outcome.committed:
-            meta["bytes written"] = int(committed.fs.du(committed.path, total=True))
+            meta["bytes written"] = p.size
             if outcome.superseded or outcome.removed or outcome.collected:
                 meta["replaced"] = (
                     f"{outcome.superseded} record(s) superseded, {outcome.removed} left by "
@@ -395,8 +426,7 @@ class StoreIOManager(UPathIOManager):
             if len(children) == 1:
                 return path / VALUE_DATA / children[0]
             return path / VALUE_DATA
-        with (path / VALUE_JSON).open("rb") as f:
-            raw = f.read()
+        raw = commit.read_bytes(path / VALUE_JSON)
         typ = context.dagster_type.typing_type if context.dagster_type else Any
         if context.has_asset_partitions and typing.get_origin(typ) is dict:
             typ = typing.get_args(typ)[1]  # dict[partition key, value]: load one value

@@ -19,6 +19,7 @@ from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.collection import Collection
+from pymongo.results import BulkWriteResult
 from pymongo.uri_parser import parse_uri
 
 from aind_assets.resources.redaction import redact_uri, scrub_secrets
@@ -336,6 +337,16 @@ class DocDBResource(ConfigurableResource):
             self._call(functools.partial(col.bulk_write, ops[start : start + 1000], ordered=False))
         return len(ops)
 
+    def bulk_write(
+        self, collection: str, operations: Sequence[Any], *, ordered: bool = True
+    ) -> BulkWriteResult | None:
+        """pymongo operations (``UpdateOne``, ``ReplaceOne``, ``UpdateMany``...) in one round trip
+        (None when there are none)."""
+        if not operations:
+            return None
+        col = self.collection(collection)
+        return self._call(lambda: col.bulk_write(list(operations), ordered=ordered))
+
     def set_fields(
         self, collection: str, filter: Mapping[str, Any], fields: Mapping[str, Any]
     ) -> None:  # noqa: A002
@@ -358,6 +369,25 @@ class DocDBResource(ConfigurableResource):
         except pymongo.errors.DuplicateKeyError:
             return False
         return True
+
+    def insert_many_unique(
+        self, collection: str, documents: Sequence[Mapping[str, Any]], *, key: str = "name"
+    ) -> list[bool]:
+        """:meth:`insert_unique` for many documents in one round trip: whether each was
+        inserted (False: a document with its ``key`` exists)."""
+        self.ensure_index(collection, key, unique=True)
+        docs = [dict(d) for d in documents]
+        if not docs:
+            return []
+        try:
+            self._call(lambda: self.collection(collection).insert_many(docs, ordered=False))
+        except DocDBError as e:
+            errors = getattr(e.__cause__, "details", {}).get("writeErrors", [])
+            if not errors or any(err.get("code") != 11000 for err in errors):
+                raise  # not only duplicates: a failure
+            refused = {err["index"] for err in errors}
+            return [i not in refused for i in range(len(docs))]
+        return [True] * len(docs)
 
     def update(
         self,
@@ -398,15 +428,7 @@ class DocDBResource(ConfigurableResource):
         Waits up to ``wait_s`` for a held lease, then raises :class:`LeaseHeldError`.
         """
         lease = Lease(self, collection, name, holder, deployment, ttl_s)
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                self._acquire(lease, is_stale)
-                break
-            except LeaseHeldError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        self.acquire_waiting(lease, wait_s, is_stale)
         lease.start_heartbeat()
         try:
             yield lease
@@ -418,6 +440,23 @@ class DocDBResource(ConfigurableResource):
                         {"name": name, "token": lease.token}
                     )
                 )
+
+    def acquire_waiting(
+        self,
+        lease: Lease,
+        wait_s: float,
+        is_stale: Callable[[Mapping[str, Any]], bool] = lambda _: False,
+    ) -> None:
+        """Take ``lease``, waiting up to ``wait_s`` while someone else holds it."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._acquire(lease, is_stale)
+                return
+            except LeaseHeldError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _acquire(self, lease: Lease, is_stale: Callable[[Mapping[str, Any]], bool]) -> None:
         mine = lease.document()

@@ -305,3 +305,44 @@ def test_browse_urls_for_aws_another_endpoint_and_a_local_path() -> None:
         == "http://127.0.0.1:8333/b/k/x.json"
     )
     assert browse_url("/data/store/x y.json") == "file:///data/store/x%20y.json"
+
+
+def test_a_ranged_commit_supersedes_and_cleans_each_output_on_its_own(
+    local_store: ObjectStoreResource, docdb: DocDBResource
+) -> None:
+    """The partitions of a ranged run are committed together (one DocDB request per protocol
+    step), yet each output's records are settled as its own commit would: s1's earlier current
+    record is superseded, s2's record left pending by a crashed write is removed, s3 is new."""
+    root = local_store.url("io")
+    loc = {k: f"{root}/per_subject/{k}" for k in ("s1", "s2", "s3")}
+    docdb.upsert(RECORDS, {"_id": "old-s1"}, {"location": loc["s1"], "status": "current"})
+    docdb.upsert(RECORDS, {"_id": "crashed-s2"}, {"location": loc["s2"], "status": "pending"})
+    result = dg.materialize(
+        [per_subject],
+        resources={"io_manager": _io(local_store, docdb, root)},
+        tags={
+            "dagster/asset_partition_range_start": "s1",
+            "dagster/asset_partition_range_end": "s3",
+        },
+    )
+    assert result.success
+    meta = {
+        e.materialization.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    assert meta["s1"]["replaced"].value.startswith("1 record(s) superseded, 0 left by crashed")
+    assert meta["s2"]["replaced"].value.startswith("0 record(s) superseded, 1 left by crashed")
+    assert "replaced" not in meta["s3"]
+    for key in ("s1", "s2", "s3"):
+        current = list(docdb.find(RECORDS, {"location": loc[key], "status": "current"}))
+        assert [d["_id"] for d in current] == [meta[key]["record_name"].value]
+        assert current[0]["version"] == meta[key]["version"].value
+        written = Path(current[0]["version_location"])
+        assert meta[key]["bytes written"].value == sum(
+            f.stat().st_size for f in written.rglob("*") if f.is_file()
+        )
+    old = docdb.find_one(RECORDS, {"_id": "old-s1"})
+    assert old is not None and old["status"] == "superseded"
+    assert old["superseded_by"] == meta["s1"]["record_name"].value
+    assert docdb.find_one(RECORDS, {"_id": "crashed-s2"}) is None
+    assert docdb.count(f"{RECORDS}_commits") == 0  # every commit lease released

@@ -36,7 +36,9 @@ IO_MODULES = {
     "aind_assets.io_managers.store_io_manager",
     "aind_assets.io_managers.deployment",
     "aind_assets.resources.docdb",
+    "aind_assets.resources.lease_sets",
     "aind_assets.resources.object_store",
+    "aind_assets.partition_metadata",  # Dagster's step context
 }
 CORE = (
     "aind_assets.settings",

@@ -38,6 +38,7 @@ from aind_assets.hbcd.keys import (
 )
 from aind_assets.hbcd.resources import HbcdResource
 from aind_assets.hbcd.sources.assets import record_consumed_source
+from aind_assets.partition_metadata import add_partition_metadata
 from aind_assets.runs import OBJECT_STORE_POOL
 
 
@@ -190,12 +191,17 @@ def _deidentify_sessions(
             continue
         inputs = [f"{hbcd.layout.identified_bids}#{key}"]
         # each session's own metadata (and so its own record), never the run's
-        context.add_asset_metadata(_sync_metadata(result, hbcd, inputs), partition_key=key)
-        context.log.info(
-            f"{key}: {len(result.written)} written, {result.unchanged} unchanged, "
-            f"{len(result.deleted)} deleted, {len(result.unsupported)} unsupported"
-        )
+        add_partition_metadata(context, _sync_metadata(result, hbcd, inputs), key)
         values[key] = _session_value(key, result, hbcd)
+    # one line for the run (each session's counts are in its materialization's metadata)
+    results = [done.values[k] for k in values]
+    context.log.info(
+        f"{len(values)} of {len(keys)} session(s) de-identified: "
+        f"{sum(len(r.written) for r in results)} file(s) written, "
+        f"{sum(r.unchanged for r in results)} unchanged, "
+        f"{sum(len(r.deleted) for r in results)} deleted, "
+        f"{sum(len(r.unsupported) for r in results)} unsupported"
+    )
     if failed:
         for key, why in sorted(failed.items()):
             context.log.error(f"session {key}: {why}")

@@ -1,0 +1,97 @@
+"""Many DocDB leases held together: taken, renewed and released in one request each.
+
+A ranged run commits each partition's output under that output's own lease
+(:meth:`DocDBResource.lease`); taking fifty of them one by one is fifty inserts, fifty heartbeat
+threads and fifty deletes. :func:`hold_many` keeps every rule of a single lease (a unique name,
+a time to live renewed by a heartbeat, takeover of an expired lease conditioned on its token)
+and batches the requests: the free names are taken in one ``insert_many``; a name someone else
+holds goes the single-lease way (waiting up to ``wait_s``); one heartbeat renews them all; one
+``delete_many`` releases them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+from aind_assets.resources.docdb import DocDBError, DocDBResource, Lease
+
+
+class LeaseSet:
+    """Leases held together; :meth:`check` before every step that must run under all of them."""
+
+    def __init__(self, leases: Sequence[Lease]) -> None:
+        self.leases = list(leases)
+
+    def check(self) -> None:
+        """Raise :class:`~aind_assets.resources.docdb.LeaseLostError` if any lease was lost."""
+        for lease in self.leases:
+            lease.check()
+
+    def renew(self) -> None:
+        """Push every expiry forward in one update; a lease the update missed is renewed on its
+        own (which finds it lost, or recovers a transient miss)."""
+        first = self.leases[0]
+        if not first.ttl_s:
+            return
+        expires = datetime.now(UTC) + timedelta(seconds=first.ttl_s)
+        tokens = [lease.token for lease in self.leases]
+        try:
+            matched = first.docdb.update(
+                first.collection,
+                {"token": {"$in": tokens}},
+                {"$set": {"expires_at": expires}},
+                many=True,
+            )
+        except DocDBError:
+            matched = -1
+        if matched == len(self.leases):
+            for lease in self.leases:
+                lease.expires_at = expires
+            return
+        for lease in self.leases:
+            lease.renew()
+
+
+@contextlib.contextmanager
+def hold_many(
+    docdb: DocDBResource,
+    names: Sequence[str],
+    holder: str,
+    *,
+    collection: str,
+    ttl_s: float | None,
+    wait_s: float,
+) -> Iterator[LeaseSet]:
+    """Hold every lease of ``names`` for the ``with`` block (see the module docstring)."""
+    leases = [Lease(docdb, collection, name, holder, None, ttl_s) for name in dict.fromkeys(names)]
+    held: list[Lease] = []
+    stop = threading.Event()
+    beat: threading.Thread | None = None
+    try:
+        inserted = docdb.insert_many_unique(collection, [lease.document() for lease in leases])
+        held.extend(lease for lease, ok in zip(leases, inserted, strict=True) if ok)
+        for lease, ok in zip(leases, inserted, strict=True):
+            if not ok:  # held by someone else, or left expired: the single-lease way
+                docdb.acquire_waiting(lease, wait_s)
+                held.append(lease)
+        group = LeaseSet(held)
+        if ttl_s and held:
+
+            def heartbeat() -> None:
+                while not stop.wait(ttl_s / 4):
+                    group.renew()
+
+            beat = threading.Thread(target=heartbeat, name="lease set", daemon=True)
+            beat.start()
+        yield group
+    finally:  # best effort: a lease left behind expires
+        stop.set()
+        if beat is not None:
+            beat.join(timeout=30)
+        if held:
+            tokens = [lease.token for lease in held]
+            with contextlib.suppress(DocDBError):
+                docdb.delete_many(collection, {"token": {"$in": tokens}})
