@@ -183,7 +183,9 @@ def _write_output(
         location=commit.url_of(partition),
         written_at=datetime.now(UTC),
     )
-    commit.commit(partition, version, document, docdb=docdb, collection=collection)
+    commit.commit_many(
+        [commit.Write(partition, version, document)], docdb=docdb, collection=collection
+    )
 
 
 def bare_loop(resource: AnalysisResource, keys: list[str], io_root: str, records: str) -> float:

@@ -11,6 +11,9 @@ record of the output marked superseded (or removed, if it never was current); (4
 one atomic PUT (locally a temporary file and ``os.replace``): **the commit**; (5) versions
 older than the previous one are deleted (readers still loading the previous one finish).
 
+The outputs of a run over many partitions take each step together (:func:`commit_many`): one
+DocDB request per step for all of them, each output still under its own lease.
+
 So a version is loaded only once its value, ``processing.json`` and record all exist; a crash
 anywhere before (4) leaves the previous output current and its debris (a version folder, a
 pending record) is cleaned by the next write of that output; after (4) only clean-up is left.
@@ -259,29 +262,6 @@ def finalize_records(
         ordered=False,
     )
     return {location: (c[0], c[1]) for location, c in counts.items()}
-
-
-def commit(
-    partition: UPath,
-    version: str,
-    document: Mapping[str, Any] | None,
-    *,
-    docdb: DocDBResource | None,
-    collection: str,
-    pointer_extra: Mapping[str, Any] | None = None,
-    lease_ttl_s: float = 60.0,
-    lease_wait_s: float = 180.0,
-    checkpoint: Checkpoint = _no_checkpoint,
-) -> Outcome:
-    """Steps 2 to 5 for one version already written (see :func:`commit_many`)."""
-    return commit_many(
-        [Write(partition, version, document, pointer_extra)],
-        docdb=docdb,
-        collection=collection,
-        lease_ttl_s=lease_ttl_s,
-        lease_wait_s=lease_wait_s,
-        checkpoint=checkpoint,
-    )[0]
 
 
 def commit_many(

@@ -14,7 +14,7 @@ changes. Observations carry partition keys (release-candidate IDs), versions and
 """
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import dagster as dg
 
@@ -135,14 +135,27 @@ def hbcd_identified_observer(
     )
 
 
-def latest_source_version(instance: dg.DagsterInstance, partition_key: str) -> str | None:
-    """The data version of the newest observation of one identified session (or None)."""
-    records = instance.fetch_observations(
-        dg.AssetRecordsFilter(asset_key=IDENTIFIED_SESSION, asset_partitions=[partition_key]),
-        limit=1,
-    ).records
-    observation = records[0].asset_observation if records else None
-    return observation.tags.get(DATA_VERSION_TAG) if observation is not None else None
+def latest_source_versions(
+    instance: dg.DagsterInstance, partition_keys: Sequence[str]
+) -> dict[str, str | None]:
+    """The data version of the newest observation of each identified session (None: never
+    observed). Two event-log queries for a whole batch, not one per session."""
+    if not partition_keys:
+        return {}
+    newest = instance.event_log_storage.get_latest_storage_id_by_partition(
+        IDENTIFIED_SESSION, dg.DagsterEventType.ASSET_OBSERVATION, partitions=set(partition_keys)
+    )
+    versions: dict[str, str | None] = dict.fromkeys(partition_keys)
+    if newest:
+        records = instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=IDENTIFIED_SESSION, storage_ids=list(newest.values())),
+            limit=len(newest),
+        ).records
+        for r in records:
+            observation = r.asset_observation
+            if observation is not None and r.partition_key in versions:
+                versions[r.partition_key] = observation.tags.get(DATA_VERSION_TAG)
+    return versions
 
 
 def record_consumed_source(context: dg.AssetExecutionContext) -> str:
@@ -156,6 +169,6 @@ def record_consumed_source(context: dg.AssetExecutionContext) -> str:
         else []
     )
     code = context.assets_def.code_versions_by_key.get(context.asset_key)
-    version = consumed_version({k: latest_source_version(context.instance, k) for k in keys}, code)
+    version = consumed_version(latest_source_versions(context.instance, list(keys)), code)
     context.set_data_version(context.asset_key, dg.DataVersion(version))
     return version
