@@ -233,16 +233,20 @@ def finalize_records(
         ],
         ordered=False,
     )
-    others = docdb.find(
+    others = docdb.find(  # an output's superseded history stays out of it
         collection,
-        {"location": {"$in": list(documents)}, "_id": {"$nin": names}},
+        {
+            "location": {"$in": list(documents)},
+            "_id": {"$nin": names},
+            "status": {"$ne": SUPERSEDED},
+        },
         projection=["location", "status"],
     )
     counts = {location: [0, 0] for location in documents}
     for other in others:
         if other.get("status") == PENDING:
             counts[other["location"]][1] += 1
-        elif other.get("status") != SUPERSEDED:  # current, or records older than statuses
+        else:  # current, or records older than statuses
             counts[other["location"]][0] += 1
     crashed = [location for location, (_, removed) in counts.items() if removed]
     if crashed:
