@@ -52,6 +52,9 @@ LEGACY = ("processing.json", "value.json", "value.parquet", "data")
 PENDING, CURRENT, SUPERSEDED = "pending", "current", "superseded"
 #: How many times a reader re-reads the pointer when the version it named vanished.
 READ_ATTEMPTS = 5
+#: Outputs committed together at most: the batched DocDB requests select by lists of names and
+#: locations, and servers bound a query's size (mongoeco refuses an ``$in`` of 1,000).
+COMMIT_CHUNK = 200
 
 
 class IncompleteOutputError(FileNotFoundError):
@@ -279,9 +282,23 @@ def commit_many(
     workers: int = 8,
 ) -> list[Outcome]:
     """Steps 2 to 5 for versions of different outputs (a ranged run's partitions), each step
-    taken for all of them at once: one DocDB request per step instead of one per output, and
-    the object-store requests ``workers`` at a time. Each output keeps its own protocol:
+    taken for all of them at once (``COMMIT_CHUNK`` at a time): one DocDB request per step
+    instead of one per output, and the object-store requests ``workers`` at a time. Each output keeps its own protocol:
     concurrent writers of one output are serialized by a DocDB lease on it for steps 3 to 5."""
+    if len(writes) > COMMIT_CHUNK:
+        return [
+            outcome
+            for start in range(0, len(writes), COMMIT_CHUNK)
+            for outcome in commit_many(
+                writes[start : start + COMMIT_CHUNK],
+                docdb=docdb,
+                collection=collection,
+                lease_ttl_s=lease_ttl_s,
+                lease_wait_s=lease_wait_s,
+                checkpoint=checkpoint,
+                workers=workers,
+            )
+        ]
     if not writes:
         return []
     recorded = docdb is not None and all(w.document is not None for w in writes)

@@ -11,6 +11,7 @@ from aind_data_schema.core.processing import Processing
 from pydantic import BaseModel
 
 from aind_assets import lineage
+from aind_assets.io_managers import commit
 from aind_assets.io_managers.commit import committed_folder, url_of
 from aind_assets.io_managers.store_io_manager import ObjectStoreIOManager
 from aind_assets.resources.docdb import DocDBResource
@@ -307,12 +308,18 @@ def test_browse_urls_for_aws_another_endpoint_and_a_local_path() -> None:
     assert browse_url("/data/store/x y.json") == "file:///data/store/x%20y.json"
 
 
+@pytest.mark.parametrize("chunk", [200, 2], ids=["one-batch", "chunks-of-2"])
 def test_a_ranged_commit_supersedes_and_cleans_each_output_on_its_own(
-    local_store: ObjectStoreResource, docdb: DocDBResource
+    local_store: ObjectStoreResource,
+    docdb: DocDBResource,
+    chunk: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The partitions of a ranged run are committed together (one DocDB request per protocol
-    step), yet each output's records are settled as its own commit would: s1's earlier current
-    record is superseded, s2's record left pending by a crashed write is removed, s3 is new."""
+    step, at most ``COMMIT_CHUNK`` outputs at a time), yet each output's records are settled as
+    its own commit would: s1's earlier current record is superseded, s2's record left pending by
+    a crashed write is removed, s3 is new."""
+    monkeypatch.setattr(commit, "COMMIT_CHUNK", chunk)
     root = local_store.url("io")
     loc = {k: f"{root}/per_subject/{k}" for k in ("s1", "s2", "s3")}
     docdb.upsert(RECORDS, {"_id": "old-s1"}, {"location": loc["s1"], "status": "current"})
