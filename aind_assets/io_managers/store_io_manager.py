@@ -178,7 +178,7 @@ class StoreIOManager(UPathIOManager):
         context.add_output_metadata(self._commit(context, [one])[0])
 
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
-        """Write the value into a new, empty version folder (``_write`` adds the rest)."""
+        """Write the value into a new, empty version folder (``_prepare`` adds the rest)."""
         self._dump(context, obj, path)
 
     def _dump(self, context: OutputContext, obj: Any, path: UPath) -> int:

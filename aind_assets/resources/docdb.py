@@ -382,7 +382,7 @@ class DocDBResource(ConfigurableResource):
         try:
             self._call(lambda: self.collection(collection).insert_many(docs, ordered=False))
         except DocDBError as e:
-            errors = getattr(e.__cause__, "details", {}).get("writeErrors", [])
+            errors = (getattr(e.__cause__, "details", None) or {}).get("writeErrors", [])
             if not errors or any(err.get("code") != 11000 for err in errors):
                 raise  # not only duplicates: a failure
             refused = {err["index"] for err in errors}

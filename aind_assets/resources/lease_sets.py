@@ -5,8 +5,9 @@ A ranged run commits each partition's output under that output's own lease
 threads and fifty deletes. :func:`hold_many` keeps every rule of a single lease (a unique name,
 a time to live renewed by a heartbeat, takeover of an expired lease conditioned on its token)
 and batches the requests: the free names are taken in one ``insert_many``; a name someone else
-holds goes the single-lease way (waiting up to ``wait_s``); one heartbeat renews them all; one
-``delete_many`` releases them.
+holds makes it give back what it took and take every name one by one in name order, the
+single-lease way (waiting up to ``wait_s`` each; two overlapping batches never deadlock); one
+heartbeat renews them all; one ``delete_many`` releases them.
 """
 
 from __future__ import annotations
@@ -73,8 +74,14 @@ def hold_many(
     try:
         inserted = docdb.insert_many_unique(collection, [lease.document() for lease in leases])
         held.extend(lease for lease, ok in zip(leases, inserted, strict=True) if ok)
-        for lease, ok in zip(leases, inserted, strict=True):
-            if not ok:  # held by someone else, or left expired: the single-lease way
+        if not all(inserted):
+            # Someone holds some of them (or left them expired). Holding ours while waiting
+            # for theirs could deadlock two overlapping batches: give ours back and take all
+            # of them one by one, in name order, the single-lease way (waiters in one order
+            # never wait on each other in a cycle).
+            _release(docdb, collection, held)
+            held.clear()
+            for lease in sorted(leases, key=lambda lease: lease.name):
                 docdb.acquire_waiting(lease, wait_s)
                 held.append(lease)
         group = LeaseSet(held)
@@ -91,7 +98,11 @@ def hold_many(
         stop.set()
         if beat is not None:
             beat.join(timeout=30)
-        if held:
-            tokens = [lease.token for lease in held]
-            with contextlib.suppress(DocDBError):
-                docdb.delete_many(collection, {"token": {"$in": tokens}})
+        _release(docdb, collection, held)
+
+
+def _release(docdb: DocDBResource, collection: str, leases: Sequence[Lease]) -> None:
+    """Delete our lease documents in one request (best effort: a lease left behind expires)."""
+    if leases:
+        with contextlib.suppress(DocDBError):
+            docdb.delete_many(collection, {"token": {"$in": [lease.token for lease in leases]}})

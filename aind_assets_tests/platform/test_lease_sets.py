@@ -85,3 +85,38 @@ def test_renewal_keeps_all_and_a_lost_lease_fails_the_check(docdb: DocDBResource
         leases.renew()
         with pytest.raises(LeaseLostError, match=NAMES[4]):
             leases.check()
+
+
+def test_waiting_for_one_name_keeps_none_taken_out_of_order(docdb: DocDBResource) -> None:
+    """A batch that finds a name held gives back what it took and takes the names in order:
+    while it waits for the held one, the names after it stay free (two overlapping batches
+    never hold what the other waits for in a cycle)."""
+    release = threading.Event()
+
+    def other() -> None:
+        with docdb.lease(NAMES[2], "writer-b", collection=LEASES, ttl_s=120):
+            release.wait(120)
+
+    blocker = threading.Thread(target=other)
+    blocker.start()
+    while NAMES[2] not in _held(docdb):
+        time.sleep(0.02)
+    done = threading.Event()
+
+    def batch() -> None:
+        with hold_many(docdb, NAMES, "writer-a", collection=LEASES, ttl_s=120, wait_s=120):
+            done.set()
+
+    waiter = threading.Thread(target=batch)
+    waiter.start()
+    # first all free names are taken at once; then, finding p2 held, the batch gives them back
+    # and takes them in order: p0 and p1 held, p3 and p4 free while it waits for p2
+    waiting = {NAMES[0]: "writer-a", NAMES[1]: "writer-a", NAMES[2]: "writer-b"}
+    deadline = time.monotonic() + 120  # a generous bound for a loaded machine, not a timing
+    while _held(docdb) != waiting and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _held(docdb) == waiting
+    release.set()
+    blocker.join()
+    waiter.join()
+    assert done.is_set() and _held(docdb) == {}
