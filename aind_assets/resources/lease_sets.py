@@ -23,8 +23,9 @@ from aind_assets.resources.docdb import DocDBError, DocDBResource, Lease
 class LeaseSet:
     """Leases held together; :meth:`check` before every step that must run under all of them."""
 
-    def __init__(self, leases: Sequence[Lease]) -> None:
-        self.leases = list(leases)
+    def __init__(self, leases: list[Lease]) -> None:
+        #: shared with :func:`hold_many`, which adds the leases as it takes them
+        self.leases = leases
 
     def check(self) -> None:
         """Raise :class:`~aind_assets.resources.docdb.LeaseLostError` if any lease was lost."""
@@ -34,11 +35,13 @@ class LeaseSet:
     def renew(self) -> None:
         """Push every expiry forward in one update; a lease the update missed is renewed on its
         own (which finds it lost, or recovers a transient miss)."""
-        first = self.leases[0]
-        if not first.ttl_s:
+        leases = list(self.leases)
+        ttl_s = leases[0].ttl_s if leases else None
+        if not ttl_s:
             return
-        expires = datetime.now(UTC) + timedelta(seconds=first.ttl_s)
-        tokens = [lease.token for lease in self.leases]
+        first = leases[0]
+        expires = datetime.now(UTC) + timedelta(seconds=ttl_s)
+        tokens = [lease.token for lease in leases]
         try:
             matched = first.docdb.update(
                 first.collection,
@@ -48,11 +51,11 @@ class LeaseSet:
             )
         except DocDBError:
             matched = -1
-        if matched == len(self.leases):
-            for lease in self.leases:
+        if matched == len(leases):
+            for lease in leases:
                 lease.expires_at = expires
             return
-        for lease in self.leases:
+        for lease in leases:
             lease.renew()
 
 
@@ -67,10 +70,20 @@ def hold_many(
     wait_s: float,
 ) -> Iterator[LeaseSet]:
     """Hold every lease of ``names`` for the ``with`` block (see the module docstring)."""
-    leases = [Lease(docdb, collection, name, holder, None, ttl_s) for name in dict.fromkeys(names)]
+    unique = list(dict.fromkeys(names))
+    leases = [Lease(docdb, collection, name, holder, None, ttl_s) for name in unique]
     held: list[Lease] = []
+    group = LeaseSet(held)
     stop = threading.Event()
     beat: threading.Thread | None = None
+    if ttl_s:  # from the first lease taken: one may wait for the next ones longer than its TTL
+
+        def heartbeat() -> None:
+            while not stop.wait(ttl_s / 4):
+                group.renew()
+
+        beat = threading.Thread(target=heartbeat, name="lease set", daemon=True)
+        beat.start()
     try:
         inserted = docdb.insert_many_unique(collection, [lease.document() for lease in leases])
         held.extend(lease for lease, ok in zip(leases, inserted, strict=True) if ok)
@@ -81,18 +94,10 @@ def hold_many(
             # never wait on each other in a cycle).
             _release(docdb, collection, held)
             held.clear()
-            for lease in sorted(leases, key=lambda lease: lease.name):
+            for name in sorted(unique):  # new leases: a renewal racing the release is moot
+                lease = Lease(docdb, collection, name, holder, None, ttl_s)
                 docdb.acquire_waiting(lease, wait_s)
                 held.append(lease)
-        group = LeaseSet(held)
-        if ttl_s and held:
-
-            def heartbeat() -> None:
-                while not stop.wait(ttl_s / 4):
-                    group.renew()
-
-            beat = threading.Thread(target=heartbeat, name="lease set", daemon=True)
-            beat.start()
         yield group
     finally:  # best effort: a lease left behind expires
         stop.set()

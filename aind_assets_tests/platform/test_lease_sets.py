@@ -120,3 +120,40 @@ def test_waiting_for_one_name_keeps_none_taken_out_of_order(docdb: DocDBResource
     blocker.join()
     waiter.join()
     assert done.is_set() and _held(docdb) == {}
+
+
+def test_leases_taken_before_a_long_wait_are_renewed_meanwhile(docdb: DocDBResource) -> None:
+    """Taking names in order, the batch may wait for one longer than the time to live of those
+    it already holds: the heartbeat renews them meanwhile, so none expires and is taken."""
+    release = threading.Event()
+
+    def other() -> None:
+        with docdb.lease(NAMES[1], "writer-b", collection=LEASES, ttl_s=120):
+            release.wait(120)
+
+    blocker = threading.Thread(target=other)
+    blocker.start()
+    while NAMES[1] not in _held(docdb):
+        time.sleep(0.02)
+    errors: list[BaseException] = []
+
+    def batch() -> None:
+        try:
+            with hold_many(docdb, NAMES, "writer-a", collection=LEASES, ttl_s=2, wait_s=120) as ls:
+                ls.check()  # every lease still ours
+                assert _held(docdb) == dict.fromkeys(NAMES, "writer-a")
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread
+            errors.append(e)
+
+    waiter = threading.Thread(target=batch)
+    waiter.start()
+    waiting = {NAMES[0]: "writer-a", NAMES[1]: "writer-b"}
+    deadline = time.monotonic() + 120  # a generous bound for a loaded machine, not a timing
+    while _held(docdb) != waiting and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _held(docdb) == waiting
+    time.sleep(5)  # longer than the 2 s time to live of the lease on p0 (the point of the test)
+    release.set()
+    blocker.join()
+    waiter.join()
+    assert errors == []
