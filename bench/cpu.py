@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -25,10 +25,8 @@ def process_cpu(pid: int) -> float:
     return _cpu(_stat(pid))
 
 
-def group_cpu(pgid: int) -> float:
-    """The same, summed over every live process of a process group (a daemon, its code server
-    and the run processes, with the children each has already reaped)."""
-    total = 0.0
+def _group(pgid: int) -> Iterator[tuple[Path, list[str]]]:
+    """``/proc/<pid>`` and its stat fields for every live process of a process group."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -37,8 +35,13 @@ def group_cpu(pgid: int) -> float:
         except OSError:  # gone meanwhile
             continue
         if int(fields[2]) == pgid:
-            total += _cpu(fields)
-    return total
+            yield entry, fields
+
+
+def group_cpu(pgid: int) -> float:
+    """The same, summed over every live process of a process group (a daemon, its code server
+    and the run processes, with the children each has already reaped)."""
+    return sum(_cpu(fields) for _, fields in _group(pgid))
 
 
 def _own_cpu(fields: list[str]) -> float:
@@ -59,26 +62,16 @@ class GroupCpuSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = _stat(entry.name)
-                if int(fields[2]) != self.pgid:
+        for entry, fields in _group(self.pgid):
+            pid = int(entry.name)
+            if pid not in self._seen:
+                try:
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:  # gone meanwhile
                     continue
-                pid = int(entry.name)
-                kind = (
-                    self._seen[pid][0]
-                    if pid in self._seen
-                    else self.classify(
-                        (entry / "cmdline")
-                        .read_bytes()
-                        .replace(b"\0", b" ")
-                        .decode(errors="replace")
-                    )
-                )
-            except (OSError, ValueError):  # gone meanwhile
-                continue
+                kind = self.classify(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+            else:
+                kind = self._seen[pid][0]
             self._seen[pid] = (kind, _own_cpu(fields))
 
     def _run(self) -> None:

@@ -1,8 +1,10 @@
 """Leases held together (``hold_many``), on the real Mongo-wire server: one request to take the
 free ones, the single-lease way for a held one, every lease checked, renewed and released."""
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +18,34 @@ NAMES = [f"io/s3://b/out/p{i}" for i in range(5)]
 
 def _held(docdb: DocDBResource) -> dict[str, str]:
     return {d["name"]: d["holder"] for d in docdb.find(LEASES, {})}
+
+
+@contextlib.contextmanager
+def _held_by_writer_b(docdb: DocDBResource, name: str) -> Iterator[None]:
+    """``writer-b`` holds ``name`` (on a thread) for the ``with`` block, then releases it."""
+    release = threading.Event()
+
+    def other() -> None:
+        with docdb.lease(name, "writer-b", collection=LEASES, ttl_s=120):
+            release.wait(120)
+
+    blocker = threading.Thread(target=other)
+    blocker.start()
+    while name not in _held(docdb):
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        release.set()
+        blocker.join()
+
+
+def _until_held(docdb: DocDBResource, expected: dict[str, str]) -> None:
+    """Wait until the leases held are ``expected`` (a state the code under test must reach)."""
+    deadline = time.monotonic() + 120  # a generous bound for a loaded machine, not a timing
+    while _held(docdb) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _held(docdb) == expected
 
 
 def test_free_names_are_taken_together_and_released(docdb: DocDBResource) -> None:
@@ -91,33 +121,18 @@ def test_waiting_for_one_name_keeps_none_taken_out_of_order(docdb: DocDBResource
     """A batch that finds a name held gives back what it took and takes the names in order:
     while it waits for the held one, the names after it stay free (two overlapping batches
     never hold what the other waits for in a cycle)."""
-    release = threading.Event()
-
-    def other() -> None:
-        with docdb.lease(NAMES[2], "writer-b", collection=LEASES, ttl_s=120):
-            release.wait(120)
-
-    blocker = threading.Thread(target=other)
-    blocker.start()
-    while NAMES[2] not in _held(docdb):
-        time.sleep(0.02)
     done = threading.Event()
 
     def batch() -> None:
         with hold_many(docdb, NAMES, "writer-a", collection=LEASES, ttl_s=120, wait_s=120):
             done.set()
 
-    waiter = threading.Thread(target=batch)
-    waiter.start()
-    # first all free names are taken at once; then, finding p2 held, the batch gives them back
-    # and takes them in order: p0 and p1 held, p3 and p4 free while it waits for p2
-    waiting = {NAMES[0]: "writer-a", NAMES[1]: "writer-a", NAMES[2]: "writer-b"}
-    deadline = time.monotonic() + 120  # a generous bound for a loaded machine, not a timing
-    while _held(docdb) != waiting and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _held(docdb) == waiting
-    release.set()
-    blocker.join()
+    with _held_by_writer_b(docdb, NAMES[2]):
+        waiter = threading.Thread(target=batch)
+        waiter.start()
+        # first all free names are taken at once; then, finding p2 held, the batch gives them
+        # back and takes them in order: p0 and p1 held, p3 and p4 free while it waits for p2
+        _until_held(docdb, {NAMES[0]: "writer-a", NAMES[1]: "writer-a", NAMES[2]: "writer-b"})
     waiter.join()
     assert done.is_set() and _held(docdb) == {}
 
@@ -125,16 +140,6 @@ def test_waiting_for_one_name_keeps_none_taken_out_of_order(docdb: DocDBResource
 def test_leases_taken_before_a_long_wait_are_renewed_meanwhile(docdb: DocDBResource) -> None:
     """Taking names in order, the batch may wait for one longer than the time to live of those
     it already holds: the heartbeat renews them meanwhile, so none expires and is taken."""
-    release = threading.Event()
-
-    def other() -> None:
-        with docdb.lease(NAMES[1], "writer-b", collection=LEASES, ttl_s=120):
-            release.wait(120)
-
-    blocker = threading.Thread(target=other)
-    blocker.start()
-    while NAMES[1] not in _held(docdb):
-        time.sleep(0.02)
     errors: list[BaseException] = []
 
     def batch() -> None:
@@ -145,15 +150,10 @@ def test_leases_taken_before_a_long_wait_are_renewed_meanwhile(docdb: DocDBResou
         except BaseException as e:  # noqa: BLE001 - reported by the test thread
             errors.append(e)
 
-    waiter = threading.Thread(target=batch)
-    waiter.start()
-    waiting = {NAMES[0]: "writer-a", NAMES[1]: "writer-b"}
-    deadline = time.monotonic() + 120  # a generous bound for a loaded machine, not a timing
-    while _held(docdb) != waiting and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _held(docdb) == waiting
-    time.sleep(5)  # longer than the 2 s time to live of the lease on p0 (the point of the test)
-    release.set()
-    blocker.join()
+    with _held_by_writer_b(docdb, NAMES[1]):
+        waiter = threading.Thread(target=batch)
+        waiter.start()
+        _until_held(docdb, {NAMES[0]: "writer-a", NAMES[1]: "writer-b"})
+        time.sleep(5)  # longer than the 2 s time to live of the lease on p0 (the point of it)
     waiter.join()
     assert errors == []

@@ -34,6 +34,7 @@ from aind_assets.hbcd.keys import (
     bids_sessions,
 )
 from aind_assets.hbcd.resources import HbcdResource
+from aind_assets.partition_metadata import newest_by_partition
 from aind_assets.runs import OBJECT_STORE_POOL
 
 _MAX_LISTED = 100
@@ -155,20 +156,13 @@ def _scan_sessions(
 
 def _materialized_by_this_run(context: dg.AssetCheckExecutionContext, keys: list[str]) -> set[str]:
     """The sessions whose newest materialization is this run's (a check run on its own, after
-    a run that stopped halfway, does not complete that run's write). Two event-log queries for
-    the whole batch, not one per session: the newest materialization of each, then their runs."""
-    instance = context.instance
-    newest = instance.event_log_storage.get_latest_storage_id_by_partition(
-        DEIDENTIFIED_SESSION, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys)
+    a run that stopped halfway, does not complete that run's write): two event-log queries for
+    the whole batch, not one per session."""
+    newest = newest_by_partition(
+        context.instance, DEIDENTIFIED_SESSION, dg.DagsterEventType.ASSET_MATERIALIZATION, keys
     )
-    if not newest:
-        return set()
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=DEIDENTIFIED_SESSION, storage_ids=list(newest.values())),
-        limit=len(newest),
-    ).records
     run_id = context.op_execution_context.run_id
-    return {r.partition_key for r in records if r.run_id == run_id and r.partition_key is not None}
+    return {key for key, record in newest.items() if record.run_id == run_id}
 
 
 @dg.asset_check(

@@ -39,6 +39,7 @@ from aind_assets.hbcd.sources.versions import (
     observe,
 )
 from aind_assets.hbcd.storage import map_concurrently
+from aind_assets.partition_metadata import newest_by_partition
 
 #: The tag Dagster reads an observation's data version from.
 DATA_VERSION_TAG = "dagster/data_version"
@@ -140,21 +141,14 @@ def latest_source_versions(
 ) -> dict[str, str | None]:
     """The data version of the newest observation of each identified session (None: never
     observed). Two event-log queries for a whole batch, not one per session."""
-    if not partition_keys:
-        return {}
-    newest = instance.event_log_storage.get_latest_storage_id_by_partition(
-        IDENTIFIED_SESSION, dg.DagsterEventType.ASSET_OBSERVATION, partitions=set(partition_keys)
+    newest = newest_by_partition(
+        instance, IDENTIFIED_SESSION, dg.DagsterEventType.ASSET_OBSERVATION, partition_keys
     )
     versions: dict[str, str | None] = dict.fromkeys(partition_keys)
-    if newest:
-        records = instance.fetch_observations(
-            dg.AssetRecordsFilter(asset_key=IDENTIFIED_SESSION, storage_ids=list(newest.values())),
-            limit=len(newest),
-        ).records
-        for r in records:
-            observation = r.asset_observation
-            if observation is not None and r.partition_key in versions:
-                versions[r.partition_key] = observation.tags.get(DATA_VERSION_TAG)
+    for key, record in newest.items():
+        observation = record.asset_observation
+        if observation is not None and key in versions:
+            versions[key] = observation.tags.get(DATA_VERSION_TAG)
     return versions
 
 
